@@ -1,0 +1,13 @@
+"""The ``onnxq`` command line (click). Each command only builds pass configs and calls the library."""
+
+from __future__ import annotations
+
+from . import cmd_basic  # noqa: F401  (registers commands)
+from ._app import cli
+
+__all__ = ["cli", "main"]
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="onnxq")

@@ -1,0 +1,67 @@
+"""Helpers shared by CLI commands: loading models, guarding output paths, JSON reports."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from .. import ir
+from ..errors import ConfigError
+from ._output import write_json
+
+__all__ = ["load_model", "check_output_path", "maybe_write_report", "parse_dims", "parse_shapes"]
+
+
+def load_model(path: str) -> ir.Model:
+    """Load and validate a model given on the command line."""
+    return ir.load(path)
+
+
+def check_output_path(model_path: str | Path, out: str | Path) -> Path:
+    """Refuse to overwrite the input model (inputs are never modified)."""
+    out = Path(out)
+    src = Path(model_path)
+    if out.exists() and src.exists() and os.path.samefile(out, src):
+        raise ConfigError(f"output '{out}' is the input model; onnxq never overwrites its input, choose another path")
+    if out.exists() and out.is_dir():
+        raise ConfigError(f"output '{out}' is a folder, expected a file path")
+    return out
+
+
+def maybe_write_report(path: str | None, data: Any) -> None:
+    """Write a JSON report when ``--report`` / ``--json-out`` was given."""
+    if path:
+        write_json(path, data)
+
+
+def parse_dims(values: tuple[str, ...]) -> dict[str, int]:
+    """``("batch=1", "seq=128")`` → ``{"batch": 1, "seq": 128}``."""
+    dims: dict[str, int] = {}
+    for item in values:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise ConfigError(f"--dim expects NAME=SIZE, got '{item}'")
+        try:
+            size = int(value)
+        except ValueError:
+            raise ConfigError(f"--dim {name}: size must be an integer, got '{value}'") from None
+        if size < 1:
+            raise ConfigError(f"--dim {name}: size must be >= 1, got {size}")
+        dims[name.strip()] = size
+    return dims
+
+
+def parse_shapes(values: tuple[str, ...]) -> dict[str, list[int]]:
+    """``("x=1,3,48,320",)`` → ``{"x": [1, 3, 48, 320]}``."""
+    shapes: dict[str, list[int]] = {}
+    for item in values:
+        name, sep, dims = item.partition("=")
+        try:
+            parsed = [int(d) for d in dims.replace("x", ",").split(",") if d.strip()]
+        except ValueError:
+            parsed = []
+        if not sep or not name.strip() or not parsed:
+            raise ConfigError(f"--shape expects INPUT=D0,D1,..., got '{item}'")
+        shapes[name.strip()] = parsed
+    return shapes

@@ -1,0 +1,42 @@
+"""Progress bars for long work: shown on a terminal, silent when piped or disabled."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable, Iterator
+from typing import TypeVar
+
+T = TypeVar("T")
+
+__all__ = ["track", "progress_enabled"]
+
+_ENABLED: bool | None = None
+
+
+def set_progress(enabled: bool | None) -> None:
+    """Force progress on/off (``None``: decide from whether stderr is a terminal)."""
+    global _ENABLED
+    _ENABLED = enabled
+
+
+def progress_enabled() -> bool:
+    """True when progress bars should be drawn."""
+    if _ENABLED is not None:
+        return _ENABLED
+    return sys.stderr.isatty()
+
+
+def track(items: Iterable[T], description: str, total: int | None = None) -> Iterator[T]:
+    """Iterate ``items`` with a rich progress bar on a terminal (plain iteration otherwise)."""
+    if not progress_enabled():
+        yield from items
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    if total is None and hasattr(items, "__len__"):
+        total = len(items)  # type: ignore[arg-type]
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), transient=True) as bar:
+        task = bar.add_task(description, total=total)
+        for item in items:
+            yield item
+            bar.advance(task)

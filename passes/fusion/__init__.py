@@ -1,0 +1,5 @@
+"""Fusion passes: fold BatchNormalization into linear ops, MatMul + Add into Gemm."""
+
+from __future__ import annotations
+
+from . import fold_batchnorm, fuse_matmul_add  # noqa: F401  (imported to register the passes)

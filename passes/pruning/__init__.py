@@ -1,0 +1,1 @@
+"""Pass family (filled by later work)."""
