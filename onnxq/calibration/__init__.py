@@ -1,0 +1,1 @@
+"""Calibration for static quantization: range observers, calibrated ranges and quantization parameters."""

@@ -1,0 +1,943 @@
+"""Calibration and evaluation data: files, synthetic tensors and reader objects as validated samples.
+
+A *sample* is ``dict[str, np.ndarray]`` keyed by model input name, ready for
+``onnxruntime.InferenceSession.run``. Every source checks every sample against the model's input
+signature (:func:`validate_sample`) before yielding it, because onnxruntime's own errors name neither
+the file nor the sample, and a float64 array or a NaN silently skews calibration ranges. Sources are
+lazy (one file in memory at a time), deterministic (files in natural sorted order, seeded synthetic
+data) and never unpickle anything (``allow_pickle=False`` throughout).
+
+Which source to use is decided by :func:`open_source` from a registry of file kinds.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import zipfile
+import zlib
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from itertools import islice
+from os import PathLike
+from pathlib import Path
+from typing import IO, Any, Union
+
+import numpy as np
+import onnx
+
+from onnxq.errors import CalibrationDataError, ConfigError
+
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "DataSource",
+    "InputSpec",
+    "LimitedSource",
+    "NpyFolderSource",
+    "NpzFileSource",
+    "NpzFolderSource",
+    "ReaderSource",
+    "Record",
+    "RecordSource",
+    "SyntheticSource",
+    "check_input_names",
+    "data_files",
+    "input_specs",
+    "list_data_files",
+    "load_labels",
+    "open_source",
+    "parse_dims",
+    "require_single_input",
+    "validate_sample",
+]
+
+_LOG = logging.getLogger(__name__)
+
+Dim = Union[int, str, None]
+Sample = dict[str, np.ndarray]
+Label = Union[int, float, str, np.ndarray]
+PathArg = Union[str, "PathLike[str]"]
+
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp"})
+_LABEL_KEYS = ("label", "labels")
+# Names exporters give the batch axis; synthetic data defaults them to 1 instead of demanding --dim.
+_BATCH_NAMES = frozenset({"batch", "n", "batch_size"})
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """One model input: name, numpy dtype and shape (int = static, str = symbolic, None = unknown).
+
+    ``shape`` itself is None when the model does not record the input's rank at all.
+    """
+
+    name: str
+    dtype: np.dtype
+    shape: tuple[Dim, ...] | None
+
+    def __post_init__(self) -> None:
+        # Normalize so callers may pass np.float32 or a list; frozen dataclasses need object.__setattr__.
+        object.__setattr__(self, "dtype", np.dtype(self.dtype))
+        if self.shape is not None:
+            object.__setattr__(self, "shape", tuple(self.shape))
+
+    @property
+    def rank(self) -> int | None:
+        """Number of axes, or None when the model leaves it unknown."""
+        return None if self.shape is None else len(self.shape)
+
+    def shape_text(self) -> str:
+        """The shape as users read it in Netron: ``[N, 3, 224, 224]`` (``?`` for unnamed dynamic axes)."""
+        if self.shape is None:
+            return "[unknown rank]"
+        return "[" + ", ".join("?" if d is None else str(d) for d in self.shape) + "]"
+
+
+def input_specs(model: onnx.ModelProto) -> list[InputSpec]:
+    """The inputs a caller must feed: graph inputs that are not initializers (old IR lists those too).
+
+    Raises:
+        CalibrationDataError: an input is not a numeric tensor (sequence, map, string, ...).
+    """
+    initializers = {init.name for init in model.graph.initializer}
+    return [_spec_from_value_info(vi) for vi in model.graph.input if vi.name not in initializers]
+
+
+def _spec_from_value_info(value_info: onnx.ValueInfoProto) -> InputSpec:
+    kind = value_info.type.WhichOneof("value")
+    if kind != "tensor_type":
+        raise CalibrationDataError(
+            f"model input '{value_info.name}' is a {kind or 'untyped value'}, not a tensor; "
+            "onnxq can only feed tensor inputs"
+        )
+    tensor = value_info.type.tensor_type
+    type_name = onnx.TensorProto.DataType.Name(tensor.elem_type)
+    try:
+        dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type))
+    except (KeyError, TypeError, ValueError) as e:
+        raise CalibrationDataError(
+            f"model input '{value_info.name}' has element type {type_name}, which onnxq cannot feed"
+        ) from e
+    if dtype.hasobject:
+        raise CalibrationDataError(
+            f"model input '{value_info.name}' has element type {type_name}; onnxq only feeds numeric tensors"
+        )
+    shape = tuple(_dim(d) for d in tensor.shape.dim) if tensor.HasField("shape") else None
+    return InputSpec(value_info.name, dtype, shape)
+
+
+def _dim(dim: onnx.TensorShapeProto.Dimension) -> Dim:
+    which = dim.WhichOneof("value")
+    if which == "dim_value" and dim.dim_value >= 0:
+        return int(dim.dim_value)
+    if which == "dim_param" and dim.dim_param:
+        return dim.dim_param
+    return None
+
+
+# --------------------------------------------------------------------------------------------------
+# Validation
+# --------------------------------------------------------------------------------------------------
+
+
+def validate_sample(sample: Mapping[str, Any], specs: Sequence[InputSpec], where: str) -> Sample:
+    """Check one sample against the model's inputs and return it as contiguous arrays in input order.
+
+    Rejects (naming ``where``, the tensor, the expected and the found value): unknown or missing inputs,
+    non-numeric data, a dtype other than the model's (no silent casts: float64 for a float32 input is
+    the classic mistake and a cast hint is given), wrong rank, wrong static dims, empty tensors,
+    NaN/Inf, and one symbolic dim taking different sizes in different inputs.
+
+    Raises:
+        CalibrationDataError: the first problem found.
+    """
+    _require_mapping(sample, where)
+    check_input_names(sample.keys(), specs, where)
+    arrays = {spec.name: _check_tensor(sample[spec.name], spec, where) for spec in specs}
+    _check_symbols(arrays, specs, where)
+    return arrays
+
+
+def _require_mapping(sample: Any, where: str) -> None:
+    if not isinstance(sample, Mapping):
+        raise CalibrationDataError(f"{where}: expected a dict of input name -> array, found {type(sample).__name__}")
+
+
+def check_input_names(names: Iterable[str], specs: Sequence[InputSpec], where: str) -> None:
+    """Refuse names that are not model inputs and model inputs that are absent, listing the expected names."""
+    names = list(names)
+    expected = _quoted(spec.name for spec in specs)
+    known = {spec.name for spec in specs}
+    for name in names:
+        if name not in known:
+            hint = ""
+            if re.fullmatch(r"arr_\d+", name):
+                hint = " (np.savez names positional arrays arr_0, arr_1...: save with np.savez(path, name=array))"
+            raise CalibrationDataError(f"{where}: unknown input '{name}'{hint}; expected inputs: {expected}")
+    for spec in specs:
+        if spec.name not in names:
+            raise CalibrationDataError(f"{where}: missing input '{spec.name}'; expected inputs: {expected}")
+
+
+def _check_tensor(value: Any, spec: InputSpec, where: str) -> np.ndarray:
+    array = _as_numeric_array(value, f"{where}: input '{spec.name}'")
+    if array.dtype != spec.dtype:
+        hint = f" (cast with .astype(np.{_numpy_name(spec.dtype)}))" if array.dtype.kind in "biuf" else ""
+        raise CalibrationDataError(
+            f"{where}: input '{spec.name}' has dtype {array.dtype}, expected {spec.dtype}{hint}"
+        )
+    _check_shape(array, spec, where)
+    _check_finite(array, f"{where}: input '{spec.name}'")
+    return np.require(array, requirements="C")
+
+
+def _as_numeric_array(value: Any, what: str) -> np.ndarray:
+    try:
+        array = np.asarray(value)
+    except ValueError as e:  # ragged nested lists
+        raise CalibrationDataError(f"{what} is not a rectangular array ({e})") from e
+    if array.dtype.kind not in "biufc":
+        raise CalibrationDataError(f"{what} has dtype {array.dtype}, expected a numeric array")
+    return array
+
+
+def _numpy_name(dtype: np.dtype) -> str:
+    # np.bool only exists from numpy 2; np.bool_ works everywhere.
+    return "bool_" if dtype.kind == "b" else dtype.name
+
+
+def _check_shape(array: np.ndarray, spec: InputSpec, where: str) -> None:
+    if spec.shape is None:
+        return
+    if array.ndim != len(spec.shape):
+        raise CalibrationDataError(
+            f"{where}: input '{spec.name}' has rank {array.ndim} (shape {array.shape}), "
+            f"expected rank {len(spec.shape)} {spec.shape_text()}"
+        )
+    for axis, (found, expected) in enumerate(zip(array.shape, spec.shape)):
+        if isinstance(expected, int) and found != expected:
+            raise CalibrationDataError(
+                f"{where}: input '{spec.name}' axis {axis} is {found}, expected {expected} "
+                f"(shape {array.shape}, expected {spec.shape_text()})"
+            )
+    if array.size == 0:
+        raise CalibrationDataError(f"{where}: input '{spec.name}' is empty (shape {array.shape})")
+
+
+def _check_finite(array: np.ndarray, what: str) -> None:
+    if array.dtype.kind not in "fc":
+        return
+    nan = int(np.count_nonzero(np.isnan(array)))
+    inf = int(np.count_nonzero(np.isinf(array)))
+    if nan or inf:
+        raise CalibrationDataError(
+            f"{what} has {nan + inf} non-finite values ({nan} NaN, {inf} Inf) out of {array.size}; "
+            "calibration data must be finite"
+        )
+
+
+def _check_symbols(arrays: Mapping[str, np.ndarray], specs: Sequence[InputSpec], where: str) -> None:
+    seen: dict[str, tuple[str, int, int]] = {}
+    for spec in specs:
+        for axis, dim in enumerate(spec.shape or ()):
+            if not isinstance(dim, str):
+                continue
+            size = arrays[spec.name].shape[axis]
+            first = seen.setdefault(dim, (spec.name, axis, size))
+            if first[2] != size:
+                raise CalibrationDataError(
+                    f"{where}: symbolic dim '{dim}' is {first[2]} in input '{first[0]}' (axis {first[1]}) "
+                    f"but {size} in input '{spec.name}' (axis {axis})"
+                )
+
+
+def _quoted(names: Iterable[str]) -> str:
+    return ", ".join(f"'{name}'" for name in names)
+
+
+# --------------------------------------------------------------------------------------------------
+# Base classes
+# --------------------------------------------------------------------------------------------------
+
+
+class DataSource(ABC):
+    """An iterable of validated samples, with labels for evaluation and a one-line description."""
+
+    specs: tuple[InputSpec, ...] | None
+
+    @abstractmethod
+    def iter_with_labels(self) -> Iterator[tuple[Sample, Label | None]]:
+        """Yield ``(sample, label)`` pairs; the label is None when the data carries none."""
+
+    @abstractmethod
+    def describe(self) -> str:
+        """One line for logs and the CLI: what the data is and how many samples it holds."""
+
+    @property
+    def num_samples(self) -> int | None:
+        """Number of samples, or None when only iterating can tell (reader objects)."""
+        return None
+
+    def __iter__(self) -> Iterator[Sample]:
+        for sample, _ in self.iter_with_labels():
+            yield sample
+
+    def __len__(self) -> int:
+        count = self.num_samples
+        if count is None:
+            raise TypeError(f"{type(self).__name__} does not know its length before iterating")
+        return count
+
+    def __bool__(self) -> bool:
+        # Without this, bool() would fall back to __len__ and raise for sources of unknown length.
+        return True
+
+
+@dataclass(frozen=True)
+class Record:
+    """One raw, not yet validated sample: where it came from, its arrays and its inline label."""
+
+    where: str
+    sample: Mapping[str, Any]
+    label: Label | None = None
+
+
+class RecordSource(DataSource):
+    """Base of the concrete sources: subclasses yield :class:`Record` s, this class validates them
+    and attaches labels from an optional labels file, so every source behaves the same."""
+
+    def __init__(self, specs: Sequence[InputSpec] | None, labels_file: PathArg | None = None) -> None:
+        self.specs = None if specs is None else tuple(specs)
+        self.labels_file = None if labels_file is None else Path(labels_file)
+
+    @abstractmethod
+    def records(self) -> Iterator[Record]:
+        """Yield raw records lazily, one file in memory at a time."""
+
+    def iter_with_labels(self) -> Iterator[tuple[Sample, Label | None]]:
+        """Validated samples with labels; a labels file must have exactly one label per sample."""
+        external = None if self.labels_file is None else load_labels(self.labels_file)
+        count = 0
+        for count, record in enumerate(self.records(), start=1):
+            sample = (
+                _validate_unbound(record.sample, record.where)
+                if self.specs is None
+                else validate_sample(record.sample, self.specs, record.where)
+            )
+            yield sample, _label_for(record, count - 1, external, self.labels_file)
+        if external is not None and count != len(external):
+            raise CalibrationDataError(
+                f"labels file '{self.labels_file}' has {len(external)} labels but the data has {count} samples"
+            )
+
+
+def _label_for(record: Record, index: int, external: list[Label] | None, labels_file: Path | None) -> Label | None:
+    if external is None:
+        return record.label
+    if record.label is not None:
+        raise CalibrationDataError(
+            f"{record.where}: carries its own label and a labels file '{labels_file}' was given too; use one"
+        )
+    if index >= len(external):
+        raise CalibrationDataError(
+            f"{record.where}: labels file '{labels_file}' has only {len(external)} labels, none for sample #{index}"
+        )
+    return external[index]
+
+
+def _validate_unbound(sample: Mapping[str, Any], where: str) -> Sample:
+    """Checks possible without a model signature (reader objects used on their own)."""
+    _require_mapping(sample, where)
+    arrays = {}
+    for name, value in sample.items():
+        array = _as_numeric_array(value, f"{where}: input '{name}'")
+        _check_finite(array, f"{where}: input '{name}'")
+        arrays[name] = np.require(array, requirements="C")
+    return arrays
+
+
+class LimitedSource(DataSource):
+    """The first ``limit`` samples of another source (``--samples N``)."""
+
+    def __init__(self, source: DataSource, limit: int) -> None:
+        if limit < 1:
+            raise ConfigError(f"the number of samples must be >= 1, got {limit}")
+        self.source = source
+        self.limit = limit
+        self.specs = source.specs
+
+    def iter_with_labels(self) -> Iterator[tuple[Sample, Label | None]]:
+        """The wrapped source's pairs, stopping after ``limit``."""
+        return islice(self.source.iter_with_labels(), self.limit)
+
+    @property
+    def num_samples(self) -> int | None:
+        """``min(limit, len(source))``, unknown when the wrapped source's length is."""
+        inner = self.source.num_samples
+        return None if inner is None else min(inner, self.limit)
+
+    def describe(self) -> str:
+        """The wrapped description with the limit."""
+        return f"first {self.limit} samples of {self.source.describe()}"
+
+
+# --------------------------------------------------------------------------------------------------
+# Reading files (never with pickle)
+# --------------------------------------------------------------------------------------------------
+
+
+def _read_npy_header(fp: IO[bytes], where: str) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype from an .npy header, so object arrays are refused before reading data."""
+    try:
+        version = np.lib.format.read_magic(fp)
+        read_header = (
+            np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        )
+        shape, _, dtype = read_header(fp)
+    except (ValueError, EOFError, OSError) as e:
+        raise CalibrationDataError(f"{where}: not a valid .npy array ({e})") from e
+    if dtype.hasobject:
+        raise CalibrationDataError(
+            f"{where}: holds Python objects (dtype {dtype}); onnxq never unpickles data — save numeric arrays"
+        )
+    return shape, dtype
+
+
+def _read_npy(path: Path, *, mmap: bool) -> np.ndarray:
+    try:
+        with open(path, "rb") as fp:
+            _read_npy_header(fp, str(path))
+        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (ValueError, EOFError, OSError) as e:
+        raise CalibrationDataError(f"{path}: cannot read as .npy ({e})") from e
+
+
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    """All arrays of an .npz, read member by member so errors name the file and the array."""
+    arrays = {}
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for member in archive.namelist():
+                if not member.endswith(".npy"):
+                    raise CalibrationDataError(f"{path}: member '{member}' is not an .npy array")
+                key = member[: -len(".npy")]
+                with archive.open(member) as fp:
+                    _read_npy_header(fp, f"{path}: array '{key}'")
+                    fp.seek(0)
+                    arrays[key] = np.lib.format.read_array(fp, allow_pickle=False)
+    except (zipfile.BadZipFile, zlib.error, ValueError, EOFError, OSError) as e:
+        raise CalibrationDataError(f"{path}: cannot read as .npz ({type(e).__name__}: {e})") from e
+    return arrays
+
+
+def load_labels(path: PathArg) -> list[Label]:
+    """Labels from a ``.npy`` (one number per sample) or a text file (one label per line).
+
+    Text labels become ints when every line is an integer (class ids), else stay strings (OCR text).
+    Only trailing empty lines are dropped: an empty line in the middle is an empty label.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CalibrationDataError(f"labels file '{path}' does not exist")
+    if path.suffix.lower() == ".npy":
+        array = _read_npy(path, mmap=False)
+        if array.ndim != 1:
+            raise CalibrationDataError(
+                f"labels file '{path}' has shape {array.shape}, expected one label per sample (a 1-D array)"
+            )
+        return array.tolist()
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise CalibrationDataError(f"labels file '{path}' cannot be read as UTF-8 text ({e})") from e
+    while lines and not lines[-1].strip():
+        lines.pop()
+    if lines and all(re.fullmatch(r"\s*[-+]?\d+\s*", line) for line in lines):
+        return [int(line) for line in lines]
+    return list(lines)
+
+
+def list_data_files(path: Path, suffixes: Iterable[str], kind: str) -> list[Path]:
+    """The files of one kind in a folder, in natural order (``2.npz`` before ``10.npz``, so a labels file
+    written line by line matches), hidden files (``.DS_Store``, ``._x.png``) skipped.
+
+    Raises:
+        CalibrationDataError: the folder holds no such file.
+    """
+    wanted = {suffix.lower() for suffix in suffixes}
+    files = [
+        p for p in path.iterdir() if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in wanted
+    ]
+    if not files:
+        raise CalibrationDataError(f"folder '{path}' contains no {kind} files ({' '.join(sorted(wanted))})")
+    return sorted(files, key=_natural_key)
+
+
+def _natural_key(path: Path) -> tuple[list[Any], str]:
+    parts = re.split(r"(\d+)", path.name.lower())
+    return [int(p) if p.isdigit() else p for p in parts], path.name
+
+
+def _split_label(
+    arrays: dict[str, np.ndarray], specs: Sequence[InputSpec], where: str
+) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+    """Separate a ``label``/``labels`` array from the inputs (unless the model has an input of that name)."""
+    names = {spec.name for spec in specs}
+    keys = [key for key in _LABEL_KEYS if key in arrays and key not in names]
+    if len(keys) > 1:
+        raise CalibrationDataError(f"{where}: has both 'label' and 'labels' arrays; keep one")
+    inputs = {k: v for k, v in arrays.items() if k not in keys}
+    return inputs, (arrays[keys[0]] if keys else None)
+
+
+def _label_value(array: np.ndarray) -> Label:
+    return array.item() if array.ndim == 0 else array
+
+
+def _refuse_stacked(arrays: Mapping[str, np.ndarray], specs: Sequence[InputSpec], where: str, hint: str) -> None:
+    """In a folder one file is one sample; an extra leading axis means the user wanted the single-file form."""
+    for spec in specs:
+        array = arrays.get(spec.name)
+        if array is not None and spec.rank is not None and array.ndim == spec.rank + 1:
+            raise CalibrationDataError(
+                f"{where}: input '{spec.name}' has rank {array.ndim} (shape {array.shape}), one more than the "
+                f"model's {spec.shape_text()}; a folder holds one sample per file — {hint}"
+            )
+
+
+def require_single_input(specs: Sequence[InputSpec], what: str, advice: str = "") -> InputSpec:
+    """The only input of a model, for data kinds that cannot say which input an array belongs to."""
+    if len(specs) != 1:
+        raise CalibrationDataError(
+            f"{what} only works for single-input models; this model has inputs {_quoted(s.name for s in specs)}"
+            + (f": {advice}" if advice else "")
+        )
+    return specs[0]
+
+
+def _existing(path: PathArg) -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise CalibrationDataError(f"calibration data '{path}' does not exist")
+    return path
+
+
+def data_files(path: PathArg, suffixes: Iterable[str], kind: str) -> list[Path]:
+    """``[path]`` for a file, :func:`list_data_files` for a folder.
+
+    Raises:
+        CalibrationDataError: the path does not exist or the folder holds no such file.
+    """
+    path = _existing(path)
+    return list_data_files(path, suffixes, kind) if path.is_dir() else [path]
+
+
+# --------------------------------------------------------------------------------------------------
+# Sources
+# --------------------------------------------------------------------------------------------------
+
+
+class NpzFolderSource(RecordSource):
+    """A folder with one ``.npz`` per sample, one array per input (plus an optional ``label``)."""
+
+    def __init__(self, folder: PathArg, specs: Sequence[InputSpec], *, labels_file: PathArg | None = None) -> None:
+        super().__init__(specs, labels_file)
+        self.folder = Path(folder)
+        self.files = data_files(self.folder, {".npz"}, ".npz")
+
+    @property
+    def num_samples(self) -> int:
+        """One sample per file."""
+        return len(self.files)
+
+    def records(self) -> Iterator[Record]:
+        """Read one file at a time."""
+        for path in self.files:
+            where = str(path)
+            inputs, label = _split_label(_read_npz(path), self.specs, where)
+            _refuse_stacked(inputs, self.specs, where, "to stack samples along a leading axis pass one .npz file")
+            yield Record(where, inputs, None if label is None else _label_value(label))
+
+    def describe(self) -> str:
+        """E.g. ``12 .npz files in calib/``."""
+        return f"{len(self.files)} .npz files in {self.folder}/"
+
+
+class NpzFileSource(RecordSource):
+    """One ``.npz`` whose arrays stack samples along a leading axis (or hold exactly one sample).
+
+    The arrays are read once, on first use, and yielded as per-sample views.
+    """
+
+    def __init__(self, path: PathArg, specs: Sequence[InputSpec], *, labels_file: PathArg | None = None) -> None:
+        super().__init__(specs, labels_file)
+        self.path = _existing(path)
+        self._loaded: tuple[dict[str, np.ndarray], np.ndarray | None, int | None] | None = None
+
+    def _load(self) -> tuple[dict[str, np.ndarray], np.ndarray | None, int | None]:
+        if self._loaded is None:
+            where = str(self.path)
+            inputs, label = _split_label(_read_npz(self.path), self.specs, where)
+            check_input_names(inputs, self.specs, where)
+            count = _stacked_count(inputs, self.specs, where)
+            if count is not None and label is not None and (label.ndim == 0 or label.shape[0] != count):
+                raise CalibrationDataError(
+                    f"{where}: labels have shape {label.shape}, expected one label per sample ({count} along axis 0)"
+                )
+            self._loaded = (inputs, label, count)
+        return self._loaded
+
+    @property
+    def num_samples(self) -> int:
+        """Length of the leading axis, or 1 when the arrays hold a single sample."""
+        count = self._load()[2]
+        return 1 if count is None else count
+
+    def records(self) -> Iterator[Record]:
+        """Views into the loaded arrays, one sample at a time."""
+        inputs, label, count = self._load()
+        if count is None:
+            yield Record(str(self.path), inputs, None if label is None else _label_value(label))
+            return
+        for index in range(count):
+            sample = {name: array[index] for name, array in inputs.items()}
+            yield Record(
+                f"{self.path} sample #{index}", sample, None if label is None else _label_value(label[index])
+            )
+
+    def describe(self) -> str:
+        """E.g. ``calib.npz: 100 samples``."""
+        return f"{self.path}: {self.num_samples} samples"
+
+
+def _stacked_count(arrays: Mapping[str, np.ndarray], specs: Sequence[InputSpec], where: str) -> int | None:
+    """None when the arrays hold one sample, else the number of samples along their leading axis."""
+    counts: dict[str, int | None] = {}
+    for spec in specs:
+        array = arrays.get(spec.name)
+        if array is None or spec.rank is None:
+            continue
+        if array.ndim == spec.rank:
+            counts[spec.name] = None
+        elif array.ndim == spec.rank + 1:
+            counts[spec.name] = array.shape[0]
+        else:
+            raise CalibrationDataError(
+                f"{where}: input '{spec.name}' has rank {array.ndim} (shape {array.shape}), expected "
+                f"{spec.rank} (one sample) or {spec.rank + 1} (samples along a leading axis) for "
+                f"{spec.shape_text()}"
+            )
+    single = [name for name, count in counts.items() if count is None]
+    stacked = {name: count for name, count in counts.items() if count is not None}
+    if single and stacked:
+        raise CalibrationDataError(
+            f"{where}: input '{single[0]}' holds one sample but '{next(iter(stacked))}' has a leading axis "
+            "of samples; store every input the same way"
+        )
+    if len(set(stacked.values())) > 1:
+        found = ", ".join(f"'{name}' has {count}" for name, count in stacked.items())
+        raise CalibrationDataError(f"{where}: inputs disagree on the number of samples: {found}")
+    if stacked and next(iter(stacked.values())) == 0:
+        raise CalibrationDataError(f"{where}: holds no samples (leading axis of length 0)")
+    return next(iter(stacked.values()), None)
+
+
+class NpyFolderSource(RecordSource):
+    """``.npy`` data for single-input models: a folder with one sample per file, or one file that stacks
+    samples along a leading axis (memory-mapped) or holds exactly one sample."""
+
+    def __init__(self, path: PathArg, specs: Sequence[InputSpec], *, labels_file: PathArg | None = None) -> None:
+        super().__init__(specs, labels_file)
+        self.spec = require_single_input(self.specs, ".npy data", "save one .npz per sample with one array per input")
+        self.path = Path(path)
+        self.files = data_files(self.path, {".npy"}, ".npy")
+
+    @property
+    def num_samples(self) -> int:
+        """Files in a folder; for one file, its leading axis when stacked (read from the header only)."""
+        if self.path.is_dir():
+            return len(self.files)
+        with open(self.path, "rb") as fp:
+            shape, _ = _read_npy_header(fp, str(self.path))
+        return shape[0] if self._stacked(len(shape)) else 1
+
+    def _stacked(self, ndim: int) -> bool:
+        return self.spec.rank is not None and ndim == self.spec.rank + 1
+
+    def records(self) -> Iterator[Record]:
+        """One file, or one view of the memory-mapped file, at a time."""
+        name = self.spec.name
+        if self.path.is_dir():
+            for path in self.files:
+                array = _read_npy(path, mmap=False)
+                _refuse_stacked({name: array}, self.specs, str(path), "to stack samples pass that .npy file alone")
+                yield Record(str(path), {name: array})
+            return
+        array = _read_npy(self.path, mmap=True)
+        if not self._stacked(array.ndim):
+            yield Record(str(self.path), {name: array})
+            return
+        for index in range(array.shape[0]):
+            yield Record(f"{self.path} sample #{index}", {name: array[index]})
+
+    def describe(self) -> str:
+        """E.g. ``8 .npy files in calib/`` or ``x.npy: 100 samples``."""
+        if self.path.is_dir():
+            return f"{len(self.files)} .npy files in {self.path}/"
+        return f"{self.path}: {self.num_samples} samples"
+
+
+class SyntheticSource(RecordSource):
+    """Random samples generated from the input signature, for smoke tests and shape-only calibration.
+
+    Floats are N(0, 1) clipped to +-4; integer inputs whose name contains ``mask`` are all ones (a
+    padding mask that hides everything makes attention degenerate); other integers are uniform in
+    ``[0, int_high)`` (valid token ids for any real vocabulary); bools are fair coin flips. Sample ``k``
+    depends only on ``(seed, k)``, so a longer run starts with the samples of a shorter one.
+
+    Symbolic dims come from ``dims`` (by name; an unnamed dynamic axis as ``"input:axis"``); batch-like
+    dims (``batch``, ``N``, ``batch_size`` or an unnamed first axis) default to 1.
+    """
+
+    def __init__(
+        self,
+        specs: Sequence[InputSpec],
+        count: int = 8,
+        dims: Mapping[str, int] | None = None,
+        seed: int = 0,
+        *,
+        int_high: int = 100,
+        labels_file: PathArg | None = None,
+    ) -> None:
+        super().__init__(specs, labels_file)
+        if count < 1 or seed < 0 or int_high < 1:
+            raise ConfigError(
+                f"synthetic data needs count >= 1, seed >= 0 and int_high >= 1; got {count}, {seed}, {int_high}"
+            )
+        self.count, self.seed, self.int_high = count, seed, int_high
+        self.dims = dict(dims or {})
+        self.shapes = {spec.name: _synthetic_shape(spec, self.dims) for spec in self.specs}
+        for spec in self.specs:
+            if spec.dtype.kind not in "biuf":
+                raise CalibrationDataError(f"input '{spec.name}' has dtype {spec.dtype}; synthetic data cannot make it")
+        used = {d for spec in self.specs for d in spec.shape or () if isinstance(d, str)}
+        unused = sorted(k for k in self.dims if k not in used and ":" not in k)
+        if unused:
+            _LOG.warning("--dim %s: the model has no such symbolic dim", ", ".join(unused))
+
+    @property
+    def num_samples(self) -> int:
+        """The requested count."""
+        return self.count
+
+    def records(self) -> Iterator[Record]:
+        """Generate sample ``k`` from a generator seeded with ``(seed, k)``."""
+        for index in range(self.count):
+            rng = np.random.default_rng([self.seed, index])
+            sample = {spec.name: self._tensor(spec, rng) for spec in self.specs}
+            yield Record(f"synthetic sample #{index}", sample)
+
+    def _tensor(self, spec: InputSpec, rng: np.random.Generator) -> np.ndarray:
+        shape = self.shapes[spec.name]
+        if spec.dtype.kind == "f":
+            return np.clip(rng.standard_normal(shape), -4.0, 4.0).astype(spec.dtype)
+        if spec.dtype.kind == "b":
+            return rng.random(shape) < 0.5
+        if "mask" in spec.name.lower():
+            return np.ones(shape, dtype=spec.dtype)
+        high = min(self.int_high, int(np.iinfo(spec.dtype).max) + 1)
+        return rng.integers(0, high, size=shape, dtype=spec.dtype)
+
+    def describe(self) -> str:
+        """E.g. ``synthetic: 8 samples (seed 0, seq=16)``."""
+        dims = "".join(f", {k}={v}" for k, v in sorted(self.dims.items()))
+        return f"synthetic: {self.count} samples (seed {self.seed}{dims})"
+
+
+def _synthetic_shape(spec: InputSpec, dims: Mapping[str, int]) -> tuple[int, ...]:
+    if spec.shape is None:
+        raise CalibrationDataError(f"input '{spec.name}' has no shape in the model; synthetic data needs one")
+    shape = []
+    for axis, dim in enumerate(spec.shape):
+        key = dim if isinstance(dim, str) else f"{spec.name}:{axis}"
+        if isinstance(dim, int):
+            shape.append(dim)
+        elif key in dims:
+            shape.append(int(dims[key]))
+        elif (dim is None and axis == 0) or (isinstance(dim, str) and dim.lower() in _BATCH_NAMES):
+            shape.append(1)
+        elif isinstance(dim, str):
+            raise CalibrationDataError(f"input '{spec.name}' has symbolic dim '{dim}'; pass --dim {dim}=N")
+        else:
+            raise CalibrationDataError(
+                f"input '{spec.name}' axis {axis} is dynamic and unnamed; pass --dim {key}=N"
+            )
+    return tuple(shape)
+
+
+def parse_dims(items: Iterable[str]) -> dict[str, int]:
+    """Parse ``--dim`` options (``seq=128``, ``x:2=224``) into the ``dims`` of :class:`SyntheticSource`.
+
+    Raises:
+        ConfigError: an item is not ``NAME=N`` with N >= 1.
+    """
+    dims = {}
+    for item in items:
+        name, sep, value = item.rpartition("=")
+        if not sep or not name or not value.strip().isdigit() or int(value) < 1:
+            raise ConfigError(f"--dim '{item}': expected NAME=N with N >= 1 (e.g. seq=128)")
+        dims[name.strip()] = int(value)
+    return dims
+
+
+class ReaderSource(RecordSource):
+    """Any object with onnxruntime's ``CalibrationDataReader`` protocol: ``get_next()`` returns a dict
+    or None when exhausted. Calls ``rewind()`` (when the reader has one) before iterating again."""
+
+    def __init__(
+        self, reader: Any, specs: Sequence[InputSpec] | None = None, *, labels_file: PathArg | None = None
+    ) -> None:
+        super().__init__(specs, labels_file)
+        if not callable(getattr(reader, "get_next", None)):
+            raise CalibrationDataError(f"{type(reader).__name__} has no get_next() method; it is not a data reader")
+        self.reader = reader
+        self._passes = 0
+
+    def records(self) -> Iterator[Record]:
+        """Drain ``get_next()``; an immediately exhausted reader is an error, not an empty calibration."""
+        rewind = getattr(self.reader, "rewind", None)
+        if self._passes and callable(rewind):
+            rewind()
+        self._passes += 1
+        index = 0
+        while (item := self.reader.get_next()) is not None:
+            yield Record(f"reader sample #{index}", item)
+            index += 1
+        if index == 0:
+            raise CalibrationDataError(
+                "reader sample #0: get_next() returned None before any sample; the reader is empty or already "
+                "consumed (give it a rewind() method to iterate it twice)"
+            )
+
+    def describe(self) -> str:
+        """The reader's class name."""
+        return f"data reader {type(self.reader).__name__}"
+
+
+# --------------------------------------------------------------------------------------------------
+# Dispatch
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _OpenOptions:
+    dims: Mapping[str, int]
+    seed: int
+    image_preprocess: Any
+    labels_file: PathArg | None
+
+
+def _images(path: Path, specs: Sequence[InputSpec], options: _OpenOptions) -> DataSource:
+    # Imported here: images.py builds on this module (and imports Pillow only when used).
+    from onnxq.calibration.images import ImageFolderSource
+
+    return ImageFolderSource(path, specs, options.image_preprocess, labels_file=options.labels_file)
+
+
+_Factory = Callable[[Path, Sequence[InputSpec], _OpenOptions], DataSource]
+
+_SUFFIX_KINDS: dict[str, str] = {".npz": "npz", ".npy": "npy", **{suffix: "image" for suffix in IMAGE_SUFFIXES}}
+_FOLDER_FACTORIES: dict[str, _Factory] = {
+    "npz": lambda path, specs, o: NpzFolderSource(path, specs, labels_file=o.labels_file),
+    "npy": lambda path, specs, o: NpyFolderSource(path, specs, labels_file=o.labels_file),
+    "image": _images,
+}
+_FILE_FACTORIES: dict[str, _Factory] = {
+    "npz": lambda path, specs, o: NpzFileSource(path, specs, labels_file=o.labels_file),
+    "npy": lambda path, specs, o: NpyFolderSource(path, specs, labels_file=o.labels_file),
+    "image": _images,
+}
+_ACCEPTED = ".npz, .npy or image (" + " ".join(sorted(IMAGE_SUFFIXES)) + ") files"
+_SYNTHETIC = re.compile(r"synthetic(?::(.*))?")
+
+
+def open_source(
+    spec: Any,
+    model_or_specs: onnx.ModelProto | Sequence[InputSpec],
+    *,
+    dims: Mapping[str, int] | None = None,
+    samples: int | None = None,
+    seed: int = 0,
+    image_preprocess: Any = None,
+    labels_file: PathArg | None = None,
+) -> DataSource:
+    """Open calibration/evaluation data from what the user gave.
+
+    Args:
+        spec: ``"synthetic"`` / ``"synthetic:N"``; an object with ``get_next()``; a folder of .npz, .npy
+            or image files (one kind per folder); an .npz, .npy or image file; or a DataSource.
+        model_or_specs: the model, or its :func:`input_specs`.
+        dims: symbolic dims for synthetic data.
+        samples: yield at most this many samples (also the synthetic count when none is given).
+        seed: seed of synthetic data.
+        image_preprocess: an ``ImagePreprocess`` or its compact string, for image folders.
+        labels_file: labels for evaluation, one per sample.
+
+    Raises:
+        CalibrationDataError: the data is missing, empty, of an unknown or mixed kind.
+        ConfigError: ``samples`` < 1 or a malformed ``synthetic:N``.
+    """
+    specs = input_specs(model_or_specs) if isinstance(model_or_specs, onnx.ModelProto) else list(model_or_specs)
+    options = _OpenOptions(dict(dims or {}), seed, image_preprocess, labels_file)
+    source = _dispatch(spec, specs, options, samples)
+    if samples is not None:
+        source = LimitedSource(source, samples)
+    _LOG.info("data: %s", source.describe())
+    return source
+
+
+def _dispatch(spec: Any, specs: Sequence[InputSpec], options: _OpenOptions, samples: int | None) -> DataSource:
+    if isinstance(spec, DataSource):
+        return spec
+    if callable(getattr(spec, "get_next", None)):
+        return ReaderSource(spec, specs, labels_file=options.labels_file)
+    if isinstance(spec, str) and (match := _SYNTHETIC.fullmatch(spec.strip())):
+        count = _synthetic_count(match.group(1), samples)
+        return SyntheticSource(specs, count, options.dims, options.seed, labels_file=options.labels_file)
+    if not isinstance(spec, (str, PathLike)):
+        raise CalibrationDataError(
+            f"cannot use a {type(spec).__name__} as data: expected a path, 'synthetic[:N]' or an object with get_next()"
+        )
+    path = _existing(spec)
+    if path.is_dir():
+        return _FOLDER_FACTORIES[_folder_kind(path)](path, specs, options)
+    kind = _SUFFIX_KINDS.get(path.suffix.lower())
+    if kind is None:
+        raise CalibrationDataError(
+            f"calibration data '{path}' is not a supported kind: expected a folder or {_ACCEPTED}, or 'synthetic[:N]'"
+        )
+    return _FILE_FACTORIES[kind](path, specs, options)
+
+
+def _synthetic_count(text: str | None, samples: int | None) -> int:
+    if text is None:
+        return samples or 8
+    if not text.strip().isdigit() or int(text) < 1:
+        raise ConfigError(f"'synthetic:{text}': expected synthetic:N with N >= 1")
+    return int(text)
+
+
+def _folder_kind(folder: Path) -> str:
+    """The one kind of data file in a folder; other files (a labels.txt, a README) are ignored."""
+    found: dict[str, str] = {}
+    for path in sorted(folder.iterdir(), key=_natural_key):
+        kind = _SUFFIX_KINDS.get(path.suffix.lower())
+        if kind and path.is_file() and not path.name.startswith("."):
+            found.setdefault(kind, path.name)
+    if not found:
+        raise CalibrationDataError(f"folder '{folder}' contains no calibration data: expected {_ACCEPTED}")
+    if len(found) > 1:
+        examples = ", ".join(f"{kind} ({name})" for kind, name in found.items())
+        raise CalibrationDataError(f"folder '{folder}' mixes kinds of data files: {examples}; keep one kind per folder")
+    return next(iter(found))
