@@ -26,9 +26,9 @@ def progress_enabled() -> bool:
     return sys.stderr.isatty()
 
 
-def track(items: Iterable[T], description: str, total: int | None = None) -> Iterator[T]:
+def track(items: Iterable[T], description: str, total: int | None = None, enabled: bool | None = None) -> Iterator[T]:
     """Iterate ``items`` with a rich progress bar on a terminal (plain iteration otherwise)."""
-    if not progress_enabled():
+    if not (progress_enabled() if enabled is None else enabled):
         yield from items
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn

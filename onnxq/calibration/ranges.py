@@ -408,8 +408,18 @@ class RangeSet(Mapping[str, TensorRange]):
         )
 
     def dumps(self) -> str:
-        """The exact text :meth:`save_json` writes (sorted keys, ``repr`` floats, trailing newline)."""
-        return json.dumps(self.to_json(), sort_keys=True, indent=1, allow_nan=False) + "\n"
+        """The exact text :meth:`save_json` writes (sorted keys, ``repr`` floats, trailing newline).
+
+        One tensor per line: files with 2048-bin histograms stay readable and diffable.
+        """
+        data = self.to_json()
+        tensors = data.pop("tensors")
+        head = json.dumps(data, sort_keys=True, indent=1, allow_nan=False)
+        body = ",\n".join(
+            f"  {json.dumps(name)}: {json.dumps(entry, sort_keys=True, separators=(',', ':'), allow_nan=False)}" for name, entry in sorted(tensors.items())
+        )
+        tensors_text = '"tensors": {\n' + body + "\n }" if tensors else '"tensors": {}'
+        return head[:-2] + ",\n " + tensors_text + "\n}\n" if data else "{\n " + tensors_text + "\n}\n"
 
     def save_json(self, path: str | os.PathLike[str]) -> None:
         """Write the ranges atomically: a temporary file in the same folder, then ``os.replace``.

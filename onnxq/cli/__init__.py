@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import cmd_basic  # noqa: F401  (registers commands)
+from . import cmd_basic, cmd_calibrate  # noqa: F401  (registers commands)
 from ._app import cli
 
 __all__ = ["cli", "main"]

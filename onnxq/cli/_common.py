@@ -65,3 +65,28 @@ def parse_shapes(values: tuple[str, ...]) -> dict[str, list[int]]:
             raise ConfigError(f"--shape expects INPUT=D0,D1,..., got '{item}'")
         shapes[name.strip()] = parsed
     return shapes
+
+
+def data_options(fn: Any) -> Any:
+    """Options every data-consuming command shares (--data, --samples, --dim, --image-preprocess)."""
+    import click
+
+    fn = click.option("--image-preprocess", metavar="SPEC", help="Image pipeline, e.g. 'size=224x224,mean=0.485/0.456/0.406,std=0.229/0.224/0.225'.")(fn)
+    fn = click.option("--dim", "dims", multiple=True, metavar="NAME=SIZE", help="Size of a symbolic input dim (repeatable), e.g. --dim batch=1.")(fn)
+    fn = click.option("--samples", type=click.IntRange(min=1), help="Use at most N samples.")(fn)
+    return fn
+
+
+def open_data(spec: str, model: ir.Model, *, samples: int | None, dims: tuple[str, ...], image_preprocess: str | None, labels: str | None = None, seed: int = 0) -> Any:
+    """Open a data source for ``model`` from CLI options."""
+    from ..calibration.data import open_source, parse_dims as parse_data_dims
+
+    return open_source(
+        spec,
+        ir.to_proto(model),
+        dims=parse_data_dims(dims),
+        samples=samples,
+        seed=seed,
+        image_preprocess=image_preprocess,
+        labels_file=labels,
+    )

@@ -24,9 +24,16 @@ _LEVELS = {
 }
 
 
-def session_options(threads: int = 1, optimization: str = "all", *, inter_threads: int = 1, log_level: int = 3) -> ort.SessionOptions:
-    """SessionOptions with a fixed thread count (benchmarks must not depend on the machine)."""
+def session_options(
+    threads: int = 1, optimization: str = "all", *, inter_threads: int = 1, log_level: int = 3, enable_arena: bool = True
+) -> ort.SessionOptions:
+    """SessionOptions with a fixed thread count (benchmarks must not depend on the machine).
+
+    ``enable_arena=False`` returns activation memory to the system after each run instead of
+    keeping onnxruntime's arena at its high-water mark (calibration exposes many outputs).
+    """
     so = ort.SessionOptions()
+    so.enable_cpu_mem_arena = enable_arena
     so.intra_op_num_threads = max(0, int(threads))
     so.inter_op_num_threads = max(1, int(inter_threads))
     so.graph_optimization_level = _LEVELS[optimization]

@@ -1,0 +1,187 @@
+"""Does onnxruntime's CPU provider have a kernel for this op with these input types? Ask it.
+
+Passes must never emit a node onnxruntime cannot load: the ONNX schema allowing ``float16`` for an op
+says nothing about whether the CPU provider registered a ``float16`` kernel (most ops have none for
+``bfloat16``, many have none for ``float16``, and the set changes between releases). A hand-kept
+table of "known" kernels goes stale with every onnxruntime release, so :func:`has_cpu_kernel` probes
+for real: it builds a one-node model whose inputs have the requested element types (shapes left
+unknown), creates a CPU session with graph optimizations disabled (so no fusion hides the node) and
+reports whether that worked. Session creation is where onnxruntime assigns kernels, so a missing
+kernel fails there ("Could not find an implementation for ..."). Results are cached per process.
+
+A probe answers "would onnxruntime load this node"; it runs nothing, so kernels that only check
+their inputs at run time (e.g. shape constraints) still need the real model to be run.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import tempfile
+from collections.abc import Mapping
+from typing import Any
+
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto
+
+from .. import ir
+
+__all__ = ["has_cpu_kernel", "cpu_kernel_error", "tensor_type"]
+
+log = logging.getLogger(__name__)
+
+_ALIASES = {
+    "float32": "FLOAT",
+    "float64": "DOUBLE",
+    "half": "FLOAT16",
+    "bf16": "BFLOAT16",
+    "fp16": "FLOAT16",
+    "fp32": "FLOAT",
+}
+
+
+def tensor_type(name: str | int) -> int:
+    """ONNX element type enum for a type name (``"float16"``, ``"tensor(float16)"``, ``"uint4"``...).
+
+    Raises:
+        ValueError: unknown type name.
+    """
+    if isinstance(name, int):
+        return name
+    text = name.strip()
+    if text.startswith("tensor(") and text.endswith(")"):
+        text = text[len("tensor(") : -1]
+    key = _ALIASES.get(text.lower(), text.upper())
+    try:
+        return TensorProto.DataType.Value(key)
+    except ValueError:
+        raise ValueError(f"unknown tensor element type {name!r}") from None
+
+
+def _freeze_attrs(attrs: Mapping[str, Any] | None) -> tuple[tuple[str, Any], ...]:
+    if not attrs:
+        return ()
+    frozen = []
+    for key, value in sorted(attrs.items()):
+        if isinstance(value, list):
+            value = tuple(value)
+        frozen.append((key, value))
+    return tuple(frozen)
+
+
+def _expand_types(input_types: tuple[str, ...], num_inputs: int | None) -> tuple[str, ...]:
+    types = tuple(input_types)
+    if num_inputs is None:
+        return types
+    if num_inputs < 0:
+        raise ValueError(f"num_inputs must be >= 0, got {num_inputs}")
+    if not types:
+        raise ValueError("num_inputs given without input_types")
+    if len(types) >= num_inputs:
+        return types[:num_inputs]
+    return types + (types[-1],) * (num_inputs - len(types))
+
+
+def _probe_model(
+    op_type: str, domain: str, opset: int, types: tuple[str, ...], attrs: tuple[tuple[str, Any], ...], num_outputs: int
+) -> onnx.ModelProto:
+    inputs = []
+    node_inputs = []
+    for i, t in enumerate(types):
+        if t == "":  # an omitted optional input
+            node_inputs.append(ir.make_variable(""))
+            continue
+        var = ir.make_variable(f"x{i}", dtype=tensor_type(t))
+        inputs.append(var)
+        node_inputs.append(var)
+    outputs = [ir.make_variable(f"y{i}") for i in range(num_outputs)]
+    node_attrs = {k: list(v) if isinstance(v, tuple) else v for k, v in attrs}
+    node = ir.make_node(op_type, node_inputs, outputs, name="probe", attrs=node_attrs, domain=domain or None)
+    opsets = {ir.ONNX_DOMAIN: opset}
+    if domain and domain != "ai.onnx":
+        opsets[domain] = 1
+    # int4/uint4 and the other newer element types need IR 10, which onnxruntime >= 1.20 reads.
+    return ir.nodes_to_proto([node], outputs, opsets, inputs=inputs, ir_version=10)
+
+
+@functools.lru_cache(maxsize=None)
+def _probe(
+    op_type: str, domain: str, opset: int, types: tuple[str, ...], attrs: tuple[tuple[str, Any], ...], num_outputs: int
+) -> str | None:
+    try:
+        model = _probe_model(op_type, domain, opset, types, attrs, num_outputs)
+    except ValueError as e:
+        return str(e)
+    with tempfile.TemporaryDirectory(prefix="onnxq-probe-") as tmp:
+        saved = os.path.join(tmp, "probe.onnx")
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        so.log_severity_level = 4
+        so.intra_op_num_threads = 1
+        so.optimized_model_filepath = saved
+        try:
+            ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime raises NotImplemented / Fail / InvalidGraph from its C++ core
+            msg = " ".join(str(e).split())
+            log.debug("kernel probe %s(%s) types=%s attrs=%s: %s", op_type, domain or "ai.onnx", types, attrs, msg)
+            return msg
+        try:
+            placed = [(n.op_type, n.domain) for n in onnx.load(saved, load_external_data=False).graph.node]
+        except Exception as e:  # the saved graph is only a diagnostic; loading is what matters
+            log.debug("kernel probe %s: cannot read onnxruntime's graph: %s", op_type, e)
+            return None
+    if placed != [(op_type, domain or "")]:
+        # onnxruntime's mandatory InsertCastTransformer wraps float16 nodes that lack a CPU kernel in
+        # Cast-to-float32 (or expands their function body): the model loads, but the op is not
+        # computed in the requested type and pays two Casts per node.
+        ops = ", ".join(o for o, _ in placed)
+        return f"no native CPU kernel: onnxruntime rewrote the node into [{ops}] (fp32 fallback)"
+    return None
+
+
+def cpu_kernel_error(
+    op_type: str,
+    domain: str = "",
+    opset: int = 17,
+    input_types: tuple[str, ...] = ("float",),
+    attrs: Mapping[str, Any] | None = None,
+    num_inputs: int | None = None,
+    num_outputs: int = 1,
+) -> str | None:
+    """Why onnxruntime's CPU provider cannot load this node, or None when it can.
+
+    See :func:`has_cpu_kernel` for the arguments.
+    """
+    types = _expand_types(tuple(input_types), num_inputs)
+    return _probe(op_type, domain or "", int(opset), types, _freeze_attrs(attrs), int(num_outputs))
+
+
+def has_cpu_kernel(
+    op_type: str,
+    domain: str = "",
+    opset: int = 17,
+    input_types: tuple[str, ...] = ("float",),
+    attrs: Mapping[str, Any] | None = None,
+    num_inputs: int | None = None,
+    num_outputs: int = 1,
+) -> bool:
+    """True when onnxruntime's CPU provider loads a single ``op_type`` node with these input types.
+
+    Args:
+        op_type: the operator, e.g. ``"Relu"`` or ``"MatMulNBits"``.
+        domain: its domain (``""`` for ai.onnx, ``"com.microsoft"`` for contrib ops, which are
+            probed at domain version 1).
+        opset: the default-domain opset of the probe model (selects the op's version).
+        input_types: element type of each input (``"float16"``, ``"tensor(bfloat16)"``, ``"uint4"``);
+            ``""`` leaves an optional input out.
+        attrs: node attributes (required ones must be given, e.g. MatMulNBits' ``K``/``N``).
+        num_inputs: number of inputs; ``input_types`` shorter than this is padded with its last
+            entry, so ``input_types=("float16",), num_inputs=2`` probes a float16 binary op.
+        num_outputs: outputs to declare (their types are left to onnxruntime's inference).
+
+    Returns:
+        Whether a session with that node could be created (cached per argument set).
+    """
+    return cpu_kernel_error(op_type, domain, opset, input_types, attrs, num_inputs, num_outputs) is None
