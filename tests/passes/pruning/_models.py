@@ -1,0 +1,73 @@
+"""Tiny models and helpers shared by the pruning / compression tests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from onnxq import PassContext, PassManager, ir, make_pass
+
+RNG_SEED = 0
+
+
+def vi(name: str, shape: list, elem: int = onnx.TensorProto.FLOAT) -> onnx.ValueInfoProto:
+    return helper.make_tensor_value_info(name, elem, shape)
+
+
+def init(name: str, array: np.ndarray) -> onnx.TensorProto:
+    return numpy_helper.from_array(np.asarray(array), name)
+
+
+def model_of(nodes: list, inputs: list, outputs: list, inits: list, opset: int = 17) -> onnx.ModelProto:
+    """A checked ModelProto (ir_version 8)."""
+    m = helper.make_model(helper.make_graph(nodes, "g", inputs, outputs, inits), opset_imports=[helper.make_opsetid("", opset)])
+    m.ir_version = 8
+    onnx.checker.check_model(m, full_check=True)
+    return m
+
+
+def run_pass(src: Any, name: str, options: dict | None = None, ctx: PassContext | None = None, shapes: bool = True) -> tuple[ir.Model, bool, dict]:
+    """Run one pass (then infer-shapes) under the checker; return (model, modified, stats)."""
+    passes = [make_pass(name, options or {})]
+    if shapes:
+        passes.append(make_pass("infer-shapes"))
+    res = PassManager(passes, check=True).run(ir.load(src), ctx)
+    return res.model, res.records[0].modified, res.records[0].stats
+
+
+def weight(model: ir.Model, node_name: str, index: int = 1) -> np.ndarray:
+    """The constant at input ``index`` of the node called ``node_name``."""
+    node = next(n for n in ir.iter_nodes(model.graph) if n.name == node_name)
+    return np.asarray(ir.constant_array(node.inputs[index]))
+
+
+def node(model: ir.Model, node_name: str) -> Any:
+    return next(n for n in ir.iter_nodes(model.graph) if n.name == node_name)
+
+
+def initializers(proto: onnx.ModelProto) -> dict[str, np.ndarray]:
+    return {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
+
+
+def set_initializer(proto: onnx.ModelProto, name: str, array: np.ndarray) -> None:
+    for i, t in enumerate(proto.graph.initializer):
+        if t.name == name:
+            proto.graph.initializer[i].CopyFrom(numpy_helper.from_array(np.asarray(array, dtype=numpy_helper.to_array(t).dtype), name))
+            return
+    raise KeyError(name)
+
+
+def quantized_linear(zero_point: int, per_channel: bool, seed: int = 0) -> onnx.ModelProto:
+    """x[2, 8] → MatMul(x, DequantizeLinear(q int8 [8, 4], scale, zp)) → y[2, 4]."""
+    rng = np.random.default_rng(seed)
+    q = rng.integers(-100, 100, (8, 4)).astype(np.int8)
+    scale = rng.uniform(0.01, 0.05, 4 if per_channel else ()).astype(np.float32)
+    zp = np.full(scale.shape, zero_point, dtype=np.int8)
+    nodes = [
+        helper.make_node("DequantizeLinear", ["q", "scale", "zp"], ["w"], name="dq", **({"axis": 1} if per_channel else {})),
+        helper.make_node("MatMul", ["x", "w"], ["y"], name="fc"),
+    ]
+    return model_of(nodes, [vi("x", [2, 8])], [vi("y", [2, 4])], [init("q", q), init("scale", scale), init("zp", zp)])
