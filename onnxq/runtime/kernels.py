@@ -9,6 +9,12 @@ unknown), creates a CPU session with graph optimizations disabled (so no fusion 
 reports whether that worked. Session creation is where onnxruntime assigns kernels, so a missing
 kernel fails there ("Could not find an implementation for ..."). Results are cached per process.
 
+Loading is not the whole story for float16: onnxruntime's mandatory InsertCastTransformer wraps a
+float16 node that has no CPU kernel in Cast-to-float32 nodes (onnxruntime 1.32 does this for Relu,
+Add, MatMul, Conv, Softmax...), so the node loads but computes in fp32. The probe therefore also
+reads back the graph onnxruntime actually placed (``optimized_model_filepath``) and reports a
+*native* kernel only when the node survived unchanged; ``native=False`` accepts the fallback.
+
 A probe answers "would onnxruntime load this node"; it runs nothing, so kernels that only check
 their inputs at run time (e.g. shape constraints) still need the real model to be run.
 """
@@ -109,11 +115,12 @@ def _probe_model(
 @functools.lru_cache(maxsize=None)
 def _probe(
     op_type: str, domain: str, opset: int, types: tuple[str, ...], attrs: tuple[tuple[str, Any], ...], num_outputs: int
-) -> str | None:
+) -> tuple[str | None, str | None]:
+    """(why the node does not load, why it has no native kernel) — None where it does."""
     try:
         model = _probe_model(op_type, domain, opset, types, attrs, num_outputs)
     except ValueError as e:
-        return str(e)
+        return str(e), str(e)
     with tempfile.TemporaryDirectory(prefix="onnxq-probe-") as tmp:
         saved = os.path.join(tmp, "probe.onnx")
         so = ort.SessionOptions()
@@ -126,19 +133,19 @@ def _probe(
         except Exception as e:  # onnxruntime raises NotImplemented / Fail / InvalidGraph from its C++ core
             msg = " ".join(str(e).split())
             log.debug("kernel probe %s(%s) types=%s attrs=%s: %s", op_type, domain or "ai.onnx", types, attrs, msg)
-            return msg
+            return msg, msg
         try:
             placed = [(n.op_type, n.domain) for n in onnx.load(saved, load_external_data=False).graph.node]
         except Exception as e:  # the saved graph is only a diagnostic; loading is what matters
             log.debug("kernel probe %s: cannot read onnxruntime's graph: %s", op_type, e)
-            return None
+            return None, None
     if placed != [(op_type, domain or "")]:
         # onnxruntime's mandatory InsertCastTransformer wraps float16 nodes that lack a CPU kernel in
         # Cast-to-float32 (or expands their function body): the model loads, but the op is not
         # computed in the requested type and pays two Casts per node.
         ops = ", ".join(o for o, _ in placed)
-        return f"no native CPU kernel: onnxruntime rewrote the node into [{ops}] (fp32 fallback)"
-    return None
+        return None, f"no native CPU kernel: onnxruntime rewrote the node into [{ops}] (fp32 fallback)"
+    return None, None
 
 
 def cpu_kernel_error(
@@ -149,13 +156,16 @@ def cpu_kernel_error(
     attrs: Mapping[str, Any] | None = None,
     num_inputs: int | None = None,
     num_outputs: int = 1,
+    *,
+    native: bool = True,
 ) -> str | None:
-    """Why onnxruntime's CPU provider cannot load this node, or None when it can.
+    """Why onnxruntime's CPU provider cannot run this node as asked, or None when it can.
 
     See :func:`has_cpu_kernel` for the arguments.
     """
     types = _expand_types(tuple(input_types), num_inputs)
-    return _probe(op_type, domain or "", int(opset), types, _freeze_attrs(attrs), int(num_outputs))
+    load_error, native_error = _probe(op_type, domain or "", int(opset), types, _freeze_attrs(attrs), int(num_outputs))
+    return native_error if native else load_error
 
 
 def has_cpu_kernel(
@@ -166,8 +176,15 @@ def has_cpu_kernel(
     attrs: Mapping[str, Any] | None = None,
     num_inputs: int | None = None,
     num_outputs: int = 1,
+    *,
+    native: bool = True,
 ) -> bool:
-    """True when onnxruntime's CPU provider loads a single ``op_type`` node with these input types.
+    """True when onnxruntime's CPU provider has a kernel for ``op_type`` with these input types.
+
+    By default (``native=True``) the kernel must really compute in the requested types: for float16
+    nodes without a float16 CPU kernel onnxruntime silently inserts Cast-to-float32 around the node
+    (its InsertCastTransformer) — such a node *loads* but computes in fp32 and pays two Casts, so it
+    counts as missing. ``native=False`` accepts that fallback (the node loads and runs).
 
     Args:
         op_type: the operator, e.g. ``"Relu"`` or ``"MatMulNBits"``.
@@ -180,8 +197,9 @@ def has_cpu_kernel(
         num_inputs: number of inputs; ``input_types`` shorter than this is padded with its last
             entry, so ``input_types=("float16",), num_inputs=2`` probes a float16 binary op.
         num_outputs: outputs to declare (their types are left to onnxruntime's inference).
+        native: require a kernel for exactly these types (see above).
 
     Returns:
         Whether a session with that node could be created (cached per argument set).
     """
-    return cpu_kernel_error(op_type, domain, opset, input_types, attrs, num_inputs, num_outputs) is None
+    return cpu_kernel_error(op_type, domain, opset, input_types, attrs, num_inputs, num_outputs, native=native) is None
