@@ -47,9 +47,13 @@ def _numel(shape: list[Any] | None) -> int | None:
     return int(np.prod(shape)) if shape else 1
 
 
+#: Position of the weight input for compute ops (QLinearConv: x, x_scale, x_zp, w, ...).
+_WEIGHT_INDEX = {"QLinearConv": 3}
+
+
 def _conv_flops(node: Node) -> int | None:
     out = _numel(_dims(node.outputs[0]))
-    w = _dims(node.inputs[1])
+    w = _dims(node.inputs[_WEIGHT_INDEX.get(node.op, 1)])
     if out is None or w is None or not all(isinstance(d, int) for d in w):
         return None
     # Each output element needs (C_in / group) * prod(kernel) multiply-adds = prod(W.shape[1:]).

@@ -26,7 +26,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["pipeline_from_data", "load_pipeline", "parse_pass_list", "PipelineSpec"]
+__all__ = ["pipeline_from_data", "load_pipeline", "load_pipeline_specs", "parse_pass_list", "PipelineSpec"]
 
 PipelineSpec = Sequence[Mapping[str, Any]]
 
@@ -55,8 +55,8 @@ def pipeline_from_data(specs: Iterable[Mapping[str, Any]], *, where: str = "pipe
     return PassManager(passes, **manager_options)
 
 
-def load_pipeline(path: str | Path, **manager_options: Any) -> PassManager:
-    """Read a TOML pipeline file."""
+def load_pipeline_specs(path: str | Path) -> list[Mapping[str, Any]]:
+    """Read a TOML pipeline file into its list of ``{"pass": name, **options}`` tables."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"pipeline file '{path}' does not exist")
@@ -64,7 +64,12 @@ def load_pipeline(path: str | Path, **manager_options: Any) -> PassManager:
         doc = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: invalid TOML: {e}") from e
-    return pipeline_from_data(_specs_from_document(doc, str(path)), where=str(path), **manager_options)
+    return _specs_from_document(doc, str(path))
+
+
+def load_pipeline(path: str | Path, **manager_options: Any) -> PassManager:
+    """Read a TOML pipeline file into a :class:`PassManager`."""
+    return pipeline_from_data(load_pipeline_specs(path), where=str(path), **manager_options)
 
 
 def parse_pass_list(text: str) -> list[dict[str, Any]]:

@@ -23,6 +23,8 @@ class Cleanup(Sequential):
         "fold-constants",
         "remove-noops",
         "fold-batchnorm",
+        "fold-affine",
+        "fuse-activations",
         "fuse-matmul-add",
         "dedupe-initializers",
         "eliminate-dead-code",

@@ -1,1 +1,17 @@
-"""Pass family (filled by later work)."""
+"""Quantization passes: calibration, annotation, QDQ insertion, QLinear conversion, dynamic and
+weight-only (block-wise int4/int8) quantization, and float16/bfloat16 conversion.
+
+Each module registers its passes when imported below.
+"""
+
+from __future__ import annotations
+
+from . import (  # noqa: F401  (imported to register the passes)
+    annotate,
+    calibrate,
+    convert_float16,
+    convert_qlinear,
+    insert_qdq,
+    quantize_weights_blockwise,
+    tune_latency,
+)

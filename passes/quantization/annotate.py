@@ -1,0 +1,300 @@
+"""``annotate-quantization``: decide, node by node, what static quantization will do.
+
+Reads the calibrated ranges (``ctx.artifacts["ranges"]``), asks each node's quantizer how it
+would be quantized, runs the analyses of :mod:`._analysis` (normalization chains, saturating
+tensors, disparate concats, int8 connectivity) and the user's include/exclude options, and leaves a
+:class:`QuantPlan` in ``ctx.artifacts["quant_plan"]``. The graph is not edited, except that unnamed
+nodes get deterministic names (the plan and the report refer to nodes by name).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+from typing import Literal
+
+from onnxq import ir
+from onnxq.errors import ConfigError, PreconditionError
+from onnxq.ir import Model, Node
+from onnxq.pass_base import Pass, PassConfig, PassContext, PassResult, register_pass
+
+from ._analysis import connected_glue, disparate_concats, normalization_chains, saturating_tensors
+from ._plan import Act, Bias, Decision, Fixed, NodeQuant, OptionalAct, QuantPlan, Shared, TensorQuant, Weight, WeightQuant
+from ._quantizers import ABSORBABLE_ACTIVATIONS, describe_node, saturating_interval
+
+__all__ = ["QuantizationConfig", "AnnotateQuantization", "build_plan"]
+
+ActivationDtype = Literal["uint8", "int8", "uint16", "int16"]
+
+
+@dataclass(frozen=True)
+class QuantizationConfig(PassConfig):
+    """Options of static quantization (shared by ``annotate-quantization`` and ``insert-qdq``).
+
+    Attributes:
+        activation_dtype: uint8 (default: fastest on onnxruntime x86 with u8s8 kernels), int8, or
+            int16/uint16 (opset 21).
+        activation_symmetric: symmetric activation ranges (zero point at the grid's middle).
+        weight_dtype / weight_symmetric: int8 symmetric by default.
+        per_channel: per-output-channel weight scales.
+        reduce_range: 7-bit weights for CPUs without VNNI (u8·s8 products can saturate).
+        op_types: quantize only these op types (empty: every op with a quantizer).
+        exclude_op_types / exclude_nodes: keep these float (node names are regexes, full match).
+        include_nodes: quantize only nodes matching these regexes (empty: all).
+        keep_first / keep_last: keep the first/last N compute nodes (Conv/MatMul/Gemm) float.
+        quantize_activation_matmul: also quantize MatMul of two activations (attention scores).
+        concat_range_ratio: a Concat whose input ranges differ by more than this stays float.
+    """
+
+    activation_dtype: ActivationDtype = "uint8"
+    activation_symmetric: bool = False
+    weight_dtype: Literal["int8", "uint8"] = "int8"
+    weight_symmetric: bool = True
+    per_channel: bool = True
+    reduce_range: bool = False
+    op_types: tuple[str, ...] = ()
+    exclude_op_types: tuple[str, ...] = ()
+    exclude_nodes: tuple[str, ...] = ()
+    include_nodes: tuple[str, ...] = ()
+    keep_first: int = 0
+    keep_last: int = 0
+    quantize_activation_matmul: bool = False
+    concat_range_ratio: float = 10.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for pattern in self.exclude_nodes + self.include_nodes:
+            try:
+                re.compile(pattern)
+            except re.error as e:
+                raise ConfigError(f"invalid node-name regex '{pattern}': {e}") from None
+        if self.keep_first < 0 or self.keep_last < 0:
+            raise ConfigError("keep_first / keep_last must be >= 0")
+        if self.concat_range_ratio <= 1:
+            raise ConfigError(f"concat_range_ratio must be > 1, got {self.concat_range_ratio}")
+
+
+def _name_nodes(model: Model) -> bool:
+    """Give every unnamed node a deterministic unique name; True if any was renamed."""
+    namer = ir.names(model)
+    seen: set[str] = set()
+    changed = False
+    for node in ir.iter_nodes(model.graph):
+        if not node.name or node.name in seen:
+            node.name = namer.new(f"{node.op}_{len(seen)}")
+            changed = True
+        seen.add(node.name)
+    return changed
+
+
+def _matches(patterns: tuple[str, ...], name: str) -> bool:
+    return any(re.fullmatch(p, name) for p in patterns)
+
+
+def _user_exclusion(node: Node, cfg: QuantizationConfig) -> str | None:
+    if cfg.op_types and node.op not in cfg.op_types:
+        return f"op type not in --op-types ({', '.join(cfg.op_types)})"
+    if node.op in cfg.exclude_op_types:
+        return "op type excluded by the user"
+    if cfg.exclude_nodes and _matches(cfg.exclude_nodes, node.name):
+        return "node excluded by the user"
+    if cfg.include_nodes and not _matches(cfg.include_nodes, node.name):
+        return "node not in the include list"
+    return None
+
+
+def build_plan(model: Model, ranges: dict, cfg: QuantizationConfig, forced_float: dict[str, str] | None = None) -> QuantPlan:
+    """Decide what to quantize (pure with respect to the graph).
+
+    ``forced_float`` maps node names to a reason for keeping them float (latency tuning).
+    """
+    forced_float = forced_float or {}
+    nodes = list(ir.iter_nodes(model.graph))
+    reasons: dict[int, str] = {}
+    described: dict[int, NodeQuant] = {}
+    norm = normalization_chains(model.graph)
+    saturating = saturating_tensors(ranges)
+    disparate = disparate_concats(model.graph, ranges, cfg.concat_range_ratio)
+    for node in nodes:
+        desc = describe_node(node)
+        if isinstance(desc, str) and desc == "activation × activation MatMul" and cfg.quantize_activation_matmul:
+            desc = NodeQuant({0: Act(), 1: Act()}, {0: OptionalAct()}, anchor=True)
+        reason = _user_exclusion(node, cfg) or forced_float.get(node.name) or norm.get(id(node)) or disparate.get(id(node))
+        if reason is None and isinstance(desc, str):
+            reason = desc
+        if reason is None:
+            assert isinstance(desc, NodeQuant)
+            reason = _range_problem(node, desc, ranges, saturating)
+        if reason is not None:
+            reasons[id(node)] = reason
+        else:
+            described[id(node)] = desc  # type: ignore[assignment]
+    anchors = [n for n in nodes if id(n) in described and described[id(n)].anchor]
+    for node in anchors[: cfg.keep_first]:
+        reasons[id(node)] = "kept float by --keep-first"
+    for node in anchors[len(anchors) - cfg.keep_last :] if cfg.keep_last else []:
+        reasons[id(node)] = "kept float by --keep-last"
+    anchor_ids = {id(n) for n in anchors if id(n) not in reasons}
+    glue_ids = {i for i in described if not described[i].anchor}
+    kept_glue = connected_glue(nodes, anchor_ids, glue_ids)
+    for i in glue_ids - kept_glue:
+        reasons[i] = "not between quantized compute ops (int8 here would only add conversions)"
+    kept = anchor_ids | kept_glue
+    plan = QuantPlan()
+    for node in nodes:
+        if id(node) in kept:
+            plan.decisions[node.name] = Decision(node.name, node.op, True, "quantized")
+        else:
+            plan.decisions[node.name] = Decision(node.name, node.op, False, reasons.get(id(node), "not quantizable"))
+    graph_outputs = {id(t) for g in ir.iter_graphs(model.graph) for t in g.outputs}
+    _resolve_tensors(plan, [n for n in nodes if id(n) in kept], described, kept, cfg, graph_outputs)
+    return plan
+
+
+def _range_problem(node: Node, desc: NodeQuant, ranges: dict, saturating: dict[str, str]) -> str | None:
+    """A reason when a tensor this node would quantize has no usable range."""
+    tensors = [node.inputs[i] for i, r in desc.inputs.items() if isinstance(r, (Act, Shared)) and not ir.is_constant(node.inputs[i])]
+    tensors += [node.outputs[i] for i, r in desc.outputs.items() if isinstance(r, (Act, Shared, OptionalAct))]
+    for t in tensors:
+        if t.name in saturating:
+            return saturating[t.name]
+        if t.name not in ranges:
+            return f"no calibration range for tensor '{t.name}'"
+    return None
+
+
+class _Groups:
+    """Union-find over tensor names (tensors sharing quantization parameters)."""
+
+    def __init__(self) -> None:
+        self.parent: dict[str, str] = {}
+
+    def find(self, x: str) -> str:
+        self.parent.setdefault(x, x)
+        while self.parent[x] != x:
+            self.parent[x] = self.parent[self.parent[x]]
+            x = self.parent[x]
+        return x
+
+    def union(self, a: str, b: str) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self.parent[max(ra, rb)] = min(ra, rb)
+
+
+def _resolve_tensors(
+    plan: QuantPlan, kept_nodes: list[Node], described: dict[int, NodeQuant], kept: set[int], cfg: QuantizationConfig, graph_outputs: set[int]
+) -> None:
+    requested: dict[str, TensorQuant] = {}
+    groups = _Groups()
+    absorbed = _absorbed_outputs(kept_nodes, kept)
+
+    def request(t: ir.Tensor, fixed: tuple[float, float] | None = None) -> None:
+        tq = requested.setdefault(t.name, TensorQuant(t.name, cfg.activation_dtype, cfg.activation_symmetric))
+        if fixed is not None:
+            tq.fixed = fixed
+        groups.find(t.name)
+
+    for node in kept_nodes:
+        desc = described[id(node)]
+        for i, role in desc.inputs.items():
+            t = node.inputs[i]
+            if isinstance(role, (Act, Shared)):
+                if ir.is_constant(t):
+                    plan.weights.append(WeightQuant(node.name, i, t.name, "weight", cfg.activation_dtype, cfg.activation_symmetric, None))
+                    continue
+                if id(t) in absorbed:
+                    continue
+                request(t)
+                if isinstance(role, Shared) and not ir.is_constant(node.inputs[role.index]):
+                    groups.union(t.name, node.inputs[role.index].name)
+            elif isinstance(role, Weight):
+                axis = role.axis if cfg.per_channel else None
+                plan.weights.append(WeightQuant(node.name, i, t.name, "weight", cfg.weight_dtype, cfg.weight_symmetric, axis, cfg.reduce_range))
+            elif isinstance(role, Bias):
+                weight_role = desc.inputs[role.weight_index]
+                axis = 0 if cfg.per_channel and isinstance(weight_role, Weight) and weight_role.axis is not None else None
+                plan.weights.append(
+                    WeightQuant(node.name, i, t.name, "bias", "int32", True, axis, derived_from=(node.inputs[role.input_index].name, role.weight_index))
+                )
+        for i, role in desc.outputs.items():
+            t = node.outputs[i]
+            if not t.name or id(t) in absorbed:
+                continue
+            if isinstance(role, Act):
+                request(t)
+            elif isinstance(role, Fixed):
+                request(t, (role.low, role.high))
+            elif isinstance(role, Shared):
+                src = node.inputs[role.index]
+                request(t)
+                if not ir.is_constant(src) and id(src) not in absorbed:
+                    groups.union(t.name, src.name)
+    for name, tq in requested.items():
+        tq.group = groups.find(name)
+        plan.groups.setdefault(tq.group, []).append(name)
+    tensors = {t.name: t for n in kept_nodes for t in list(n.inputs) + list(n.outputs)}
+    for members in plan.groups.values():
+        if len(members) == 1 and members[0] in tensors:
+            requested[members[0]].clamp = _reader_interval(tensors[members[0]], graph_outputs)
+    plan.activations = requested
+
+
+def _reader_interval(t: ir.Tensor, graph_outputs: set[int]) -> tuple[float, float] | None:
+    """The interval all readers of ``t`` saturate outside of (None if some reader never saturates).
+
+    When only a HardSwish reads a convolution's output, values below -3 all become 0: the
+    quantization range need not cover them, and the grid gets finer for the values that matter.
+    """
+    if not t.outputs or id(t) in graph_outputs:
+        return None
+    lo, hi = np.inf, -np.inf
+    for reader in t.outputs:
+        interval = saturating_interval(reader)
+        if interval is None or reader.inputs[0] is not t:
+            return None
+        lo, hi = min(lo, interval[0]), max(hi, interval[1])
+    return (float(lo), float(hi))
+
+
+def _absorbed_outputs(kept_nodes: list[Node], kept: set[int]) -> set[int]:
+    """Anchor outputs read only by a kept Relu/Clip: the activation is folded into the requantization.
+
+    onnxruntime removes ``Relu → Q`` / ``Clip → Q`` when the quantized range starts at the
+    activation's lower bound, so only the activation's output needs Q/DQ.
+    """
+    found: set[int] = set()
+    for node in kept_nodes:
+        if node.op not in ("Conv", "ConvTranspose", "MatMul", "Gemm", "Add"):
+            continue
+        out = node.outputs[0]
+        users = list(out.outputs)
+        if len(users) == 1 and users[0].op in ABSORBABLE_ACTIVATIONS and id(users[0]) in kept:
+            found.add(id(out))
+    return found
+
+
+@register_pass("annotate-quantization")
+class AnnotateQuantization(Pass):
+    """Decide per node what static quantization does (reads ranges, writes the quantization plan)."""
+
+    Config = QuantizationConfig
+    changes_structure = False
+
+    def requires(self, model: Model) -> None:
+        if self.config.activation_dtype in ("int16", "uint16") and model.opset < 21:
+            raise PreconditionError(
+                f"{model.source}: {self.config.activation_dtype} activations need opset >= 21 (model has {model.opset}); run upgrade-opset target=21 first"
+            )
+
+    def run(self, model: Model, ctx: PassContext) -> PassResult:
+        ranges = ctx.artifacts.get("ranges")
+        if ranges is None:
+            raise PreconditionError("annotate-quantization needs calibration ranges: run the 'calibrate' pass first (or pass --ranges)")
+        renamed = _name_nodes(model)
+        plan = build_plan(model, dict(ranges), self.config)
+        ctx.artifacts["quant_plan"] = plan
+        ctx.artifacts["quant_config"] = self.config
+        return PassResult(model, renamed, plan.summary())

@@ -1,0 +1,234 @@
+"""``insert-qdq``: materialize the quantization plan as QuantizeLinear/DequantizeLinear pairs.
+
+For an activation ``t`` with scale ``s`` and zero point ``z``::
+
+    t → QuantizeLinear(s, z) → t_q → DequantizeLinear(s, z) → t_dq → (every reader of t)
+
+A graph output keeps its name on ``t_dq``. Tensors in one share group get the parameters of the
+union of their ranges. Weights are stored already quantized: ``W_q = round(W / s_w)`` as an int8
+initializer feeding ``DequantizeLinear(W_q, s_w, 0, axis)``. Biases are int32 with
+``s_b = s_x · s_w`` and zero point 0; when ``|b / s_b|`` would overflow int32 the weight scale of
+that channel is raised to ``|b| / (s_x · (2^31 - 1))`` (vectorized, reported in stats).
+
+Opset: per-channel ``axis`` needs opset 13, 16-bit types opset 21; the pass refuses older opsets
+with a clear precondition error (``onnxq convert`` upgrades the opset first).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from onnxq import ir
+from onnxq.calibration.qparams import compute_qparams, compute_qparams_array, quantize
+from onnxq.errors import PreconditionError
+from onnxq.ir import Graph, Model, Node, Tensor
+from onnxq.pass_base import EmptyConfig, Pass, PassContext, PassResult, register_pass
+
+from ._plan import QuantPlan, WeightQuant
+
+__all__ = ["InsertQDQ", "activation_qparams", "materialize", "guard_bias_overflow", "INT32_MAX"]
+
+log = logging.getLogger(__name__)
+
+INT32_MAX = 2**31 - 1
+_NP = {"uint8": np.uint8, "int8": np.int8, "uint16": np.uint16, "int16": np.int16, "int32": np.int32}
+
+
+@dataclass
+class _QParams:
+    scale: np.ndarray  # float32, scalar or per channel
+    zero_point: np.ndarray  # typed
+    axis: int | None = None
+
+
+def activation_qparams(plan: QuantPlan, ranges: dict) -> dict[str, _QParams]:
+    """Scale/zero point of every planned activation (share groups use the union of their ranges)."""
+    out: dict[str, _QParams] = {}
+    for group, members in plan.groups.items():
+        tqs = [plan.activations[m] for m in members]
+        fixed = [tq.fixed for tq in tqs if tq.fixed is not None]
+        if fixed:
+            lo, hi = min(f[0] for f in fixed), max(f[1] for f in fixed)
+            for m in members:
+                if m in ranges and not plan.activations[m].fixed:
+                    lo, hi = min(lo, ranges[m].min), max(hi, ranges[m].max)
+        else:
+            lo = min(ranges[m].min for m in members)
+            hi = max(ranges[m].max for m in members)
+        tq = tqs[0]
+        if len(tqs) == 1 and tq.clamp is not None:
+            lo, hi = max(lo, tq.clamp[0]), min(hi, tq.clamp[1])
+        scale, zp = compute_qparams(lo, hi, tq.dtype, tq.symmetric)
+        qp = _QParams(np.asarray(scale, np.float32), np.asarray(zp, _NP[tq.dtype]))
+        for m in members:
+            out[m] = qp
+    return out
+
+
+def _weight_qparams(values: np.ndarray, wq: WeightQuant) -> _QParams:
+    if wq.axis is None:
+        scale, zp = compute_qparams(float(values.min()), float(values.max()), wq.dtype, wq.symmetric, wq.reduce_range)
+        return _QParams(np.asarray(scale, np.float32), np.asarray(zp, _NP[wq.dtype]))
+    axis = wq.axis % values.ndim
+    other = tuple(i for i in range(values.ndim) if i != axis)
+    scale, zp = compute_qparams_array(values.min(axis=other), values.max(axis=other), wq.dtype, wq.symmetric, wq.reduce_range)
+    return _QParams(np.asarray(scale, np.float32), np.asarray(zp).astype(_NP[wq.dtype]), axis)
+
+
+def guard_bias_overflow(bias: np.ndarray, s_x: float, s_w: np.ndarray) -> tuple[np.ndarray, int]:
+    """Weight scales (per bias element) large enough for ``bias / (s_x · s_w)`` to fit in int32.
+
+    Returns the (possibly raised) scales and how many channels had to be raised.
+    """
+    s_w = np.broadcast_to(np.asarray(s_w, np.float64), bias.shape).copy()
+    need = np.abs(bias.astype(np.float64)) / (s_x * INT32_MAX)
+    overflow = need > s_w
+    s_w[overflow] = need[overflow] * (1 + 1e-6)
+    return s_w, int(np.count_nonzero(overflow))
+
+
+class _Materializer:
+    """Edits one model according to a plan (holds the name generator and shared constants)."""
+
+    def __init__(self, model: Model, plan: QuantPlan, ranges: dict) -> None:
+        self.model = model
+        self.plan = plan
+        self.namer = ir.names(model)
+        self.act = activation_qparams(plan, ranges)
+        self.node_of = {n.name: n for n in ir.iter_nodes(model.graph)}
+        self.graph_of = ir.node_graph_index(model.graph)
+        self.stats = {"activations": 0, "weights": 0, "biases": 0, "bias_overflow_channels": 0}
+        self._consts: dict[tuple, Tensor] = {}
+
+    def const(self, base: str, values: np.ndarray) -> Tensor:
+        """A constant, shared between Q/DQ pairs that use the same value."""
+        key = (values.dtype.str, values.shape, values.tobytes())
+        if key not in self._consts:
+            self._consts[key] = ir.make_constant(self.namer.new(base), values)
+        return self._consts[key]
+
+    def owner_graph(self, t: Tensor) -> Graph:
+        producer = ir.producer(t)
+        if producer is not None:
+            return self.graph_of[id(producer)]
+        for g in ir.iter_graphs(self.model.graph):
+            if any(x is t for x in g.inputs):
+                return g
+        return self.model.graph
+
+    def weight_values(self, wq: WeightQuant) -> np.ndarray:
+        return np.asarray(ir.const_value(self.node_of[wq.node].inputs[wq.index]), np.float32)
+
+    def constant_qparams(self) -> dict[tuple[str, int], _QParams]:
+        """Weight qparams, then bias qparams derived from them (raising weight scales on overflow)."""
+        qps = {(wq.node, wq.index): _weight_qparams(self.weight_values(wq), wq) for wq in self.plan.weights if wq.kind == "weight"}
+        for wq in self.plan.weights:
+            if wq.kind != "bias":
+                continue
+            act_name, w_index = wq.derived_from  # type: ignore[misc]
+            s_x = float(self.act[act_name].scale)
+            wqp = qps[(wq.node, w_index)]
+            bias = self.weight_values(wq).reshape(-1)
+            s_w, raised = guard_bias_overflow(bias, s_x, wqp.scale)
+            if raised:
+                self.stats["bias_overflow_channels"] += raised
+                log.info("%s: raised %d weight scale(s) so the int32 bias fits", wq.node, raised)
+                qps[(wq.node, w_index)] = _QParams((s_w if wqp.axis is not None else np.asarray(s_w.max())).astype(np.float32), wqp.zero_point, wqp.axis)
+            s_b = s_x * np.asarray(qps[(wq.node, w_index)].scale, np.float64)
+            if wq.axis is None:
+                s_b = np.asarray(float(np.max(s_b)))
+            qps[(wq.node, wq.index)] = _QParams(s_b.astype(np.float32), np.zeros(s_b.shape, np.int32), wq.axis)
+        return qps
+
+    def quantize_activation(self, t: Tensor, qp: _QParams) -> None:
+        graph = self.owner_graph(t)
+        scale = self.const(f"{t.name}/scale", qp.scale)
+        zp = self.const(f"{t.name}/zero_point", qp.zero_point)
+        readers = list(t.outputs)
+        q_out = ir.make_variable(self.namer.new(f"{t.name}/q"), dtype=qp.zero_point.dtype, shape=t.shape)
+        outputs_of = [g for g in ir.iter_graphs(self.model.graph) if ir.is_graph_output(g, t)]
+        if outputs_of:
+            # The graph output keeps its name, now on the dequantized tensor.
+            name = t.name
+            t.name = self.namer.new(f"{name}/float")
+            dq_out = ir.make_variable(name, dtype=t.dtype, shape=t.shape)
+            for g in outputs_of:
+                for i, o in enumerate(g.outputs):
+                    if o is t:
+                        g.outputs[i] = dq_out
+        else:
+            dq_out = ir.make_variable(self.namer.new(f"{t.name}/dq"), dtype=t.dtype, shape=t.shape)
+        q = ir.make_node("QuantizeLinear", [t, scale, zp], [q_out], name=self.namer.new(f"{t.name}/QuantizeLinear"))
+        dq = ir.make_node("DequantizeLinear", [q_out, scale, zp], [dq_out], name=self.namer.new(f"{t.name}/DequantizeLinear"))
+        for reader in readers:
+            for i, x in enumerate(reader.inputs):
+                if x is t:
+                    reader.inputs[i] = dq_out
+        graph.nodes.extend([q, dq])
+        self.stats["activations"] += 1
+
+    def store_constant(self, wq: WeightQuant, qp: _QParams) -> None:
+        """Replace a float constant input by ``DequantizeLinear(quantized constant)``."""
+        node = self.node_of[wq.node]
+        values = self.weight_values(wq)
+        if wq.kind == "bias":
+            q = np.clip(np.round(values.astype(np.float64) / np.asarray(qp.scale, np.float64)), -INT32_MAX, INT32_MAX).astype(np.int32)
+            self.stats["biases"] += 1
+        else:
+            q = quantize(values, qp.scale, qp.zero_point, wq.dtype, axis=qp.axis)
+            self.stats["weights"] += 1
+        graph = self.graph_of[id(node)]
+        base = f"{node.name}/{'B' if wq.kind == 'bias' else 'W'}{wq.index}"
+        q_const = ir.make_constant(self.namer.new(f"{base}_quantized"), q)
+        scale = ir.make_constant(self.namer.new(f"{base}_scale"), qp.scale)
+        zp = ir.make_constant(self.namer.new(f"{base}_zero_point"), qp.zero_point)
+        out = ir.make_variable(self.namer.new(f"{base}_dequantized"), dtype=np.float32, shape=list(q.shape))
+        attrs = {"axis": int(qp.axis)} if qp.axis is not None else {}
+        graph.nodes.append(ir.make_node("DequantizeLinear", [q_const, scale, zp], [out], name=self.namer.new(f"{base}_DequantizeLinear"), attrs=attrs))
+        node.inputs[wq.index] = out
+
+    def run(self) -> dict:
+        qps = self.constant_qparams()
+        for wq in self.plan.weights:
+            key = (wq.node, wq.index)
+            qp = qps.get(key) or _weight_qparams(self.weight_values(wq), wq)
+            self.store_constant(wq, qp)
+        tensors = {t.name: t for g in ir.iter_graphs(self.model.graph) for t in list(g.inputs) + [o for n in g.nodes for o in n.outputs]}
+        for name in sorted(self.plan.activations):
+            t = tensors.get(name)
+            if t is not None:
+                self.quantize_activation(t, self.act[name])
+        return self.stats
+
+
+@register_pass("insert-qdq")
+class InsertQDQ(Pass):
+    """Materialize the quantization plan as QuantizeLinear/DequantizeLinear pairs (weights stored as int8)."""
+
+    Config = EmptyConfig
+
+    def requires(self, model: Model) -> None:
+        if model.opset < 10:
+            raise PreconditionError(f"{model.source}: QuantizeLinear needs opset >= 10, model has {model.opset}; run upgrade-opset first")
+
+    def run(self, model: Model, ctx: PassContext) -> PassResult:
+        plan: QuantPlan | None = ctx.artifacts.get("quant_plan")
+        ranges = ctx.artifacts.get("ranges")
+        if plan is None or ranges is None:
+            raise PreconditionError("insert-qdq needs a quantization plan: run 'calibrate' and 'annotate-quantization' first")
+        if model.opset < 13 and any(w.axis is not None for w in plan.weights):
+            raise PreconditionError(f"{model.source}: per-channel DequantizeLinear(axis) needs opset >= 13, model has {model.opset}; run upgrade-opset target=13 or quantize per-tensor")
+        if any(tq.dtype in ("int16", "uint16") for tq in plan.activations.values()) and model.opset < 21:
+            raise PreconditionError(f"{model.source}: 16-bit activations need opset >= 21, model has {model.opset}")
+        stats = materialize(model, plan, ranges)
+        return PassResult(model, bool(plan.activations or plan.weights), stats)
+
+
+def materialize(model: Model, plan: QuantPlan, ranges: dict) -> dict:
+    """Insert the plan's Q/DQ nodes into ``model`` in place; returns counters."""
+    if not plan.activations and not plan.weights:
+        return {"activations": 0, "weights": 0, "biases": 0}
+    return _Materializer(model, plan, dict(ranges)).run()
