@@ -121,7 +121,7 @@ class PassManager:
         except Exception as e:
             raise PassError(f"pass '{name}' failed (after: {history}): {type(e).__name__}: {e}") from e
         seconds = time.perf_counter() - start
-        if self.check:
+        if self.check and result.modified:  # an unmodified model is the input, already validated
             try:
                 ir.check(result.model, full=True)
             except OnnxqError as e:

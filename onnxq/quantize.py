@@ -61,9 +61,14 @@ class ConversionResult:
     report: dict[str, Any] = field(default_factory=dict)
 
 
+#: Default calibration: percentile 99.999 kept PP-OCRv4 recognition at fp32 accuracy where min-max
+#: lost 4-6 points (outlier activations stretch min-max scales); equal elsewhere.
+DEFAULT_METHOD = "percentile"
+
+
 def static_pipeline(
     *,
-    method: str = "minmax",
+    method: str = DEFAULT_METHOD,
     method_options: Mapping[str, Any] | None = None,
     format: str = "qdq",
     tune: bool = True,
@@ -201,7 +206,7 @@ def quantize_static(
     data: Any = None,
     *,
     ranges: RangeSet | str | Path | None = None,
-    method: str = "minmax",
+    method: str = DEFAULT_METHOD,
     percentile: float | None = None,
     format: str = "qdq",
     tune: bool = True,

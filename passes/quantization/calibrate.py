@@ -30,7 +30,7 @@ __all__ = ["Calibrate", "CalibrateConfig", "candidate_tensors"]
 class CalibrateConfig(PassConfig):
     """Options of ``calibrate``: observer ``method`` and its ``options``, memory budget, sample cap."""
 
-    method: str = "minmax"
+    method: str = "percentile"
     options: dict[str, Any] = field(default_factory=dict)
     max_memory_mb: float = DEFAULT_MAX_MEMORY_MB
     samples: int = 0
@@ -89,7 +89,7 @@ class Calibrate(Pass):
                 )
             if missing:
                 shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
-                raise CalibrationError(f"the ranges file lacks {len(missing)} tensor(s) this model needs: {shown}")
+                raise CalibrationError(f"the ranges file lacks {len(missing)} tensor(s) this model needs ({shown}); was it made for another model, or without the same cleanup?")
             return PassResult(model, False, {"tensors": len(names), "reused": True})
         data = ctx.artifacts.get("calibration_data")
         if data is None:

@@ -1,0 +1,283 @@
+"""Each failure class of the incumbent static quantizer, reproduced on a small model of that shape.
+
+Numerics are compared with onnxruntime fp32 on the same inputs; tolerances are stated per test.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from models import build
+from onnxq import CalibrationDataError, CalibrationError, PreconditionError, ir
+from onnxq.calibration.data import open_source
+from onnxq.quantize import quantize_static
+from onnxq.passes.quantization.insert_qdq import guard_bias_overflow
+from tests.helpers import checked, cosine, random_feeds, run, sqnr_db
+
+
+def _synthetic(proto: onnx.ModelProto, n: int, seed: int = 0, **dims: int) -> list[dict[str, np.ndarray]]:
+    return [random_feeds(proto, seed=seed + i, dims=dims) for i in range(n)]
+
+
+def _decisions(result) -> dict[str, dict]:
+    return {d["node"]: d for d in result.report.get("float_nodes", [])}
+
+
+def _paddle_like(opset: int = 11) -> onnx.ModelProto:
+    """Conv weights in Constant nodes, BatchNorm as Mul/Add, opset 11 — like Paddle2ONNX exports."""
+    rng = np.random.default_rng(0)
+    nodes = []
+    x = "x"
+    for i, (cin, cout) in enumerate([(3, 8), (8, 8)]):
+        w = (rng.standard_normal((cout, cin, 3, 3)) * 0.3).astype(np.float32)
+        nodes += [
+            helper.make_node("Constant", [], [f"w{i}"], value=numpy_helper.from_array(w)),
+            helper.make_node("Conv", [x, f"w{i}"], [f"c{i}"], pads=[1, 1, 1, 1]),
+            helper.make_node("Constant", [], [f"s{i}"], value=numpy_helper.from_array(rng.uniform(0.5, 1.5, (1, cout, 1, 1)).astype(np.float32))),
+            helper.make_node("Mul", [f"c{i}", f"s{i}"], [f"m{i}"]),
+            helper.make_node("Constant", [], [f"t{i}"], value=numpy_helper.from_array(rng.standard_normal((1, cout, 1, 1)).astype(np.float32))),
+            helper.make_node("Add", [f"m{i}", f"t{i}"], [f"a{i}"]),
+            helper.make_node("Relu", [f"a{i}"], [f"r{i}"]),
+        ]
+        x = f"r{i}"
+    nodes.append(helper.make_node("GlobalAveragePool", [x], ["y"]))
+    g = helper.make_graph(nodes, "paddle", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 1, 1])])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+    m.ir_version = 7
+    onnx.checker.check_model(m, full_check=True)
+    return m
+
+
+def test_old_opset_constant_weights_load_and_stay_accurate() -> None:
+    src = _paddle_like(11)
+    res = quantize_static(src, _synthetic(src, 16), tune=False)
+    model = checked(res.model)
+    assert model.opset >= 13 and any("opset upgraded from 11" in n for n in res.report["notes"])
+    convs = [n for n in ir.iter_nodes(model.graph) if n.op == "Conv"]
+    for conv in convs:  # weights are int8 initializers behind per-channel DequantizeLinear
+        dq = ir.producer(conv.inputs[1])
+        assert dq is not None and dq.op == "DequantizeLinear" and ir.const_value(dq.inputs[0]).dtype == np.int8
+        assert dq.attrs.get("axis") == 0 and ir.const_value(dq.inputs[1]).size == conv.inputs[1].shape[0]
+    for feeds in _synthetic(src, 4, seed=100):
+        assert sqnr_db(run(src, feeds)[0], run(model, feeds)[0]) > 25
+
+
+def test_opset_upgrade_failure_falls_back_to_per_tensor(monkeypatch: pytest.MonkeyPatch) -> None:
+    import onnxq.passes.cleanup.upgrade_opset as up
+
+    def refuse(model, target):
+        raise PreconditionError("converter cannot handle this model")
+
+    monkeypatch.setattr(up, "upgrade_opset", refuse)
+    src = _paddle_like(11)
+    res = quantize_static(src, _synthetic(src, 8), tune=False)
+    model = checked(res.model)
+    assert model.opset == 11 and any("per-tensor" in n for n in res.report["notes"])
+    assert all("axis" not in n.attrs for n in ir.iter_nodes(model.graph) if n.op == "DequantizeLinear")
+
+
+def test_no_temp_files_and_no_symbolic_shape_inference(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    src = build("cnn")
+    quantize_static(src, _synthetic(src, 4, N=1), tune=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_detector_concat_of_disparate_ranges_keeps_probabilities() -> None:
+    src = build("detector")
+    calib = _synthetic(src, 16, N=1)
+    res = quantize_static(src, calib, tune=False)
+    model = checked(res.model)
+    concat = next(n for n in ir.load(src).graph.nodes if n.op == "Concat")
+    assert "disparate ranges" in _decisions(res)[concat.name]["reason"]
+    for feeds in _synthetic(src, 4, seed=50, N=1):
+        ref = run(src, feeds)[0]
+        got = run(model, feeds)[0]
+        probs_ref, probs_got = ref[..., 4:], got[..., 4:]
+        assert np.abs(probs_got - probs_ref).max() < 0.05  # probabilities survive (not crushed to 0)
+        assert cosine(ref[..., :4], got[..., :4]) > 0.999
+
+
+def test_attention_mask_stays_float_and_embeddings_accurate() -> None:
+    src = build("transformer", hidden=64, layers=2)
+    calib = []
+    for i in range(8):
+        f = random_feeds(src, seed=i, dims={"batch": 2, "seq": 16})
+        f["attention_mask"][:, 10:] = 0
+        calib.append(f)
+    res = quantize_static(src, calib, tune=False)
+    model = checked(res.model)
+    reasons = {d["node"]: d["reason"] for d in res.report["float_nodes"]}
+    softmaxes = [n.name for n in ir.load(src).graph.nodes if n.op == "Softmax"]
+    assert softmaxes and all(n in reasons for n in softmaxes)
+    assert res.report["quantized_nodes"] > 0
+    for i in range(3):
+        f = random_feeds(src, seed=100 + i, dims={"batch": 2, "seq": 16})
+        f["attention_mask"][:, 12:] = 0
+        ref, got = run(src, f)[0], run(model, f)[0]
+        keep = f["attention_mask"].astype(bool)
+        assert cosine(ref[keep], got[keep]) > 0.99
+
+
+def test_decomposed_layernorm_kept_float() -> None:
+    src = build("layernorm-classifier")
+    res = quantize_static(src, _synthetic(src, 16, N=2), tune=False)
+    model = checked(res.model)
+    reasons = [d["reason"] for d in res.report["float_nodes"]]
+    assert sum("decomposed LayerNorm" in r for r in reasons) >= 7
+    agree = []
+    for feeds in _synthetic(src, 8, seed=40, N=4):
+        ref, got = run(src, feeds)[0], run(model, feeds)[0]
+        agree.append(np.mean(ref.argmax(-1) == got.argmax(-1)))
+        assert cosine(ref, got) > 0.99
+    assert np.mean(agree) >= 0.95
+
+
+def test_bias_overflow_guard_is_vectorized() -> None:
+    bias = np.array([1e6, 1.0, -3e6], np.float32)
+    s_w = np.array([1e-9, 1e-3, 1e-9])
+    raised, n = guard_bias_overflow(bias, 1e-3, s_w)
+    assert n == 2 and raised[1] == 1e-3
+    assert np.all(np.abs(bias / (1e-3 * raised)) <= 2**31 - 1)
+
+
+def test_bias_overflow_handled_end_to_end() -> None:
+    rng = np.random.default_rng(1)
+    w = (rng.standard_normal((4, 3, 1, 1)) * 1e-6).astype(np.float32)
+    w[1] = 0.5
+    b = np.array([5e3, 0.1, -4e3, 1.0], np.float32)
+    g = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w", "b"], ["c"], name="conv"), helper.make_node("Relu", ["c"], ["r"]), helper.make_node("Conv", ["r", "w2"], ["y"], name="conv2")],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 4, 4])],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b"), numpy_helper.from_array(rng.standard_normal((2, 4, 1, 1)).astype(np.float32), "w2")],
+    )
+    src = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    src.ir_version = 8
+    res = quantize_static(src, _synthetic(src, 8), tune=False)
+    model = checked(res.model)
+    stats = next(p for p in res.report["passes"] if p["pass"] == "insert-qdq")["stats"]
+    assert stats["bias_overflow_channels"] >= 2
+    for feeds in _synthetic(src, 3, seed=9):
+        assert cosine(run(src, feeds)[0], run(model, feeds)[0]) > 0.999
+
+
+def test_if_branches_are_quantized() -> None:
+    src = build("if-model")
+    calib = []
+    for i in range(8):
+        f = random_feeds(src, seed=i)
+        if i % 2:
+            f["input"] = -np.abs(f["input"])
+        else:
+            f["input"] = np.abs(f["input"])
+        calib.append(f)
+    res = quantize_static(src, calib, tune=False)
+    model = checked(res.model)
+    inner = [n for g in list(ir.iter_graphs(model.graph))[1:] for n in g.nodes if n.op == "DequantizeLinear"]
+    assert len(inner) >= 4, "Q/DQ must be placed inside the If branches"
+    for f in calib[:4]:
+        assert cosine(run(src, f)[0], run(model, f)[0]) > 0.99
+
+
+def test_int8_slower_than_float_keeps_float(monkeypatch: pytest.MonkeyPatch) -> None:
+    import onnxq.passes.quantization.tune_latency as tl
+
+    def float_wins(self, sessions):
+        return [1.0] + [2.0] * (len(sessions) - 1) if sessions[0] is self.float_session else [2.0] * len(sessions)
+
+    monkeypatch.setattr(tl._Timer, "compare", float_wins)
+    src = build("mobilenet")
+    res = quantize_static(src, _synthetic(src, 4, N=1), tune=True)
+    assert res.report["quantized_nodes"] == 0
+    steps = res.report["latency"]["steps"]
+    assert steps[-1]["step"] == "whole model float"
+    assert all("int8" in d["reason"] or "not between" in d["reason"] or "no quantizer" in d["reason"] or "arithmetic" in d["reason"] for d in res.report["float_nodes"])
+
+
+def test_tuner_records_measurements() -> None:
+    src = build("cnn", width=16, input_size=32)
+    res = quantize_static(src, _synthetic(src, 4, N=1), tune=True, threads=1)
+    steps = res.report["latency"]["steps"]
+    assert steps[0]["step"] == "full plan" and "float_ms" in steps[0]
+    checked(res.model)
+
+
+def test_unknown_op_left_float_with_reason() -> None:
+    src = onnx.parser.parse_model(
+        """
+        <ir_version: 8, opset_import: ["" : 17]>
+        g (float[1, 3, 8, 8] x) => (float[1, 4, 8, 8] y) {
+            c = Conv(x, w)
+            e = Erf(c)
+            y = Conv(e, w2)
+        }
+        """
+    )
+    rng = np.random.default_rng(0)
+    src.graph.initializer.extend([numpy_helper.from_array(rng.standard_normal((4, 3, 1, 1)).astype(np.float32), "w"), numpy_helper.from_array(rng.standard_normal((4, 4, 1, 1)).astype(np.float32), "w2")])
+    res = quantize_static(src, _synthetic(src, 4), tune=False)
+    checked(res.model)
+    erf = next(d for d in res.report["float_nodes"] if d["op"] == "Erf")
+    assert erf["reason"] == "no quantizer for Erf"
+    assert res.report["quantized_nodes"] == 2
+
+
+def test_already_quantized_model_is_refused() -> None:
+    src = build("cnn")
+    once = quantize_static(src, _synthetic(src, 4, N=1), tune=False).model
+    with pytest.raises(PreconditionError, match="already quantized.*DequantizeLinear"):
+        quantize_static(once, _synthetic(src, 4, N=1), tune=False)
+
+
+def test_dynamic_batch_and_sequence() -> None:
+    src = build("transformer")
+    calib = [random_feeds(src, seed=i, dims={"batch": 1 + i % 3, "seq": 4 + 5 * i}) for i in range(6)]
+    model = checked(quantize_static(src, calib, tune=False).model)
+    f = random_feeds(src, seed=77, dims={"batch": 3, "seq": 31})
+    assert cosine(run(src, f)[0], run(model, f)[0]) > 0.99
+
+
+def test_calibration_data_mismatch() -> None:
+    src = build("cnn")
+    source = open_source("synthetic:2", src, dims={"N": 1})
+    bad = [{"wrong_name": np.zeros((1, 3, 32, 32), np.float32)}]
+    with pytest.raises(CalibrationDataError):
+        from onnxq.calibration.data import ReaderSource, input_specs
+
+        class Reader:
+            def __init__(self):
+                self.it = iter(bad)
+
+            def get_next(self):
+                return next(self.it, None)
+
+        quantize_static(src, ReaderSource(Reader(), input_specs(src)), tune=False)
+    assert len(list(source)) == 2
+
+
+def test_ranges_for_another_model(tmp_path: Path) -> None:
+    from onnxq.calibration.collector import collect_ranges
+
+    other = build("mlp")
+    ranges, _ = collect_ranges(ir.load(other), _synthetic(other, 2, N=1))
+    path = tmp_path / "ranges.json"
+    ranges.save_json(path)
+    with pytest.raises(CalibrationError, match="made for another model|lacks"):
+        quantize_static(build("cnn"), None, ranges=path, tune=False)
+
+
+def test_declared_output_shape_mismatch_warns(caplog: pytest.LogCaptureFixture) -> None:
+    src = build("mlp")
+    src.graph.output[0].type.tensor_type.shape.dim[1].dim_value = 7  # really 10
+    with caplog.at_level("WARNING"):
+        res = quantize_static(src, _synthetic(src, 4, N=1), tune=False)
+    checked(res.model)
+    assert any("declared with shape" in r.message for r in caplog.records)

@@ -1,0 +1,75 @@
+"""Every annotated op type: QDQ numerics vs fp32, and QOperator conversion vs QDQ (one quantization step)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from onnxq import ir
+from onnxq.quantize import quantize_static
+from tests.helpers import checked, cosine, run
+from tests.passes.quantization._op_models import OP_SPECS, op_model
+
+#: QOperator op expected for each annotated op (None: stays QDQ or becomes the op itself on int8).
+QLINEAR = {
+    "Conv": "QLinearConv",
+    "MatMul": "QLinearMatMul",
+    "Gemm": "QGemm",
+    "Add": "QLinearAdd",
+    "Mul": "QLinearMul",
+    "Concat": "QLinearConcat",
+    "AveragePool": "QLinearAveragePool",
+    "GlobalAveragePool": "QLinearGlobalAveragePool",
+    "LeakyRelu": "QLinearLeakyRelu",
+    "Sigmoid": "QLinearSigmoid",
+    "Softmax": "QLinearSoftmax",
+}
+#: Ops that run directly on int8 in QOperator form (same scale on both sides).
+INT8_MOVEMENT = {"MaxPool", "Transpose", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Slice", "Gather", "Resize"}
+
+
+def _samples(n: int, seed: int) -> list[dict[str, np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    return [{"x": rng.standard_normal((1, 3, 8, 8)).astype(np.float32)} for _ in range(n)]
+
+
+def _ops(model: ir.Model) -> list[str]:
+    return [n.op for n in ir.iter_nodes(model.graph)]
+
+
+@pytest.mark.parametrize("op", sorted(OP_SPECS))
+def test_op_quantized_in_qdq_and_qoperator(op: str) -> None:
+    src = op_model(op)
+    calib = _samples(16, 0)
+    test = _samples(8, 1)
+    qdq = quantize_static(src, calib, tune=False, method="minmax")
+    decisions = {d["node"]: d for d in qdq.report["float_nodes"]}
+    assert "op" not in decisions, f"{op} left float: {decisions.get('op')}"
+    model = checked(qdq.model)
+    assert "QuantizeLinear" in _ops(model) and "DequantizeLinear" in _ops(model)
+    for feeds in test:
+        ref = run(src, feeds)[0]
+        got = run(model, feeds)[0]
+        assert cosine(ref, got) > 0.98, f"{op}: QDQ cosine {cosine(ref, got):.4f}"
+
+    qop = quantize_static(src, calib, tune=False, method="minmax", format="qoperator")
+    qop_model = checked(qop.model)
+    ops = _ops(qop_model)
+    if op in QLINEAR:
+        assert QLINEAR[op] in ops, f"{op}: expected {QLINEAR[op]} in {ops}"
+    if op in INT8_MOVEMENT:
+        node = next(n for n in ir.iter_nodes(qop_model.graph) if n.op == op)
+        dq = ir.producer(node.inputs[0])
+        assert dq is None or dq.op != "DequantizeLinear", f"{op} should read the int8 tensor directly"
+    # QOperator matches QDQ within one quantization step of the output.
+    out_scale = _output_step(qop_model)
+    for feeds in test:
+        a = run(model, feeds)[0]
+        b = run(qop_model, feeds)[0]
+        assert np.max(np.abs(a - b)) <= out_scale * 1.01 + 1e-6, f"{op}: QOperator vs QDQ max diff {np.max(np.abs(a - b))} > step {out_scale}"
+
+
+def _output_step(model: ir.Model) -> float:
+    """Scale of the last quantization before the output (the granularity both forms share)."""
+    scales = [float(np.max(ir.constant_array(n.inputs[1]))) for n in ir.iter_nodes(model.graph) if n.op in ("QuantizeLinear",) and ir.is_constant(n.inputs[1])]
+    return max(scales) if scales else 0.0
