@@ -203,6 +203,8 @@ def config_fields(config_cls: type[PassConfig]) -> list[tuple[str, str, Any]]:
 
 
 def _type_text(hint: Any) -> str:
+    if hint is Ellipsis:
+        return "..."
     origin = typing.get_origin(hint)
     if origin is None:
         return getattr(hint, "__name__", str(hint))

@@ -23,7 +23,17 @@ from .pass_base import PassContext, make_pass
 from .pass_manager import PassManager, PipelineResult
 from .pipeline import pipeline_from_data
 
-__all__ = ["ConversionResult", "static_pipeline", "run_conversion", "quantize_static", "STATIC_OPTION_NAMES"]
+__all__ = [
+    "ConversionResult",
+    "MODES",
+    "static_pipeline",
+    "mode_pipeline",
+    "run_conversion",
+    "convert",
+    "quantize_static",
+    "quantize_dynamic",
+    "STATIC_OPTION_NAMES",
+]
 
 log = logging.getLogger(__name__)
 
@@ -199,6 +209,77 @@ def _report(source: str, result: PipelineResult, ctx: PassContext, before: int, 
     if "calibration_stats" in ctx.artifacts:
         report["calibration"] = ctx.artifacts["calibration_stats"].as_dict()
     return report
+
+
+#: Conversion modes of ``onnxq convert --mode``.
+MODES = ("static", "dynamic", "weight-only", "fp16", "bf16")
+
+
+def mode_pipeline(mode: str, **options: Any) -> list[dict[str, Any]]:
+    """The default pipeline (as data) of a conversion mode; ``options`` are that mode's pass options.
+
+    - static: see :func:`static_pipeline`.
+    - dynamic: cleanup → smooth-activations (when data is given) → quantize-dynamic.
+    - weight-only: cleanup → quantize-weights-blockwise (MSE scale search by default).
+    - fp16 / bf16: cleanup → convert-float16.
+    """
+    if mode == "static":
+        return static_pipeline(**options)
+    smooth = options.pop("smooth", None)
+    if mode == "dynamic":
+        steps: list[dict[str, Any]] = [{"pass": "cleanup"}]
+        if smooth is not None:
+            steps.append({"pass": "smooth-activations", "alpha": smooth})
+        steps.append({"pass": "quantize-dynamic", **options})
+        return steps
+    if mode == "weight-only":
+        options.setdefault("scale_search", "mse")
+        if options.get("format") == "qdq":
+            options.setdefault("upgrade_opset", True)
+        return [{"pass": "cleanup"}, {"pass": "quantize-weights-blockwise", **options}]
+    if mode in ("fp16", "bf16"):
+        return [{"pass": "cleanup"}, {"pass": "convert-float16", "dtype": "float16" if mode == "fp16" else "bfloat16", **options}]
+    raise ConfigError(f"unknown mode '{mode}'; valid: {', '.join(MODES)}")
+
+
+def convert(
+    model: Any,
+    data: Any = None,
+    *,
+    mode: str = "static",
+    ranges: RangeSet | str | Path | None = None,
+    recipe: str | Path | None = None,
+    samples: int = 0,
+    **options: Any,
+) -> ConversionResult:
+    """Convert ``model`` with a mode's default pipeline (or a TOML recipe) — what ``onnxq convert`` does.
+
+    ``options`` are the mode's options (see :func:`quantize_static` for static mode; the pass
+    options of ``quantize-dynamic``, ``quantize-weights-blockwise`` or ``convert-float16``
+    otherwise, plus ``smooth=alpha`` for dynamic mode with data).
+    """
+    if mode == "static":
+        return quantize_static(model, data, ranges=ranges, recipe=recipe, samples=samples, **options)
+    m = ir.load(model)
+    if data is not None and (isinstance(data, (str, Path)) or not (hasattr(data, "__iter__") or callable(getattr(data, "get_next", None)))):
+        from .calibration.data import open_source
+
+        data = open_source(data, ir.to_proto(m), samples=samples or None)
+    if recipe is not None:
+        from .pipeline import load_pipeline_specs
+
+        steps = [dict(s) for s in load_pipeline_specs(recipe)]
+    else:
+        if mode == "dynamic" and data is not None:
+            options.setdefault("smooth", 0.5)
+        steps = mode_pipeline(mode, **options)
+    return run_conversion(m, steps, data=data)
+
+
+def quantize_dynamic(model: Any, data: Any = None, **options: Any) -> ConversionResult:
+    """Dynamic int8 quantization (see :func:`convert`); with ``data`` activations are smoothed first
+    and the latency guard measures float vs int8."""
+    return convert(model, data, mode="dynamic", **options)
 
 
 def quantize_static(

@@ -46,6 +46,8 @@ class OnnxqGroup(click.Group):
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             ctx.exit(130)
+        except BrokenPipeError:  # output piped into `head` and closed early: not an error
+            ctx.exit(0)
         except Exception as e:
             if _debug(ctx):
                 raise

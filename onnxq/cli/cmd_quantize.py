@@ -13,7 +13,7 @@ from ..calibration.observers import OBSERVERS
 from ..calibration.ranges import RangeSet
 from ..errors import ConfigError
 from ..progress import progress_enabled
-from ..quantize import run_conversion, static_pipeline
+from ..quantize import MODES, mode_pipeline, run_conversion, static_pipeline
 from ..runtime.bench import bench_models
 from ..runtime.evaluate import compare_models
 from ._app import cli
@@ -50,6 +50,15 @@ def _split(values: tuple[str, ...]) -> tuple[str, ...]:
 @click.option("--tune/--no-tune", default=True, show_default=True, help="Measure int8 vs float and keep float where int8 is slower.")
 @click.option("--threads", type=int, default=1, show_default=True, help="Threads for latency tuning.")
 @click.option("--max-memory", type=float, help="MB of activations per calibration pass.")
+@click.option("--mode", type=click.Choice(MODES), default="static", show_default=True, help="static int8, dynamic int8, weight-only int4/int8, fp16 or bf16.")
+@click.option("--weight-bits", type=click.Choice(["4", "8"]), default="4", show_default=True, help="weight-only: bits per weight.")
+@click.option("--block-size", type=click.Choice(["16", "32", "64", "128", "256"]), default="32", show_default=True, help="weight-only: block along the reduction axis.")
+@click.option("--symmetric", is_flag=True, help="weight-only: symmetric blocks (no zero points).")
+@click.option("--weight-format", type=click.Choice(["matmulnbits", "qdq"]), default="matmulnbits", show_default=True, help="weight-only: onnxruntime MatMulNBits or standard opset-21 blocked DequantizeLinear.")
+@click.option("--include-gather", is_flag=True, help="weight-only: also quantize Gather embeddings.")
+@click.option("--dynamic-format", type=click.Choice(["fused", "standard"]), default="fused", show_default=True, help="dynamic: DynamicQuantizeMatMul or standard DynamicQuantizeLinear+MatMulInteger.")
+@click.option("--smooth", type=float, default=0.5, show_default=True, help="dynamic: SmoothQuant alpha with --data (0 disables).")
+@click.option("--keep-io-types/--no-keep-io-types", default=True, show_default=True, help="fp16/bf16: keep inputs/outputs float32.")
 @click.option("--report", type=click.Path(dir_okay=False), help="Write the conversion report (JSON).")
 @data_options
 def convert_cmd(model: str, output: str, data: str | None, ranges_file: str | None, method: str, percentile: float | None, fmt: str, recipe: str | None, **opts: Any) -> None:
@@ -57,12 +66,17 @@ def convert_cmd(model: str, output: str, data: str | None, ranges_file: str | No
 
     Default: cleanup → calibrate (percentile) → annotate → tune latency → QDQ with per-channel int8
     weights and uint8 activations. The report lists every node left float with its reason.
+    Other modes: --mode dynamic | weight-only | fp16 | bf16.
     """
     out = check_output_path(model, output)
-    if data is None and ranges_file is None:
+    mode = opts["mode"]
+    if mode == "static" and data is None and ranges_file is None:
         raise ConfigError("convert needs --data (calibration samples) or --ranges FILE")
     m = load_model(model)
     source = open_data(data, m, samples=opts["samples"], dims=opts["dims"], image_preprocess=opts["image_preprocess"]) if data else None
+    if mode != "static":
+        _convert_other_mode(m, mode, source, recipe, out, opts)
+        return
     ranges = RangeSet.load_json(ranges_file) if ranges_file else None
     quant_options = {
         "activation_dtype": opts["activation_type"],
@@ -112,6 +126,58 @@ def convert_cmd(model: str, output: str, data: str | None, ranges_file: str | No
         final = lat[-1]
         click.echo(f"latency ({rep['latency']['threads']} thread): float {final.get('float_ms', 0):.3f} ms, int8 {final.get('int8_ms', 0):.3f} ms ({final['step']})")
     click.echo(f"wrote {out}: {human_bytes(rep['bytes_before'])} → {human_bytes(out.stat().st_size)}, {rep.get('quantized_nodes', 0)} nodes quantized, {len(floats)} float, {rep['seconds']:.1f} s")
+    maybe_write_report(opts["report"], rep)
+
+
+def _mode_options(mode: str, opts: dict[str, Any], has_data: bool) -> dict[str, Any]:
+    """Pass options of a non-static mode from CLI flags."""
+    if mode == "dynamic":
+        options: dict[str, Any] = {
+            "per_channel": not opts["per_tensor"],
+            "format": opts["dynamic_format"],
+            "exclude_nodes": tuple(opts["exclude_nodes"]),
+            "reduce_range": opts["reduce_range"],
+            "threads": opts["threads"],
+        }
+        if has_data and opts["smooth"] > 0:
+            options["smooth"] = opts["smooth"]
+        return options
+    if mode == "weight-only":
+        return {
+            "bits": int(opts["weight_bits"]),
+            "block_size": int(opts["block_size"]),
+            "symmetric": opts["symmetric"],
+            "format": opts["weight_format"],
+            "include_gather": opts["include_gather"],
+            "exclude_names": tuple(opts["exclude_nodes"]),
+        }
+    return {"keep_io_types": opts["keep_io_types"]}
+
+
+def _convert_other_mode(m: ir.Model, mode: str, source: Any, recipe: str | None, out: Path, opts: dict[str, Any]) -> None:
+    if recipe:
+        from ..pipeline import load_pipeline_specs
+
+        steps = [dict(s) for s in load_pipeline_specs(recipe)]
+    else:
+        steps = mode_pipeline(mode, **_mode_options(mode, opts, source is not None))
+    result = run_conversion(m, steps, data=source, progress=progress_enabled())
+    ir.save(result.model, out)
+    rep = result.report
+    rep["output"] = str(out)
+    rep["mode"] = mode
+    table(None, ["pass", "seconds", "modified"], [[p["pass"], f"{p['seconds']:.2f}", p["modified"]] for p in rep["passes"]])
+    skipped: dict[str, str] = {}
+    for p in rep["passes"]:
+        skipped.update(p["stats"].get("skipped", {}) if isinstance(p["stats"].get("skipped"), dict) else {})
+    if skipped:
+        reasons: dict[str, int] = {}
+        for r in skipped.values():
+            reasons[r] = reasons.get(r, 0) + 1
+        table("nodes left float", ["nodes", "reason"], sorted(([v, k] for k, v in reasons.items()), reverse=True))
+    for note in rep.get("notes", []):
+        click.echo(f"note: {note}", err=True)
+    click.echo(f"wrote {out}: {human_bytes(rep['bytes_before'])} → {human_bytes(out.stat().st_size)} ({out.stat().st_size / max(rep['bytes_before'], 1):.3f}x), {mode}, {rep['seconds']:.1f} s")
     maybe_write_report(opts["report"], rep)
 
 

@@ -12,6 +12,8 @@ from . import (  # noqa: F401  (imported to register the passes)
     convert_float16,
     convert_qlinear,
     insert_qdq,
+    quantize_dynamic,
     quantize_weights_blockwise,
+    smooth_activations,
     tune_latency,
 )

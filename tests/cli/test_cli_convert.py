@@ -152,3 +152,28 @@ def test_eval_output_mismatch(cnn: Path, tmp_path: Path) -> None:
     other.write_bytes(build("mlp").SerializeToString())
     code, _, err = invoke("eval", str(cnn), str(other), "--data", "synthetic:2", "--dim", "N=1")
     assert code == 2 and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("mode, extra, op", [("dynamic", [], "DynamicQuantizeMatMul"), ("weight-only", ["--weight-bits", "4", "--block-size", "32"], "MatMulNBits"), ("fp16", [], "Cast")])
+def test_convert_modes(tmp_path: Path, mode: str, extra: list[str], op: str) -> None:
+    src = tmp_path / "t.onnx"
+    src.write_bytes(build("transformer", hidden=128, layers=1).SerializeToString())
+    out = tmp_path / f"{mode}.onnx"
+    report = tmp_path / "r.json"
+    code, stdout, err = invoke("convert", str(src), "-o", str(out), "--mode", mode, "--report", str(report), *extra)
+    assert code == 0, err
+    ops = {n.op_type for n in onnx.load(str(out)).graph.node}
+    assert op in ops
+    assert json.loads(report.read_text())["mode"] == mode
+    f = random_feeds(src, seed=0, dims={"batch": 1, "seq": 8})
+    assert cosine(run(src, f)[0], run(out, f)[0]) > 0.99
+
+
+def test_weight_only_qdq_on_old_opset_upgrades(tmp_path: Path) -> None:
+    src = tmp_path / "t.onnx"
+    src.write_bytes(build("transformer", hidden=128, layers=1).SerializeToString())
+    out = tmp_path / "q.onnx"
+    code, _, err = invoke("convert", str(src), "-o", str(out), "--mode", "weight-only", "--weight-format", "qdq")
+    assert code == 0, err
+    m = onnx.load(str(out))
+    assert {o.domain: o.version for o in m.opset_import}[""] >= 21
