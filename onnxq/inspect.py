@@ -186,6 +186,7 @@ def model_flops(model: Model, shapes: dict[str, list[int]] | None = None) -> dic
             t.shape = [1, *t.shape[1:]]
             assumed[f"{t.name}[0]"] = 1
     ir.infer_shapes(copy)
+    measured = _measure_missing_shapes(copy)
     total = 0
     unknown = 0
     by_op: Counter[str] = Counter()
@@ -198,7 +199,43 @@ def model_flops(model: Model, shapes: dict[str, list[int]] | None = None) -> dic
         else:
             total += f
             by_op[node.op] += f
-    return {"total": total, "by_op": dict(by_op), "nodes_with_unknown_shapes": unknown, "assumed_dims": assumed}
+    return {"total": total, "by_op": dict(by_op), "nodes_with_unknown_shapes": unknown, "assumed_dims": assumed, "shapes_from_onnxruntime": measured}
+
+
+def _measure_missing_shapes(model: Model) -> int:
+    """Fill shapes shape inference could not derive by running onnxruntime once on zero inputs.
+
+    Only when every graph input has a static shape (given or declared); returns how many tensors
+    were measured. Exporters' position-id Slices and similar data-dependent ops often defeat onnx's
+    static inference although the real shapes are fixed for given inputs.
+    """
+    missing = [
+        t
+        for n in ir.iter_nodes(model.graph)
+        if n.op in _FLOPS
+        for t in list(n.inputs[:1]) + list(n.outputs[:1])
+        if _numel(_dims(t)) is None and not ir.is_constant(t)
+    ]
+    inputs = [t for t in model.graph.inputs if not ir.is_constant(t)]
+    if not missing or any(_numel(_dims(t)) is None or t.dtype is None for t in inputs):
+        return 0
+    from .calibration.expose import expose_tensors
+    from .runtime.session import make_session
+
+    names = sorted({t.name for t in missing})
+    try:
+        exposed = expose_tensors(model, names)
+        sess = make_session(exposed.model, threads=1, optimization="disable")
+        feeds = {t.name: np.zeros(_dims(t), dtype=np.dtype(t.dtype)) for t in inputs}
+        outs = list(exposed.output_to_tensor)
+        values = sess.run(outs, feeds)
+    except Exception:  # best effort: FLOPs stay unknown for these nodes
+        return 0
+    shapes = {exposed.output_to_tensor[o]: list(v.shape) for o, v in zip(outs, values)}
+    for t in missing:
+        if t.name in shapes:
+            t.shape = shapes[t.name]
+    return len(shapes)
 
 
 def _serialized_nbytes(values: np.ndarray) -> int:

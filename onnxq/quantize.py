@@ -168,6 +168,7 @@ def run_conversion(
 ) -> ConversionResult:
     """Run a conversion pipeline with calibration data / ranges in the context and build the report."""
     start = time.perf_counter()
+    model = ir.clone(model)  # passes edit in place; the caller's model stays untouched
     size_before = _model_size(model)
     steps, notes = _pipeline_with_opset_fallback([dict(s) for s in steps], model)
     ctx = PassContext(progress=progress)
@@ -227,10 +228,15 @@ def mode_pipeline(mode: str, **options: Any) -> list[dict[str, Any]]:
         return static_pipeline(**options)
     smooth = options.pop("smooth", None)
     if mode == "dynamic":
+        include_gather = options.pop("include_gather", False)
         steps: list[dict[str, Any]] = [{"pass": "cleanup"}]
         if smooth is not None:
             steps.append({"pass": "smooth-activations", "alpha": smooth})
         steps.append({"pass": "quantize-dynamic", **options})
+        if include_gather:
+            # Embedding tables as 8-bit blocks read by GatherBlockQuantized (only gathered rows are
+            # dequantized), so int8 really quarters models whose embeddings dominate.
+            steps.append({"pass": "quantize-weights-blockwise", "bits": 8, "block_size": 128, "include_gather": True, "scale_search": "mse"})
         return steps
     if mode == "weight-only":
         options.setdefault("scale_search", "mse")

@@ -55,7 +55,7 @@ def _split(values: tuple[str, ...]) -> tuple[str, ...]:
 @click.option("--block-size", type=click.Choice(["16", "32", "64", "128", "256"]), default="32", show_default=True, help="weight-only: block along the reduction axis.")
 @click.option("--symmetric", is_flag=True, help="weight-only: symmetric blocks (no zero points).")
 @click.option("--weight-format", type=click.Choice(["matmulnbits", "qdq"]), default="matmulnbits", show_default=True, help="weight-only: onnxruntime MatMulNBits or standard opset-21 blocked DequantizeLinear.")
-@click.option("--include-gather", is_flag=True, help="weight-only: also quantize Gather embeddings.")
+@click.option("--include-gather", is_flag=True, help="weight-only / dynamic: also quantize Gather embedding tables (GatherBlockQuantized).")
 @click.option("--dynamic-format", type=click.Choice(["fused", "standard"]), default="fused", show_default=True, help="dynamic: DynamicQuantizeMatMul or standard DynamicQuantizeLinear+MatMulInteger.")
 @click.option("--smooth", type=float, default=0.5, show_default=True, help="dynamic: SmoothQuant alpha with --data (0 disables).")
 @click.option("--keep-io-types/--no-keep-io-types", default=True, show_default=True, help="fp16/bf16: keep inputs/outputs float32.")
@@ -141,6 +141,8 @@ def _mode_options(mode: str, opts: dict[str, Any], has_data: bool) -> dict[str, 
         }
         if has_data and opts["smooth"] > 0:
             options["smooth"] = opts["smooth"]
+        if opts["include_gather"]:
+            options["include_gather"] = True
         return options
     if mode == "weight-only":
         return {

@@ -70,7 +70,7 @@ def zero_channels(src: onnx.ModelProto, ratio: float, seed: int = 0) -> tuple[on
 def test_exact_when_pruned_channels_are_zero(name: str) -> None:
     src, expected = zero_channels(build(name), 0.5)
     assert expected, "the builder should have prunable groups"
-    model, modified, stats = run_pass(src, "prune-channels", {"ratio": 0.5})
+    model, modified, stats = run_pass(src, "prune-channels", {"ratio": 0.5, "round_to": 1})
     assert modified and stats["pruned_groups"] == len(expected)
     for group, kept in expected.items():
         assert stats["groups"][group]["channels_after"] == kept
@@ -80,7 +80,7 @@ def test_exact_when_pruned_channels_are_zero(name: str) -> None:
 
 def test_cnn_structure_residual_depthwise_and_flatten_gemm() -> None:
     src = build("cnn")  # width 16: stage 1 has 16 channels, stage 2 32 (its depthwise conv joins the group)
-    model, modified, stats = run_pass(src, "prune-channels", {"ratio": 0.5})
+    model, modified, stats = run_pass(src, "prune-channels", {"ratio": 0.5, "round_to": 1})
     assert modified
     assert stats["groups"]["stem/conv"]["members"] == ["stem/conv", "stage1/block1/conv2", "stage1/block2/conv2"]
     assert weight(model, "stem/conv").shape == (8, 3, 3, 3)
@@ -119,7 +119,7 @@ def test_concat_group_offsets() -> None:
     src = _two_branch("Concat")
     _zero_out(src, "w1", [1, 3])
     _zero_out(src, "w2", [0, 5, 2])
-    model, modified, stats = run_pass(src, "prune-channels", {"ratio": 0.5})
+    model, modified, stats = run_pass(src, "prune-channels", {"ratio": 0.5, "round_to": 1})
     assert modified and {g: v["channels_after"] for g, v in stats["groups"].items()} == {"conv1": 2, "conv2": 3}
     original = initializers(src)["w3"]
     # conv3 keeps concat channels [0, 2] of conv1 and [1, 3, 4] of conv2 (offset 4)
@@ -131,7 +131,7 @@ def test_residual_add_prunes_both_branches_together() -> None:
     src = _two_branch("Add")
     _zero_out(src, "w1", [0, 4])
     _zero_out(src, "w2", [0, 4])
-    model, modified, stats = run_pass(src, "prune-channels", {"ratio": 0.34})
+    model, modified, stats = run_pass(src, "prune-channels", {"ratio": 0.34, "round_to": 1})
     assert modified and list(stats["groups"]) == ["conv1"]
     assert stats["groups"]["conv1"]["members"] == ["conv1", "conv2"]
     assert weight(model, "conv1").shape[0] == weight(model, "conv2").shape[0] == weight(model, "conv3").shape[1] == 4
@@ -149,7 +149,7 @@ def test_per_channel_constant_mul_is_sliced_and_silu_couples_with_itself() -> No
     scale = RNG.uniform(0.5, 2, (1, 8, 1, 1)).astype(np.float32)
     src = model_of(nodes, [vi("x", [1, 3, 4, 4])], [vi("y", [1, 2, 4, 4])], [init("w1", conv_w(8, 3, 1)), init("scale", scale), init("w2", conv_w(2, 8, 1))])
     _zero_out(src, "w1", [1, 2, 6, 7])
-    model, modified, _ = run_pass(src, "prune-channels", {"ratio": 0.5})
+    model, modified, _ = run_pass(src, "prune-channels", {"ratio": 0.5, "round_to": 1})
     assert modified and weight(model, "scale", 1).shape == (1, 4, 1, 1)
     np.testing.assert_array_equal(weight(model, "scale", 1).ravel(), scale.ravel()[[0, 3, 4, 5]])
     assert_same_outputs(src, checked(model), random_feeds(src), atol=1e-5)
@@ -176,7 +176,7 @@ def test_pass_through_ops_resize_pad_pool_and_gemm_consumer() -> None:
     ]  # fmt: skip
     src = model_of(nodes, [vi("x", [1, 3, 6, 6])], [vi("y", [1, 5])], inits)
     _zero_out(src, "w1", [2, 3, 5])
-    model, modified, stats = run_pass(src, "prune-channels", {"ratio": 0.4})
+    model, modified, stats = run_pass(src, "prune-channels", {"ratio": 0.4, "round_to": 1})
     assert modified and stats["groups"]["conv1"]["channels_after"] == 5
     assert weight(model, "resize", 3).tolist() == [1, 5, 8, 8] and weight(model, "fc").shape == (5, 5)
     assert_same_outputs(src, checked(model), random_feeds(src), atol=1e-5)
@@ -192,7 +192,7 @@ def test_depthwise_conv_joins_the_group() -> None:
     inits = [init("w1", conv_w(8, 3, 1)), init("wd", conv_w(8, 1)), init("bd", np.zeros(8, np.float32)), init("w2", conv_w(4, 8, 1))]
     src = model_of(nodes, [vi("x", [1, 3, 5, 5])], [vi("y", [1, 4, 5, 5])], inits)
     _zero_out(src, "w1", [0, 1, 2, 3, 4, 5])
-    model, modified, stats = run_pass(src, "prune-channels", {"ratio": 0.75})
+    model, modified, stats = run_pass(src, "prune-channels", {"ratio": 0.75, "round_to": 1})
     assert modified and stats["groups"]["conv1"]["channels_after"] == 2
     assert weight(model, "dw").shape == (2, 1, 3, 3) and weight(model, "dw", 2).shape == (2,) and node(model, "dw").attrs["group"] == 2
     assert weight(model, "conv2").shape == (4, 2, 1, 1)
@@ -211,7 +211,7 @@ def test_group_with_unrewritable_consumer_is_skipped_with_reason(blocker: onnx.N
     nodes = [helper.make_node("Conv", ["x", "w1"], ["a"], name="conv1"), blocker]
     inits = [init("w1", conv_w(4, 3, 1)), init("shape", np.array([1, 4, 4, 4], np.int64))]
     src = model_of(nodes, [vi("x", [1, 3, 4, 4])], [vi("y", [1, 4, 4, 4])], inits)
-    model, modified, stats = run_pass(src, "prune-channels", {"ratio": 0.5})
+    model, modified, stats = run_pass(src, "prune-channels", {"ratio": 0.5, "round_to": 1})
     assert not modified and stats["pruned_groups"] == 0
     assert reason in stats["skipped"]["conv1"]
     assert weight(model, "conv1").shape == (4, 3, 1, 1)
@@ -224,22 +224,22 @@ def test_softmax_over_another_axis_and_excluded_group() -> None:
         helper.make_node("Conv", ["s", "w2"], ["y"], name="conv2"),
     ]
     src = model_of(nodes, [vi("x", [1, 3, 4, 4])], [vi("y", [1, 2, 4, 4])], [init("w1", conv_w(4, 3, 1)), init("w2", conv_w(2, 4, 1))])
-    _, modified, _ = run_pass(src, "prune-channels", {"ratio": 0.5})
+    _, modified, _ = run_pass(src, "prune-channels", {"ratio": 0.5, "round_to": 1})
     assert modified
-    _, modified, stats = run_pass(src, "prune-channels", {"ratio": 0.5, "exclude_names": ["^conv1$"]})
+    _, modified, stats = run_pass(src, "prune-channels", {"ratio": 0.5, "exclude_names": ["^conv1$"], "round_to": 1})
     assert not modified and "exclude pattern" in stats["skipped"]["conv1"]
 
 
 def test_ratio_limits_min_channels_and_round_to() -> None:
     with pytest.raises(ConfigError, match=r"ratio must be in \[0, 1\).*every channel"):
-        run_pass(build("mlp"), "prune-channels", {"ratio": 1.0})
+        run_pass(build("mlp"), "prune-channels", {"ratio": 1.0, "round_to": 1})
     with pytest.raises(ConfigError, match="min_channels must be >= 1"):
-        run_pass(build("mlp"), "prune-channels", {"ratio": 0.5, "min_channels": 0})
+        run_pass(build("mlp"), "prune-channels", {"ratio": 0.5, "min_channels": 0, "round_to": 1})
     src = build("mlp", hidden=(2, 16))
-    model, modified, stats = run_pass(src, "prune-channels", {"ratio": 0.99})
+    model, modified, stats = run_pass(src, "prune-channels", {"ratio": 0.99, "round_to": 1})
     assert modified and stats["groups"]["layer1/fc/matmul"]["channels_after"] == 1  # never all channels
     assert stats["groups"]["layer2/fc/matmul"]["channels_after"] == 1
-    _, _, stats = run_pass(src, "prune-channels", {"ratio": 0.99, "min_channels": 3})
+    _, _, stats = run_pass(src, "prune-channels", {"ratio": 0.99, "min_channels": 3, "round_to": 1})
     assert stats["groups"]["layer2/fc/matmul"]["channels_after"] == 3 and stats["groups"]["layer1/fc/matmul"]["channels_after"] == 2
     _, _, stats = run_pass(build("mlp", hidden=(32, 16)), "prune-channels", {"ratio": 0.3, "round_to": 8})
     assert stats["groups"]["layer1/fc/matmul"]["channels_after"] == 24  # 32 - 9 = 23, rounded up to 24
@@ -248,16 +248,16 @@ def test_ratio_limits_min_channels_and_round_to() -> None:
 
 
 def test_modified_false_when_nothing_to_remove() -> None:
-    _, modified, stats = run_pass(build("cnn"), "prune-channels", {"ratio": 0.0})
+    _, modified, stats = run_pass(build("cnn"), "prune-channels", {"ratio": 0.0, "round_to": 1})
     assert not modified and stats["channels_removed"] == 0
     model = ir.load(build("cnn"))
     before = ir.to_proto(model).SerializeToString()
-    result = make_pass("prune-channels", {"ratio": 0.0})(model)
+    result = make_pass("prune-channels", {"ratio": 0.0, "round_to": 1})(model)
     assert not result.modified and ir.to_proto(result.model).SerializeToString() == before
 
 
 def test_transformer_ffn_hidden_units() -> None:
-    model, modified, stats = run_pass(build("transformer"), "prune-channels", {"ratio": 0.5})
+    model, modified, stats = run_pass(build("transformer"), "prune-channels", {"ratio": 0.5, "round_to": 1})
     assert modified and list(stats["groups"]) == ["encoder/layer0/ffn/intermediate/matmul"]
     assert weight(model, "encoder/layer0/ffn/intermediate/matmul").shape == (64, 128)
     assert weight(model, "encoder/layer0/ffn/intermediate/add", 1).shape == (128,)
@@ -287,10 +287,10 @@ def test_data_driven_criteria_use_channel_stats() -> None:
     some = next(iter(stats.values()))
     assert some["samples"] == 3 and some["mean_abs"].ndim == 1 and ((0 <= some["apoz"]) & (some["apoz"] <= 1)).all()
     for criterion in ("apoz", "mean-activation"):
-        pruned, modified, report = run_pass(src, "prune-channels", {"ratio": 0.25, "criterion": criterion}, PassContext(artifacts={"channel_stats": stats}))
+        pruned, modified, report = run_pass(src, "prune-channels", {"ratio": 0.25, "criterion": criterion, "round_to": 1}, PassContext(artifacts={"channel_stats": stats}))
         assert modified and {g: v["channels_after"] for g, v in report["groups"].items()} == expected
         assert_same_outputs(src, checked(pruned), random_feeds(src, seed=9, dims=DIMS), atol=1e-5, rtol=1e-4)
     with pytest.raises(PreconditionError, match="channel_stats"):
-        run_pass(src, "prune-channels", {"ratio": 0.25, "criterion": "apoz"})
-    _, modified, report = run_pass(src, "prune-channels", {"ratio": 0.25, "criterion": "apoz"}, PassContext(artifacts={"channel_stats": {}}))
+        run_pass(src, "prune-channels", {"ratio": 0.25, "criterion": "apoz", "round_to": 1})
+    _, modified, report = run_pass(src, "prune-channels", {"ratio": 0.25, "criterion": "apoz", "round_to": 1}, PassContext(artifacts={"channel_stats": {}}))
     assert not modified and "no channel statistics" in next(iter(report["skipped"].values()))

@@ -63,7 +63,7 @@ def test_channel_search_with_stats_context() -> None:
     stats = collect_channel_stats(model, samples, channel_stat_tensors(ir.clone(model)))
     result = prune_until(
         model,
-        lambda s: make_pass("prune-channels", {"ratio": s, "criterion": "mean-activation"}),
+        lambda s: make_pass("prune-channels", {"ratio": s, "criterion": "mean-activation", "round_to": 1}),
         [0.1, 0.5],
         samples,
         tolerance=0.5,
