@@ -38,7 +38,12 @@ WEIGHT_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
 
 def _dims(t: Any) -> list[Any] | None:
     shape = getattr(t, "shape", None)
-    return list(shape) if isinstance(shape, (list, tuple)) else None
+    if shape is None or isinstance(shape, str):
+        return None
+    try:
+        return [int(d) if isinstance(d, (int, np.integer)) else d for d in shape]  # lazily loaded constants carry protobuf dims
+    except TypeError:
+        return None
 
 
 def _numel(shape: list[Any] | None) -> int | None:

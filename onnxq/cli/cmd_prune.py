@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import click
+import numpy as np
 
 from .. import ir
 from ..calibration.data import open_source
@@ -37,7 +38,7 @@ DATA_CRITERIA = ("mean-activation", "apoz")
 
 
 def _given(values: dict[str, Any]) -> set[str]:
-    defaults = {"normalize": "none", "nm": "2:4", "criterion": "l1", "round_to": 1, "min_channels": 1, "layers": ()}
+    defaults = {"normalize": "none", "nm": "2:4", "criterion": "l1", "round_to": 8, "min_channels": 1, "layers": ()}
     return {k for k, v in values.items() if v is not None and v != defaults.get(k)}
 
 
@@ -177,7 +178,7 @@ def _evaluate(reference: Any, model: ir.Model, source: Any) -> dict[str, Any] | 
 @click.option("--bits", type=int, help="cluster: codebook of 2**bits values (2..8, default 4).")
 @click.option("--min-params", type=int, help="cluster: skip layers with fewer weights.")
 @click.option("--criterion", type=click.Choice(["l1", "l2", *DATA_CRITERIA]), default="l1", show_default=True, help="channel: ranking.")
-@click.option("--round-to", type=int, default=1, show_default=True, help="channel: keep channel counts multiples of this.")
+@click.option("--round-to", type=int, default=8, show_default=True, help="channel: keep channel counts multiples of this (1: exact ratio).")
 @click.option("--min-channels", type=int, default=1, show_default=True, help="channel: never keep fewer channels.")
 @click.option("--exclude", multiple=True, metavar="REGEX", help="Leave layers whose node name matches (repeatable).")
 @click.option("--exclude-op", "exclude_ops", multiple=True, metavar="OP", help="Leave layers of this op type (repeatable).")
@@ -198,7 +199,7 @@ def prune_cmd(
     """Prune or compress MODEL's weights and write the result.
 
     Examples: `--method magnitude --sparsity 0.5`, `--method nm --nm 2:4`,
-    `--method channel --sparsity 0.3 --round-to 8`, `--method lowrank --energy 0.95`,
+    `--method channel --sparsity 0.3`, `--method lowrank --energy 0.95`,
     `--method cluster --bits 4`, `--method magnitude --max-drop 0.01 --data calib/`.
     """
     from ..passes.pruning import channel_stat_tensors, collect_channel_stats
@@ -210,6 +211,7 @@ def prune_cmd(
     options = _options(method, values, exclude, exclude_ops, skip_first_last)
     criterion = values["criterion"]
     source = _open_samples(data, reference, samples, dims, max_drop is not None or data is not None or criterion in DATA_CRITERIA, criterion)
+    before = _flops_and_sparsity(m, source)  # passes edit the model in place: measure first
     artifacts: dict[str, Any] = {}
     if method == "channel" and criterion in DATA_CRITERIA:
         artifacts["channel_stats"] = collect_channel_stats(m, source, channel_stat_tensors(ir.clone(m)))
@@ -226,6 +228,25 @@ def prune_cmd(
         table("left unchanged", ["layer / group", "reason"], [[k, r] for k, r in stats["skipped"].items()])
     metrics = _evaluate(reference, result_model, source)
     size_in, size_out = len(reference.SerializeToString()), out.stat().st_size
+    after = _flops_and_sparsity(result_model, source)
+    click.echo(
+        f"FLOPs {before['flops'] / 1e9:.4f} G → {after['flops'] / 1e9:.4f} G, weight sparsity {before['sparsity']:.1%} → {after['sparsity']:.1%}"
+        + (" (FLOPs of nodes with unknown shapes not counted)" if after["unknown"] else "")
+    )
     click.echo(f"wrote {out} ({human_bytes(size_in)} → {human_bytes(size_out)})")
     summary = {"input": model, "output": str(out), "method": method, "pass": name, "options": options}
-    maybe_write_report(report, {**summary, "bytes_before": size_in, "bytes_after": size_out, "stats": stats, "search": search, "metrics": metrics})
+    maybe_write_report(
+        report, {**summary, "bytes_before": size_in, "bytes_after": size_out, "before": before, "after": after, "stats": stats, "search": search, "metrics": metrics}
+    )
+
+
+def _flops_and_sparsity(model: ir.Model, source: Any) -> dict[str, Any]:
+    """FLOPs (input shapes from the first data sample when there is one) and weight sparsity."""
+    from ..inspect import model_flops, weight_sparsity
+
+    shapes = None
+    if source is not None:
+        first = next(iter(source), None)
+        shapes = {k: list(np.shape(v)) for k, v in first.items()} if first else None
+    flops = model_flops(model, shapes)
+    return {"flops": flops["total"], "unknown": flops["nodes_with_unknown_shapes"], "sparsity": weight_sparsity(model)["overall"]}

@@ -62,3 +62,38 @@ def test_int4_recipe_keeps_small_matmuls_float(tmp_path: Path) -> None:
     model = checked(convert(src, mode="weight-only", recipe=path).model)
     assert op_count(model, "MatMulNBits") == 1 and op_count(model, "MatMul") + op_count(model, "Gemm") >= 1  # the 256x10 head stays float
     assert isinstance(ir.to_proto(model), onnx.ModelProto)
+
+
+PRUNE_THEN_INT8 = """
+# prune channels, calibrate the pruned model, quantize
+[[passes]]
+pass = "cleanup"
+
+[[passes]]
+pass = "prune-channels"
+ratio = 0.3
+
+[[passes]]
+pass = "calibrate"
+
+[[passes]]
+pass = "annotate-quantization"
+
+[[passes]]
+pass = "insert-qdq"
+"""
+
+
+def test_prune_then_quantize_recipe(tmp_path: Path) -> None:
+    from onnxq.inspect import model_flops
+
+    src = build("cnn", width=32)
+    path = tmp_path / "recipe.toml"
+    path.write_text(PRUNE_THEN_INT8)
+    data = [random_feeds(src, seed=i, dims={"N": 1}) for i in range(8)]
+    res = convert(src, data, mode="static", recipe=path)
+    model = checked(res.model)
+    assert op_count(model, "QuantizeLinear") > 5
+    assert model_flops(model)["total"] < 0.8 * model_flops(ir.load(src))["total"]
+    f = random_feeds(src, seed=20, dims={"N": 1})
+    assert run(model, f)[0].shape == run(src, f)[0].shape
