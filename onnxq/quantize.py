@@ -19,8 +19,8 @@ from . import ir
 from .calibration.ranges import RangeSet
 from .errors import ConfigError, PreconditionError
 from .ir import Model
-from .pass_base import PassContext, make_pass
-from .pass_manager import PassManager, PipelineResult
+from .pass_base import PassContext
+from .pass_manager import PipelineResult
 from .pipeline import pipeline_from_data
 
 __all__ = [

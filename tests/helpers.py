@@ -102,3 +102,13 @@ def checked(model: ir.Model) -> ir.Model:
     ir.check(model, full=True)
     session(model)
     return model
+
+
+def invoke(*args: str) -> tuple[int, str, str]:
+    """Run the ``onnxq`` CLI in-process: (exit code, stdout, stderr)."""
+    from click.testing import CliRunner
+
+    from onnxq.cli import cli
+
+    result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
+    return result.exit_code, result.stdout, result.stderr

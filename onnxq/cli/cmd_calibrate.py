@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import click
 
-from .. import ir
 from ..calibration.collector import DEFAULT_MAX_MEMORY_MB, collect_ranges
 from ..calibration.observers import OBSERVERS
 from ..pass_base import make_pass

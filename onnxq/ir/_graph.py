@@ -17,7 +17,7 @@ import numpy as np
 import onnx
 
 from ..errors import InvalidModelError
-from ._gs import Constant, Graph, Node, Tensor, Variable, is_constant, make_node, make_variable
+from ._gs import Graph, Node, Tensor, Variable, is_constant, make_node, make_variable
 from ._model import Model
 
 __all__ = [

@@ -19,7 +19,7 @@ import onnx.external_data_helper as exdata
 
 from ..errors import InvalidModelError
 from ._gs import export_graph, import_graph
-from ._model import MS_DOMAIN, ONNX_DOMAIN, Model, gc_paused
+from ._model import ONNX_DOMAIN, Model, gc_paused
 
 __all__ = [
     "load",

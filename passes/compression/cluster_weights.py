@@ -33,8 +33,8 @@ import numpy as np
 from onnxq import ir
 from onnxq.errors import ConfigError
 from onnxq.ir import Model
-from onnxq.pass_base import Pass, PassContext, PassResult, register_pass
-from onnxq.passes.pruning._weights import LayerSelectionConfig, WeightLayer, jsonable, require_known_layers, select_layers, weight_layers
+from onnxq.pass_base import PassContext, PassResult, register_pass
+from onnxq.passes.pruning._weights import LayerPass, LayerSelectionConfig, WeightLayer, jsonable
 
 __all__ = ["ClusterWeightsConfig", "ClusterWeights", "kmeans_1d", "is_uniform"]
 
@@ -105,22 +105,14 @@ def _uint8_affine(w: np.ndarray) -> tuple[np.ndarray, np.float32, np.uint8]:
 
 
 @register_pass("cluster-weights")
-class ClusterWeights(Pass):
+class ClusterWeights(LayerPass):
     """Share weights: k-means codebook + uint8 indices expanded by Gather (or DequantizeLinear at 8 bits)."""
 
     Config = ClusterWeightsConfig
 
-    def requires(self, model: Model) -> None:
-        cfg: ClusterWeightsConfig = self.config  # type: ignore[assignment]
-        if cfg.layers:
-            layers, skipped = weight_layers(model)
-            require_known_layers([layer.name for layer in layers] + list(skipped), cfg.layers)
-
     def run(self, model: Model, ctx: PassContext) -> PassResult:
         cfg: ClusterWeightsConfig = self.config  # type: ignore[assignment]
-        all_layers, skipped = weight_layers(model)
-        layers, left = select_layers(all_layers, cfg)
-        skipped.update(left)
+        layers, skipped = self.selected_layers(model)
         where = ir.node_graph_index(model.graph)
         namer = ir.names(model)
         report: dict[str, dict] = {}

@@ -27,7 +27,7 @@ import numpy as np
 from onnxq import ir
 from onnxq.errors import ConfigError, PreconditionError
 from onnxq.ir import Constant, Model, Node, Tensor
-from onnxq.pass_base import PassConfig
+from onnxq.pass_base import Pass, PassConfig
 
 __all__ = [
     "WEIGHT_OPS",
@@ -308,3 +308,27 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, float):
         return round(value, 6)
     return value
+
+
+class LayerPass(Pass):
+    """Base of passes that rewrite a selection of weight layers (a :class:`LayerSelectionConfig`).
+
+    Checks in ``requires`` that every layer named in ``layers`` exists, and gives ``run`` the
+    selected layers plus a reason for every layer left out.
+    """
+
+    #: op types whose weights this pass handles
+    layer_ops: ClassVar[tuple[str, ...]] = WEIGHT_OPS
+
+    def requires(self, model: Model) -> None:
+        cfg = self.config
+        if getattr(cfg, "layers", ()):
+            layers, skipped = weight_layers(model, self.layer_ops)
+            require_known_layers([layer.name for layer in layers] + list(skipped), cfg.layers)  # type: ignore[attr-defined]
+
+    def selected_layers(self, model: Model) -> tuple[list[WeightLayer], dict[str, str]]:
+        """``(layers to rewrite, {layer: reason left out})``."""
+        all_layers, skipped = weight_layers(model, self.layer_ops)
+        layers, left = select_layers(all_layers, self.config)
+        skipped.update(left)
+        return layers, skipped

@@ -26,17 +26,15 @@ from onnxq import ir
 from onnxq.errors import ConfigError
 from onnxq.inspect import node_flops
 from onnxq.ir import Model, Node
-from onnxq.pass_base import Pass, PassContext, PassResult, register_pass
+from onnxq.pass_base import PassContext, PassResult, register_pass
 
 from ._weights import (
+    LayerPass,
     LayerSelectionConfig,
     WeightLayer,
     jsonable,
-    require_known_layers,
     restore_shapes,
-    select_layers,
     shape_snapshot,
-    weight_layers,
 )
 
 __all__ = ["FactorizeLowRankConfig", "FactorizeLowRank", "choose_rank"]
@@ -130,24 +128,17 @@ def _flops(node: Node, k: int, n: int, r: int | None = None) -> tuple[int | None
 
 
 @register_pass("factorize-lowrank")
-class FactorizeLowRank(Pass):
+class FactorizeLowRank(LayerPass):
     """Split Gemm / MatMul / 1x1 Conv weights into two thin factors by truncated SVD."""
 
     Config = FactorizeLowRankConfig
-
-    def requires(self, model: Model) -> None:
-        cfg: FactorizeLowRankConfig = self.config  # type: ignore[assignment]
-        if cfg.layers:
-            layers, skipped = weight_layers(model, ("Conv", "Gemm", "MatMul"))
-            require_known_layers([layer.name for layer in layers] + list(skipped), cfg.layers)
+    layer_ops = ("Conv", "Gemm", "MatMul")
 
     def run(self, model: Model, ctx: PassContext) -> PassResult:
         cfg: FactorizeLowRankConfig = self.config  # type: ignore[assignment]
         before = shape_snapshot(model)
         ir.infer_shapes(model)  # for the FLOPs report
-        all_layers, skipped = weight_layers(model, ("Conv", "Gemm", "MatMul"))
-        layers, left = select_layers(all_layers, cfg)
-        skipped.update(left)
+        layers, skipped = self.selected_layers(model)
         where = ir.node_graph_index(model.graph)
         namer = ir.names(model)
         report: dict[str, dict] = {}

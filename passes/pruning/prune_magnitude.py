@@ -26,17 +26,15 @@ import numpy as np
 
 from onnxq.errors import ConfigError
 from onnxq.ir import Model
-from onnxq.pass_base import Pass, PassContext, PassResult, register_pass
+from onnxq.pass_base import PassContext, PassResult, register_pass
 
 from ._weights import (
+    LayerPass,
     LayerSelectionConfig,
     WeightLayer,
     check_unit_interval,
     fraction,
     jsonable,
-    require_known_layers,
-    select_layers,
-    weight_layers,
 )
 
 __all__ = ["PruneMagnitudeConfig", "PruneMagnitude", "smallest_mask"]
@@ -93,23 +91,15 @@ def _normalized(values: np.ndarray, how: str) -> np.ndarray:
 
 
 @register_pass("prune-magnitude")
-class PruneMagnitude(Pass):
+class PruneMagnitude(LayerPass):
     """Zero the smallest-magnitude weights (per layer, global ranking, or threshold)."""
 
     Config = PruneMagnitudeConfig
     changes_structure = False
 
-    def requires(self, model: Model) -> None:
-        cfg: PruneMagnitudeConfig = self.config  # type: ignore[assignment]
-        if cfg.layers:
-            layers, skipped = weight_layers(model)
-            require_known_layers([layer.name for layer in layers] + list(skipped), cfg.layers)
-
     def run(self, model: Model, ctx: PassContext) -> PassResult:
         cfg: PruneMagnitudeConfig = self.config  # type: ignore[assignment]
-        all_layers, skipped = weight_layers(model)
-        layers, left = select_layers(all_layers, cfg)
-        skipped.update(left)
+        layers, skipped = self.selected_layers(model)
         if cfg.quantized == "skip":
             for layer in [lay for lay in layers if lay.quantized]:
                 skipped[layer.name] = "weight is quantized (quantized='skip')"

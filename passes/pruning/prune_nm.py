@@ -25,9 +25,9 @@ import numpy as np
 from onnxq import ir
 from onnxq.errors import ConfigError
 from onnxq.ir import Model, Node
-from onnxq.pass_base import Pass, PassContext, PassResult, register_pass
+from onnxq.pass_base import PassContext, PassResult, register_pass
 
-from ._weights import LayerSelectionConfig, fraction, jsonable, require_known_layers, select_layers, weight_layers
+from ._weights import LayerPass, LayerSelectionConfig, fraction, jsonable
 
 __all__ = ["PruneNMConfig", "PruneNM", "check_nm_sparsity", "nm_violations", "nm_mask", "reduction_axis"]
 
@@ -107,23 +107,15 @@ class PruneNMConfig(LayerSelectionConfig):
 
 
 @register_pass("prune-nm")
-class PruneNM(Pass):
+class PruneNM(LayerPass):
     """N:M semi-structured sparsity (default 2:4) along each layer's input-channel axis."""
 
     Config = PruneNMConfig
     changes_structure = False
 
-    def requires(self, model: Model) -> None:
-        cfg: PruneNMConfig = self.config  # type: ignore[assignment]
-        if cfg.layers:
-            layers, skipped = weight_layers(model)
-            require_known_layers([layer.name for layer in layers] + list(skipped), cfg.layers)
-
     def run(self, model: Model, ctx: PassContext) -> PassResult:
         cfg: PruneNMConfig = self.config  # type: ignore[assignment]
-        all_layers, skipped = weight_layers(model)
-        layers, left = select_layers(all_layers, cfg)
-        skipped.update(left)
+        layers, skipped = self.selected_layers(model)
         report: dict[str, dict] = {}
         changed = 0
         for layer in layers:

@@ -24,7 +24,7 @@ import numpy as np
 from onnxq import ir
 from onnxq.calibration.qparams import compute_qparams, compute_qparams_array, quantize
 from onnxq.errors import PreconditionError
-from onnxq.ir import Graph, Model, Node, Tensor
+from onnxq.ir import Graph, Model, Tensor
 from onnxq.pass_base import EmptyConfig, Pass, PassContext, PassResult, register_pass
 
 from ._plan import QuantPlan, WeightQuant
@@ -47,7 +47,7 @@ class _QParams:
 def activation_qparams(plan: QuantPlan, ranges: dict) -> dict[str, _QParams]:
     """Scale/zero point of every planned activation (share groups use the union of their ranges)."""
     out: dict[str, _QParams] = {}
-    for group, members in plan.groups.items():
+    for members in plan.groups.values():
         tqs = [plan.activations[m] for m in members]
         fixed = [tq.fixed for tq in tqs if tq.fixed is not None]
         if fixed:

@@ -23,7 +23,7 @@ import numpy as np
 from onnxq import ir
 from onnxq.calibration.collector import collect_ranges
 from onnxq.errors import ConfigError
-from onnxq.ir import Graph, Model, Node, Tensor
+from onnxq.ir import Graph, Model, Node
 from onnxq.pass_base import Pass, PassConfig, PassContext, PassResult, register_pass
 
 __all__ = ["SmoothActivations", "SmoothActivationsConfig", "smoothing_scales"]

@@ -6,28 +6,17 @@ import hashlib
 import json
 from pathlib import Path
 
-import numpy as np
 import onnx
 import pytest
 from click.testing import CliRunner
 
 from models import build
-from onnxq import ir
 from onnxq.cli import cli
-from tests.helpers import assert_same_outputs, random_feeds
+from tests.helpers import assert_same_outputs, invoke, random_feeds
 
 
-def invoke(*args: str) -> tuple[int, str, str]:
-    runner = CliRunner()
-    result = runner.invoke(cli, list(args), catch_exceptions=False)
-    return result.exit_code, result.stdout, result.stderr
 
 
-@pytest.fixture()
-def cnn(tmp_path: Path) -> Path:
-    path = tmp_path / "cnn.onnx"
-    path.write_bytes(build("cnn").SerializeToString())
-    return path
 
 
 def test_version() -> None:

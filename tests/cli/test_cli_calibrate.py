@@ -7,23 +7,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
 from models import build
 from onnxq.calibration.ranges import RangeSet
-from onnxq.cli import cli
+from tests.helpers import invoke
 
 
-def invoke(*args: str) -> tuple[int, str, str]:
-    result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
-    return result.exit_code, result.stdout, result.stderr
 
 
-@pytest.fixture()
-def cnn(tmp_path: Path) -> Path:
-    path = tmp_path / "cnn.onnx"
-    path.write_bytes(build("cnn").SerializeToString())
-    return path
 
 
 def test_calibrate_npz_folder(cnn: Path, tmp_path: Path) -> None:

@@ -9,25 +9,15 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from click.testing import CliRunner
 
 from models import build
 from onnxq import ir
-from onnxq.cli import cli
 from onnxq.quantize import quantize_static
-from tests.helpers import cosine, random_feeds, run
+from tests.helpers import cosine, invoke, random_feeds, run
 
 
-def invoke(*args: str) -> tuple[int, str, str]:
-    result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
-    return result.exit_code, result.stdout, result.stderr
 
 
-@pytest.fixture()
-def cnn(tmp_path: Path) -> Path:
-    path = tmp_path / "cnn.onnx"
-    path.write_bytes(build("cnn").SerializeToString())
-    return path
 
 
 @pytest.fixture()

@@ -8,32 +8,17 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from click.testing import CliRunner
 
 from models import build
 from onnxq import ir
-from onnxq.cli import cli
 from onnxq.passes.pruning import check_nm_sparsity
-from tests.helpers import random_feeds, run
+from tests.helpers import invoke, random_feeds, run
 
 
-def invoke(*args: str) -> tuple[int, str, str]:
-    result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
-    return result.exit_code, result.stdout, result.stderr
 
 
-@pytest.fixture()
-def cnn(tmp_path: Path) -> Path:
-    path = tmp_path / "cnn.onnx"
-    path.write_bytes(build("cnn").SerializeToString())
-    return path
 
 
-@pytest.fixture()
-def mlp(tmp_path: Path) -> Path:
-    path = tmp_path / "mlp.onnx"
-    path.write_bytes(build("mlp").SerializeToString())
-    return path
 
 
 def _written(path: Path, src: Path) -> onnx.ModelProto:

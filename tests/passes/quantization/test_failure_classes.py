@@ -5,7 +5,6 @@ Numerics are compared with onnxruntime fp32 on the same inputs; tolerances are s
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
