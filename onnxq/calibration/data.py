@@ -14,20 +14,48 @@ from __future__ import annotations
 
 import logging
 import re
-import zipfile
-import zlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import islice
 from os import PathLike
 from pathlib import Path
-from typing import IO, Any, Union
+from typing import Any
 
 import numpy as np
 import onnx
 
 from onnxq.errors import CalibrationDataError, ConfigError
+
+from ._files import (
+    _existing,
+    _label_value,
+    _read_npy_header,
+    _natural_key,
+    _read_npy,
+    _read_npz,
+    _refuse_stacked,
+    _split_label,
+    data_files,
+    list_data_files,
+    load_labels,
+    require_single_input,
+)
+from ._validation import (
+    _BATCH_NAMES,
+    _as_numeric_array,
+    _check_finite,
+    _require_mapping,
+    IMAGE_SUFFIXES,
+    InputSpec,
+    Label,
+    PathArg,
+    Sample,
+    check_input_names,
+    input_specs,
+    validate_sample,
+)
+_LOG = logging.getLogger(__name__)
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -51,209 +79,6 @@ __all__ = [
     "require_single_input",
     "validate_sample",
 ]
-
-_LOG = logging.getLogger(__name__)
-
-Dim = Union[int, str, None]
-Sample = dict[str, np.ndarray]
-Label = Union[int, float, str, np.ndarray]
-PathArg = Union[str, "PathLike[str]"]
-
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp"})
-_LABEL_KEYS = ("label", "labels")
-# Names exporters give the batch axis; synthetic data defaults them to 1 instead of demanding --dim.
-_BATCH_NAMES = frozenset({"batch", "n", "batch_size"})
-
-
-@dataclass(frozen=True)
-class InputSpec:
-    """One model input: name, numpy dtype and shape (int = static, str = symbolic, None = unknown).
-
-    ``shape`` itself is None when the model does not record the input's rank at all.
-    """
-
-    name: str
-    dtype: np.dtype
-    shape: tuple[Dim, ...] | None
-
-    def __post_init__(self) -> None:
-        # Normalize so callers may pass np.float32 or a list; frozen dataclasses need object.__setattr__.
-        object.__setattr__(self, "dtype", np.dtype(self.dtype))
-        if self.shape is not None:
-            object.__setattr__(self, "shape", tuple(self.shape))
-
-    @property
-    def rank(self) -> int | None:
-        """Number of axes, or None when the model leaves it unknown."""
-        return None if self.shape is None else len(self.shape)
-
-    def shape_text(self) -> str:
-        """The shape as users read it in Netron: ``[N, 3, 224, 224]`` (``?`` for unnamed dynamic axes)."""
-        if self.shape is None:
-            return "[unknown rank]"
-        return "[" + ", ".join("?" if d is None else str(d) for d in self.shape) + "]"
-
-
-def input_specs(model: onnx.ModelProto) -> list[InputSpec]:
-    """The inputs a caller must feed: graph inputs that are not initializers (old IR lists those too).
-
-    Raises:
-        CalibrationDataError: an input is not a numeric tensor (sequence, map, string, ...).
-    """
-    initializers = {init.name for init in model.graph.initializer}
-    return [_spec_from_value_info(vi) for vi in model.graph.input if vi.name not in initializers]
-
-
-def _spec_from_value_info(value_info: onnx.ValueInfoProto) -> InputSpec:
-    kind = value_info.type.WhichOneof("value")
-    if kind != "tensor_type":
-        raise CalibrationDataError(
-            f"model input '{value_info.name}' is a {kind or 'untyped value'}, not a tensor; "
-            "onnxq can only feed tensor inputs"
-        )
-    tensor = value_info.type.tensor_type
-    type_name = onnx.TensorProto.DataType.Name(tensor.elem_type)
-    try:
-        dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type))
-    except (KeyError, TypeError, ValueError) as e:
-        raise CalibrationDataError(
-            f"model input '{value_info.name}' has element type {type_name}, which onnxq cannot feed"
-        ) from e
-    if dtype.hasobject:
-        raise CalibrationDataError(
-            f"model input '{value_info.name}' has element type {type_name}; onnxq only feeds numeric tensors"
-        )
-    shape = tuple(_dim(d) for d in tensor.shape.dim) if tensor.HasField("shape") else None
-    return InputSpec(value_info.name, dtype, shape)
-
-
-def _dim(dim: onnx.TensorShapeProto.Dimension) -> Dim:
-    which = dim.WhichOneof("value")
-    if which == "dim_value" and dim.dim_value >= 0:
-        return int(dim.dim_value)
-    if which == "dim_param" and dim.dim_param:
-        return dim.dim_param
-    return None
-
-
-# --------------------------------------------------------------------------------------------------
-# Validation
-# --------------------------------------------------------------------------------------------------
-
-
-def validate_sample(sample: Mapping[str, Any], specs: Sequence[InputSpec], where: str) -> Sample:
-    """Check one sample against the model's inputs and return it as contiguous arrays in input order.
-
-    Rejects (naming ``where``, the tensor, the expected and the found value): unknown or missing inputs,
-    non-numeric data, a dtype other than the model's (no silent casts: float64 for a float32 input is
-    the classic mistake and a cast hint is given), wrong rank, wrong static dims, empty tensors,
-    NaN/Inf, and one symbolic dim taking different sizes in different inputs.
-
-    Raises:
-        CalibrationDataError: the first problem found.
-    """
-    _require_mapping(sample, where)
-    check_input_names(sample.keys(), specs, where)
-    arrays = {spec.name: _check_tensor(sample[spec.name], spec, where) for spec in specs}
-    _check_symbols(arrays, specs, where)
-    return arrays
-
-
-def _require_mapping(sample: Any, where: str) -> None:
-    if not isinstance(sample, Mapping):
-        raise CalibrationDataError(f"{where}: expected a dict of input name -> array, found {type(sample).__name__}")
-
-
-def check_input_names(names: Iterable[str], specs: Sequence[InputSpec], where: str) -> None:
-    """Refuse names that are not model inputs and model inputs that are absent, listing the expected names."""
-    names = list(names)
-    expected = _quoted(spec.name for spec in specs)
-    known = {spec.name for spec in specs}
-    for name in names:
-        if name not in known:
-            hint = ""
-            if re.fullmatch(r"arr_\d+", name):
-                hint = " (np.savez names positional arrays arr_0, arr_1...: save with np.savez(path, name=array))"
-            raise CalibrationDataError(f"{where}: unknown input '{name}'{hint}; expected inputs: {expected}")
-    for spec in specs:
-        if spec.name not in names:
-            raise CalibrationDataError(f"{where}: missing input '{spec.name}'; expected inputs: {expected}")
-
-
-def _check_tensor(value: Any, spec: InputSpec, where: str) -> np.ndarray:
-    array = _as_numeric_array(value, f"{where}: input '{spec.name}'")
-    if array.dtype != spec.dtype:
-        hint = f" (cast with .astype(np.{_numpy_name(spec.dtype)}))" if array.dtype.kind in "biuf" else ""
-        raise CalibrationDataError(
-            f"{where}: input '{spec.name}' has dtype {array.dtype}, expected {spec.dtype}{hint}"
-        )
-    _check_shape(array, spec, where)
-    _check_finite(array, f"{where}: input '{spec.name}'")
-    return np.require(array, requirements="C")
-
-
-def _as_numeric_array(value: Any, what: str) -> np.ndarray:
-    try:
-        array = np.asarray(value)
-    except ValueError as e:  # ragged nested lists
-        raise CalibrationDataError(f"{what} is not a rectangular array ({e})") from e
-    if array.dtype.kind not in "biufc":
-        raise CalibrationDataError(f"{what} has dtype {array.dtype}, expected a numeric array")
-    return array
-
-
-def _numpy_name(dtype: np.dtype) -> str:
-    # np.bool only exists from numpy 2; np.bool_ works everywhere.
-    return "bool_" if dtype.kind == "b" else dtype.name
-
-
-def _check_shape(array: np.ndarray, spec: InputSpec, where: str) -> None:
-    if spec.shape is None:
-        return
-    if array.ndim != len(spec.shape):
-        raise CalibrationDataError(
-            f"{where}: input '{spec.name}' has rank {array.ndim} (shape {array.shape}), "
-            f"expected rank {len(spec.shape)} {spec.shape_text()}"
-        )
-    for axis, (found, expected) in enumerate(zip(array.shape, spec.shape)):
-        if isinstance(expected, int) and found != expected:
-            raise CalibrationDataError(
-                f"{where}: input '{spec.name}' axis {axis} is {found}, expected {expected} "
-                f"(shape {array.shape}, expected {spec.shape_text()})"
-            )
-    if array.size == 0:
-        raise CalibrationDataError(f"{where}: input '{spec.name}' is empty (shape {array.shape})")
-
-
-def _check_finite(array: np.ndarray, what: str) -> None:
-    if array.dtype.kind not in "fc":
-        return
-    nan = int(np.count_nonzero(np.isnan(array)))
-    inf = int(np.count_nonzero(np.isinf(array)))
-    if nan or inf:
-        raise CalibrationDataError(
-            f"{what} has {nan + inf} non-finite values ({nan} NaN, {inf} Inf) out of {array.size}; "
-            "calibration data must be finite"
-        )
-
-
-def _check_symbols(arrays: Mapping[str, np.ndarray], specs: Sequence[InputSpec], where: str) -> None:
-    seen: dict[str, tuple[str, int, int]] = {}
-    for spec in specs:
-        for axis, dim in enumerate(spec.shape or ()):
-            if not isinstance(dim, str):
-                continue
-            size = arrays[spec.name].shape[axis]
-            first = seen.setdefault(dim, (spec.name, axis, size))
-            if first[2] != size:
-                raise CalibrationDataError(
-                    f"{where}: symbolic dim '{dim}' is {first[2]} in input '{first[0]}' (axis {first[1]}) "
-                    f"but {size} in input '{spec.name}' (axis {axis})"
-                )
-
-
-def _quoted(names: Iterable[str]) -> str:
-    return ", ".join(f"'{name}'" for name in names)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -380,157 +205,6 @@ class LimitedSource(DataSource):
     def describe(self) -> str:
         """The wrapped description with the limit."""
         return f"first {self.limit} samples of {self.source.describe()}"
-
-
-# --------------------------------------------------------------------------------------------------
-# Reading files (never with pickle)
-# --------------------------------------------------------------------------------------------------
-
-
-def _read_npy_header(fp: IO[bytes], where: str) -> tuple[tuple[int, ...], np.dtype]:
-    """Shape and dtype from an .npy header, so object arrays are refused before reading data."""
-    try:
-        version = np.lib.format.read_magic(fp)
-        read_header = (
-            np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        )
-        shape, _, dtype = read_header(fp)
-    except (ValueError, EOFError, OSError) as e:
-        raise CalibrationDataError(f"{where}: not a valid .npy array ({e})") from e
-    if dtype.hasobject:
-        raise CalibrationDataError(
-            f"{where}: holds Python objects (dtype {dtype}); onnxq never unpickles data — save numeric arrays"
-        )
-    return shape, dtype
-
-
-def _read_npy(path: Path, *, mmap: bool) -> np.ndarray:
-    try:
-        with open(path, "rb") as fp:
-            _read_npy_header(fp, str(path))
-        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
-    except (ValueError, EOFError, OSError) as e:
-        raise CalibrationDataError(f"{path}: cannot read as .npy ({e})") from e
-
-
-def _read_npz(path: Path) -> dict[str, np.ndarray]:
-    """All arrays of an .npz, read member by member so errors name the file and the array."""
-    arrays = {}
-    try:
-        with zipfile.ZipFile(path) as archive:
-            for member in archive.namelist():
-                if not member.endswith(".npy"):
-                    raise CalibrationDataError(f"{path}: member '{member}' is not an .npy array")
-                key = member[: -len(".npy")]
-                with archive.open(member) as fp:
-                    _read_npy_header(fp, f"{path}: array '{key}'")
-                    fp.seek(0)
-                    arrays[key] = np.lib.format.read_array(fp, allow_pickle=False)
-    except (zipfile.BadZipFile, zlib.error, ValueError, EOFError, OSError) as e:
-        raise CalibrationDataError(f"{path}: cannot read as .npz ({type(e).__name__}: {e})") from e
-    return arrays
-
-
-def load_labels(path: PathArg) -> list[Label]:
-    """Labels from a ``.npy`` (one number per sample) or a text file (one label per line).
-
-    Text labels become ints when every line is an integer (class ids), else stay strings (OCR text).
-    Only trailing empty lines are dropped: an empty line in the middle is an empty label.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise CalibrationDataError(f"labels file '{path}' does not exist")
-    if path.suffix.lower() == ".npy":
-        array = _read_npy(path, mmap=False)
-        if array.ndim != 1:
-            raise CalibrationDataError(
-                f"labels file '{path}' has shape {array.shape}, expected one label per sample (a 1-D array)"
-            )
-        return array.tolist()
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        raise CalibrationDataError(f"labels file '{path}' cannot be read as UTF-8 text ({e})") from e
-    while lines and not lines[-1].strip():
-        lines.pop()
-    if lines and all(re.fullmatch(r"\s*[-+]?\d+\s*", line) for line in lines):
-        return [int(line) for line in lines]
-    return list(lines)
-
-
-def list_data_files(path: Path, suffixes: Iterable[str], kind: str) -> list[Path]:
-    """The files of one kind in a folder, in natural order (``2.npz`` before ``10.npz``, so a labels file
-    written line by line matches), hidden files (``.DS_Store``, ``._x.png``) skipped.
-
-    Raises:
-        CalibrationDataError: the folder holds no such file.
-    """
-    wanted = {suffix.lower() for suffix in suffixes}
-    files = [
-        p for p in path.iterdir() if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in wanted
-    ]
-    if not files:
-        raise CalibrationDataError(f"folder '{path}' contains no {kind} files ({' '.join(sorted(wanted))})")
-    return sorted(files, key=_natural_key)
-
-
-def _natural_key(path: Path) -> tuple[list[Any], str]:
-    parts = re.split(r"(\d+)", path.name.lower())
-    return [int(p) if p.isdigit() else p for p in parts], path.name
-
-
-def _split_label(
-    arrays: dict[str, np.ndarray], specs: Sequence[InputSpec], where: str
-) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
-    """Separate a ``label``/``labels`` array from the inputs (unless the model has an input of that name)."""
-    names = {spec.name for spec in specs}
-    keys = [key for key in _LABEL_KEYS if key in arrays and key not in names]
-    if len(keys) > 1:
-        raise CalibrationDataError(f"{where}: has both 'label' and 'labels' arrays; keep one")
-    inputs = {k: v for k, v in arrays.items() if k not in keys}
-    return inputs, (arrays[keys[0]] if keys else None)
-
-
-def _label_value(array: np.ndarray) -> Label:
-    return array.item() if array.ndim == 0 else array
-
-
-def _refuse_stacked(arrays: Mapping[str, np.ndarray], specs: Sequence[InputSpec], where: str, hint: str) -> None:
-    """In a folder one file is one sample; an extra leading axis means the user wanted the single-file form."""
-    for spec in specs:
-        array = arrays.get(spec.name)
-        if array is not None and spec.rank is not None and array.ndim == spec.rank + 1:
-            raise CalibrationDataError(
-                f"{where}: input '{spec.name}' has rank {array.ndim} (shape {array.shape}), one more than the "
-                f"model's {spec.shape_text()}; a folder holds one sample per file — {hint}"
-            )
-
-
-def require_single_input(specs: Sequence[InputSpec], what: str, advice: str = "") -> InputSpec:
-    """The only input of a model, for data kinds that cannot say which input an array belongs to."""
-    if len(specs) != 1:
-        raise CalibrationDataError(
-            f"{what} only works for single-input models; this model has inputs {_quoted(s.name for s in specs)}"
-            + (f": {advice}" if advice else "")
-        )
-    return specs[0]
-
-
-def _existing(path: PathArg) -> Path:
-    path = Path(path)
-    if not path.exists():
-        raise CalibrationDataError(f"calibration data '{path}' does not exist")
-    return path
-
-
-def data_files(path: PathArg, suffixes: Iterable[str], kind: str) -> list[Path]:
-    """``[path]`` for a file, :func:`list_data_files` for a folder.
-
-    Raises:
-        CalibrationDataError: the path does not exist or the folder holds no such file.
-    """
-    path = _existing(path)
-    return list_data_files(path, suffixes, kind) if path.is_dir() else [path]
 
 
 # --------------------------------------------------------------------------------------------------
