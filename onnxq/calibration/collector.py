@@ -197,19 +197,24 @@ def collect_ranges(
     """
     start = time.perf_counter()
     work = ir.clone(model)
-    ir.infer_shapes(work)
+    if tensors is None:
+        ir.infer_shapes(work)  # dtypes tell which activations are float
     names = list(tensors) if tensors is not None else float_activations(work)
     replay = _Replayable(samples, max_samples)
     first = next(iter(replay), None)
     if first is None:
         raise CalibrationError(f"{model.source}: no calibration samples")
     budget = float("inf") if max_memory_mb is None else max_memory_mb * 2**20
-    groups = plan_groups(names, _tensor_nbytes(work, first), budget) if names else []
+    summarize_only = method in ("minmax", "moving-average") and per_channel_axis is None
+    sizes = {n: 12 for n in names} if summarize_only else _tensor_nbytes(work, first)
+    groups = plan_groups(names, sizes, budget) if names else []
     observers: dict[str, Observer] = {}
     stats = CalibrationStats(tensors=len(names), groups=len(groups))
     show = progress
+    # Min-max observers only need each tensor's extremes: reduce in the graph, copy three numbers.
+    summarize = summarize_only
     for gi, group in enumerate(groups):
-        exposed = expose_tensors(work, group)
+        exposed = expose_tensors(work, group, summarize=summarize)
         stats.unreachable.update(exposed.unreachable)
         # Graph optimizations off: which tensors are exposed changes what onnxruntime may fuse, and
         # ranges must not depend on how tensors were grouped.
@@ -223,7 +228,10 @@ def collect_ranges(
             values = _run(session, outputs, sample, index, model.source)
             for out_name, value in zip(outputs, values):
                 tensor = exposed.output_to_tensor[out_name]
-                _observe(observers[tensor], value, tensor, sample, index)
+                if summarize:
+                    _observe_summary(observers[tensor], value, tensor, sample, index)
+                else:
+                    _observe(observers[tensor], value, tensor, sample, index)
             del values
             count += 1
         stats.samples = count
@@ -270,6 +278,16 @@ def _observe(observer: Observer, value: np.ndarray, tensor: str, sample: Any, in
         bad = int(np.isnan(value).sum())
         raise CalibrationError(f"{_describe(sample, index)} produced {bad} NaN value(s) in tensor '{tensor}'")
     observer.update(value)
+
+
+def _observe_summary(observer: Observer, value: np.ndarray, tensor: str, sample: Any, index: int) -> None:
+    """Feed ``[min, max, marker]`` (see expose._summary_of) to a min-max observer."""
+    if value.size < 3:
+        return  # a not-taken If branch yields an empty dummy
+    lo, hi, marker = (float(v) for v in value[:3])
+    if np.isnan(lo) or np.isnan(hi) or (np.isnan(marker) and np.isfinite(lo) and np.isfinite(hi)):
+        raise CalibrationError(f"{_describe(sample, index)} produced NaN value(s) in tensor '{tensor}'")
+    observer.update(np.array([lo, hi], dtype=np.float32))
 
 
 def _model_digest(model: Model) -> str:

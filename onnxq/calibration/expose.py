@@ -72,8 +72,37 @@ def _owners(graph: Graph) -> dict[int, tuple[Graph, Node | None, str]]:
     return owners
 
 
-def expose_tensors(model: Model, names: list[str]) -> ExposedModel:
-    """A copy of ``model`` with ``names`` added as outputs (see module docstring)."""
+def _summary_of(graph: Graph, tensor: Tensor, namer: ir.NameGenerator) -> Tensor:
+    """``[min(t), max(t), sum(t · 0)]`` computed in the graph (a 3-element float tensor).
+
+    Min-max calibration needs two numbers per tensor and sample, not the tensor: reducing inside
+    onnxruntime avoids copying every activation out. ``sum(t · 0)`` is NaN exactly when ``t`` holds a
+    NaN or an infinity, so NaN detection survives the reduction.
+    """
+    base = tensor.name
+    flat = ir.make_constant(namer.new(f"{base}/calib_flat"), np.array([-1], dtype=np.int64))
+    zero = ir.make_constant(namer.new(f"{base}/calib_zero"), np.array(0, dtype=np.dtype(tensor.dtype or np.float32)))
+    parts = []
+    for op, src in (("ReduceMin", tensor), ("ReduceMax", tensor), ("ReduceSum", None)):
+        if src is None:
+            src = ir.make_variable(namer.new(f"{base}/calib_times_zero"), dtype=tensor.dtype)
+            graph.nodes.append(ir.make_node("Mul", [tensor, zero], [src], name=namer.new(f"{base}/calib_mul0")))
+        reduced = ir.make_variable(namer.new(f"{base}/calib_{op.lower()}"), dtype=tensor.dtype)
+        graph.nodes.append(ir.make_node(op, [src], [reduced], name=namer.new(f"{base}/calib_{op}"), attrs={"keepdims": 1}))
+        part = ir.make_variable(namer.new(f"{base}/calib_{op.lower()}_flat"), dtype=tensor.dtype)
+        graph.nodes.append(ir.make_node("Reshape", [reduced, flat], [part], name=namer.new(f"{base}/calib_reshape")))
+        parts.append(part)
+    out = ir.make_variable(namer.new(f"{base}/calib_summary"), dtype=tensor.dtype, shape=[3])
+    graph.nodes.append(ir.make_node("Concat", parts, [out], name=namer.new(f"{base}/calib_summary"), attrs={"axis": 0}))
+    return out
+
+
+def expose_tensors(model: Model, names: list[str], *, summarize: bool = False) -> ExposedModel:
+    """A copy of ``model`` with ``names`` added as outputs (see module docstring).
+
+    With ``summarize`` each tensor is exposed as ``[min, max, nan-or-inf marker]`` computed in the
+    graph (see :func:`_summary_of`) instead of the full tensor.
+    """
     copy = ir.clone(model)
     namer = ir.names(copy)
     root = copy.graph
@@ -93,6 +122,8 @@ def expose_tensors(model: Model, names: list[str]) -> ExposedModel:
             result.unreachable[name] = "no such tensor"
             continue
         graph, tensor = where[name]
+        if summarize:
+            tensor = _summary_of(graph, tensor, namer)
         route = _route_out(graph, tensor, owners, namer)
         if isinstance(route, str):
             result.unreachable[name] = route
