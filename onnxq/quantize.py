@@ -88,8 +88,13 @@ def static_pipeline(
     samples: int = 0,
     quant_options: Mapping[str, Any] | None = None,
     min_opset: int = 17,
+    smooth: float | None = 0.5,
 ) -> list[dict[str, Any]]:
-    """The default static-quantization pipeline as data."""
+    """The default static-quantization pipeline as data.
+
+    ``smooth`` (SmoothQuant alpha, None to skip) moves LayerNorm-output outliers into the following
+    MatMul weights before calibration; it does nothing on models without LayerNorm → MatMul.
+    """
     if format not in ("qdq", "qoperator"):
         raise ConfigError(f"--format must be qdq or qoperator, got '{format}'")
     quant = dict(quant_options or {})
@@ -103,6 +108,10 @@ def static_pipeline(
         # Upgrade first: cleanup's fusions (HardSwish: opset 14) and per-channel Q/DQ (13) need it.
         {"pass": "upgrade-opset", "target": min_opset},
         {"pass": "cleanup"},
+    ]
+    if smooth is not None:
+        steps.append({"pass": "smooth-activations", "alpha": smooth})
+    steps += [
         calib,
         {"pass": "annotate-quantization", **quant},
     ]
@@ -333,7 +342,9 @@ def quantize_static(
         steps = load_pipeline_specs(recipe)
     else:
         method_options = {"percentile": percentile} if percentile is not None and method == "percentile" else {}
+        smooth = options.pop("smooth", 0.5)
         steps = static_pipeline(
+            smooth=None if ranges is not None or not smooth else smooth,
             method=method,
             method_options=method_options,
             format=format,

@@ -57,7 +57,7 @@ def _split(values: tuple[str, ...]) -> tuple[str, ...]:
 @click.option("--weight-format", type=click.Choice(["matmulnbits", "qdq"]), default="matmulnbits", show_default=True, help="weight-only: onnxruntime MatMulNBits or standard opset-21 blocked DequantizeLinear.")
 @click.option("--include-gather", is_flag=True, help="weight-only / dynamic: also quantize Gather embedding tables (GatherBlockQuantized).")
 @click.option("--dynamic-format", type=click.Choice(["fused", "standard"]), default="fused", show_default=True, help="dynamic: DynamicQuantizeMatMul or standard DynamicQuantizeLinear+MatMulInteger.")
-@click.option("--smooth", type=float, default=0.5, show_default=True, help="dynamic: SmoothQuant alpha with --data (0 disables).")
+@click.option("--smooth", type=float, default=0.5, show_default=True, help="SmoothQuant alpha for LayerNorm→MatMul outliers with --data (static and dynamic; 0 disables).")
 @click.option("--keep-io-types/--no-keep-io-types", default=True, show_default=True, help="fp16/bf16: keep inputs/outputs float32.")
 @click.option("--report", type=click.Path(dir_okay=False), help="Write the conversion report (JSON).")
 @data_options
@@ -106,7 +106,9 @@ def convert_cmd(model: str, output: str, data: str | None, ranges_file: str | No
             tune_threads=opts["threads"],
             max_memory_mb=opts["max_memory"],
             quant_options=quant_options,
-            min_opset=21 if opts["activation_type"] in ("int16", "uint16") else 13,
+            min_opset=21 if opts["activation_type"] in ("int16", "uint16") else 17,
+            # smoothing rewrites weights, so ranges computed on the unsmoothed model would not fit
+            smooth=opts["smooth"] if opts["smooth"] > 0 and ranges is None else None,
         )
     result = run_conversion(m, steps, data=source, ranges=ranges, progress=progress_enabled())
     ir.save(result.model, out)
