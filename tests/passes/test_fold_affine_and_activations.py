@@ -1,0 +1,141 @@
+"""fold-affine and fuse-activations: structure, `modified` both ways, numerics vs onnxruntime fp32."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from onnxq import PassManager, ir, make_pass
+from tests.helpers import assert_same_outputs, checked, op_count, random_feeds
+
+RNG = np.random.default_rng(3)
+
+
+def _model(nodes, inputs, outputs, inits, opset: int = 17) -> onnx.ModelProto:
+    m = helper.make_model(helper.make_graph(nodes, "g", inputs, outputs, inits), opset_imports=[helper.make_opsetid("", opset)])
+    m.ir_version = 8
+    onnx.checker.check_model(m, full_check=True)
+    return m
+
+
+def _run(src: onnx.ModelProto, name: str) -> tuple[ir.Model, bool, dict]:
+    res = PassManager([make_pass("infer-shapes"), make_pass(name)], check=True).run(ir.load(src))
+    return res.model, res.records[-1].modified, res.records[-1].stats
+
+
+def _vi(name: str, shape: list) -> onnx.ValueInfoProto:
+    return helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
+
+
+def _arr(name: str, shape: tuple, scale: float = 1.0) -> onnx.TensorProto:
+    return numpy_helper.from_array((RNG.standard_normal(shape) * scale).astype(np.float32), name)
+
+
+def test_paddle_batchnorm_as_mul_add_folds_into_conv() -> None:
+    src = _model(
+        [
+            helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+            helper.make_node("Mul", ["c", "s"], ["m"]),
+            helper.make_node("Add", ["m", "t"], ["a"]),
+            helper.make_node("Div", ["a", "d"], ["y"]),
+        ],
+        [_vi("x", [1, 3, 8, 8])],
+        [_vi("y", [1, 4, 8, 8])],
+        [_arr("w", (4, 3, 3, 3)), _arr("b", (4,)), numpy_helper.from_array(RNG.uniform(0.5, 2, (1, 4, 1, 1)).astype(np.float32), "s"), _arr("t", (4, 1, 1)), numpy_helper.from_array(np.array(6.0, np.float32), "d")],
+    )
+    model, modified, stats = _run(src, "fold-affine")
+    assert modified and stats["folded"] >= 1
+    res = PassManager([make_pass("fold-affine")], steps=4, check=True).run(model)
+    assert [n.op for n in res.model.graph.nodes] == ["Conv"]
+    assert_same_outputs(src, checked(res.model), random_feeds(src), atol=1e-4)
+    again = PassManager([make_pass("fold-affine")]).run(res.model)
+    assert not again.modified
+
+
+def test_per_position_constant_does_not_fold() -> None:
+    src = _model(
+        [helper.make_node("Conv", ["x", "w"], ["c"]), helper.make_node("Mul", ["c", "s"], ["y"])],
+        [_vi("x", [1, 3, 4, 4])],
+        [_vi("y", [1, 4, 4, 4])],
+        [_arr("w", (4, 3, 1, 1)), _arr("s", (1, 1, 4, 4))],
+    )
+    _, modified, _ = _run(src, "fold-affine")
+    assert not modified
+
+
+def test_matmul_scale_folds_but_shift_does_not() -> None:
+    src = _model(
+        [helper.make_node("MatMul", ["x", "w"], ["m"]), helper.make_node("Mul", ["m", "s"], ["y"])],
+        [_vi("x", [2, 5, 8])],
+        [_vi("y", [2, 5, 6])],
+        [_arr("w", (8, 6)), _arr("s", (6,))],
+    )
+    model, modified, _ = _run(src, "fold-affine")
+    assert modified and op_count(model, "Mul") == 0
+    assert_same_outputs(src, checked(model), random_feeds(src), atol=1e-4)
+    shift = _model(
+        [helper.make_node("MatMul", ["x", "w"], ["m"]), helper.make_node("Add", ["m", "t"], ["y"])],
+        [_vi("x", [2, 5, 8])],
+        [_vi("y", [2, 5, 6])],
+        [_arr("w", (8, 6)), _arr("t", (6,))],
+    )
+    _, modified, _ = _run(shift, "fold-affine")
+    assert not modified  # MatMul has no bias input; the Add stays (fuse-matmul-add handles 2-D)
+
+
+def _hardswish_chain(opset: int) -> onnx.ModelProto:
+    return _model(
+        [
+            helper.make_node("Add", ["x", "three"], ["a"]),
+            helper.make_node("Clip", ["a", "zero", "six"], ["c"]),
+            helper.make_node("Mul", ["x", "c"], ["m"]),
+            helper.make_node("Div", ["m", "six"], ["y"]),
+        ],
+        [_vi("x", [2, 16])],
+        [_vi("y", [2, 16])],
+        [numpy_helper.from_array(np.array(v, np.float32), n) for n, v in (("three", 3.0), ("zero", 0.0), ("six", 6.0))],
+        opset=opset,
+    )
+
+
+def test_decomposed_hardswish_fuses() -> None:
+    src = _hardswish_chain(14)
+    model, modified, stats = _run(src, "fuse-activations")
+    assert modified and [n.op for n in model.graph.nodes] == ["HardSwish"]
+    feeds = {"x": (RNG.standard_normal((2, 16)) * 5).astype(np.float32)}
+    assert_same_outputs(src, checked(model), feeds, atol=1e-5)
+    _, again, _ = _run(ir.to_proto(model), "fuse-activations")
+    assert not again
+
+
+def test_hardswish_needs_opset_14() -> None:
+    _, modified, _ = _run(_hardswish_chain(13), "fuse-activations")
+    assert not modified
+
+
+def test_x_times_hardsigmoid_is_hardswish() -> None:
+    src = _model(
+        [helper.make_node("HardSigmoid", ["x"], ["h"], alpha=1 / 6, beta=0.5), helper.make_node("Mul", ["x", "h"], ["y"])],
+        [_vi("x", [2, 16])],
+        [_vi("y", [2, 16])],
+        [],
+    )
+    model, modified, _ = _run(src, "fuse-activations")
+    assert modified and [n.op for n in model.graph.nodes] == ["HardSwish"]
+    assert_same_outputs(src, checked(model), {"x": (RNG.standard_normal((2, 16)) * 5).astype(np.float32)}, atol=1e-5)
+
+
+@pytest.mark.parametrize("div", [True, False])
+def test_decomposed_hardsigmoid_fuses(div: bool) -> None:
+    last = helper.make_node("Div", ["c", "six"], ["y"]) if div else helper.make_node("Mul", ["c", "sixth"], ["y"])
+    src = _model(
+        [helper.make_node("Add", ["x", "three"], ["a"]), helper.make_node("Clip", ["a", "zero", "six"], ["c"]), last],
+        [_vi("x", [2, 16])],
+        [_vi("y", [2, 16])],
+        [numpy_helper.from_array(np.array(v, np.float32), n) for n, v in (("three", 3.0), ("zero", 0.0), ("six", 6.0), ("sixth", 1 / 6))],
+    )
+    model, modified, _ = _run(src, "fuse-activations")
+    assert modified and [n.op for n in model.graph.nodes] == ["HardSigmoid"]
+    assert_same_outputs(src, checked(model), {"x": (RNG.standard_normal((2, 16)) * 5).astype(np.float32)}, atol=1e-5)
