@@ -83,7 +83,8 @@ def static_pipeline(
     format: str = "qdq",
     tune: bool = True,
     tune_threads: int = 1,
-    tune_budget_s: float = 30.0,
+    tune_budget_s: float = 20.0,
+    tune_options: Mapping[str, Any] | None = None,
     max_memory_mb: float | None = None,
     samples: int = 0,
     quant_options: Mapping[str, Any] | None = None,
@@ -116,7 +117,7 @@ def static_pipeline(
         {"pass": "annotate-quantization", **quant},
     ]
     if tune:
-        steps.append({"pass": "tune-latency", "threads": tune_threads, "budget_s": tune_budget_s})
+        steps.append({"pass": "tune-latency", "threads": tune_threads, "budget_s": tune_budget_s, **dict(tune_options or {})})
     steps.append({"pass": "insert-qdq"})
     if format == "qoperator":
         steps.append({"pass": "convert-qlinear"})
@@ -182,7 +183,11 @@ def run_conversion(
     steps, notes = _pipeline_with_opset_fallback([dict(s) for s in steps], model)
     ctx = PassContext(progress=progress)
     if data is not None:
-        ctx.artifacts["calibration_data"] = data
+        from .calibration.collector import replayable
+
+        # Several passes read the samples (smoothing, calibration, tuning): a one-shot reader is
+        # cached as it is consumed so each of them sees every sample.
+        ctx.artifacts["calibration_data"] = replayable(data)
     if ranges is not None:
         ctx.artifacts["ranges"] = ranges
     manager = pipeline_from_data(steps, where="conversion pipeline", check=check)
@@ -321,7 +326,9 @@ def quantize_static(
         ranges: a RangeSet (or JSON file from ``onnxq calibrate``) to reuse.
         method: calibration observer (minmax, percentile, entropy, mse, moving-average).
         format: ``qdq`` (QuantizeLinear/DequantizeLinear pairs) or ``qoperator`` (QLinear ops).
-        tune: measure int8 vs float on onnxruntime and keep float where int8 is slower.
+        tune: measure int8 vs float on onnxruntime and keep float where int8 is slower or costs
+            accuracy beyond the targets (``min_agreement``, ``min_cosine``); ``replay=REPORT``
+            re-applies a previous report's decisions without measuring (byte-identical output).
         threads: threads for latency tuning (1 by default: deployment on one core).
         recipe: a TOML pipeline replacing the default steps.
         **options: quantization options (see ``QuantizationConfig``: activation_dtype, per_channel,
@@ -343,7 +350,9 @@ def quantize_static(
     else:
         method_options = {"percentile": percentile} if percentile is not None and method == "percentile" else {}
         smooth = options.pop("smooth", 0.5)
+        tune_options = {k: options.pop(k) for k in ("replay", "min_agreement", "min_cosine", "accuracy", "eval_samples") if k in options}
         steps = static_pipeline(
+            tune_options=tune_options,
             smooth=None if ranges is not None or not smooth else smooth,
             method=method,
             method_options=method_options,

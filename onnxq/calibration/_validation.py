@@ -93,11 +93,16 @@ def _spec_from_value_info(value_info: onnx.ValueInfoProto) -> InputSpec:
     return InputSpec(value_info.name, dtype, shape)
 
 
+#: Dim names exporters use for "unknown" (Paddle2ONNX writes '?' on several axes): they do not tie
+#: axes together, unlike a real symbolic name such as 'batch'.
+_ANONYMOUS_DIMS = frozenset({"?", "-1", "unk", "None"})
+
+
 def _dim(dim: onnx.TensorShapeProto.Dimension) -> Dim:
     which = dim.WhichOneof("value")
     if which == "dim_value" and dim.dim_value >= 0:
         return int(dim.dim_value)
-    if which == "dim_param" and dim.dim_param:
+    if which == "dim_param" and dim.dim_param and dim.dim_param not in _ANONYMOUS_DIMS:
         return dim.dim_param
     return None
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import resource
+from itertools import islice
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -34,7 +35,7 @@ from .expose import expose_tensors, float_activations
 from .observers import Observer, make_observer
 from .ranges import RangeSet
 
-__all__ = ["CalibrationStats", "collect_ranges", "plan_groups", "DEFAULT_MAX_MEMORY_MB"]
+__all__ = ["CalibrationStats", "collect_ranges", "plan_groups", "replayable", "DEFAULT_MAX_MEMORY_MB"]
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +112,11 @@ def plan_groups(names: Sequence[str], sizes: Mapping[str, int | None], max_bytes
     if current:
         groups.append(current)
     return groups
+
+
+def replayable(source: Any, limit: int | None = None) -> "_Replayable":
+    """Wrap samples so several passes can iterate them (one-shot readers are cached as consumed)."""
+    return source if isinstance(source, _Replayable) else _Replayable(source, limit)
 
 
 class _Replayable:
@@ -200,7 +206,7 @@ def collect_ranges(
     if tensors is None:
         ir.infer_shapes(work)  # dtypes tell which activations are float
     names = list(tensors) if tensors is not None else float_activations(work)
-    replay = _Replayable(samples, max_samples)
+    replay = replayable(samples)
     first = next(iter(replay), None)
     if first is None:
         raise CalibrationError(f"{model.source}: no calibration samples")
@@ -224,7 +230,7 @@ def collect_ranges(
             observers.setdefault(name, make_observer(method, per_channel_axis=per_channel_axis, **dict(options or {})))
         label = f"calibrating ({method})" + (f" group {gi + 1}/{len(groups)}" if len(groups) > 1 else "")
         count = 0
-        for index, sample in enumerate(track(replay, label, total=_length(samples, max_samples), enabled=show)):
+        for index, sample in enumerate(track(islice(replay, max_samples), label, total=_length(samples, max_samples), enabled=show)):
             values = _run(session, outputs, sample, index, model.source)
             for out_name, value in zip(outputs, values):
                 tensor = exposed.output_to_tensor[out_name]

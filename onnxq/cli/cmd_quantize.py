@@ -49,6 +49,9 @@ def _split(values: tuple[str, ...]) -> tuple[str, ...]:
 @click.option("--quantize-activation-matmul", is_flag=True, help="Also quantize MatMul of two activations.")
 @click.option("--tune/--no-tune", default=True, show_default=True, help="Measure int8 vs float and keep float where int8 is slower.")
 @click.option("--threads", type=int, default=1, show_default=True, help="Threads for latency tuning.")
+@click.option("--min-agreement", type=float, default=0.98, show_default=True, help="Accuracy guard: top-1 agreement with float for class-score outputs.")
+@click.option("--min-cosine", type=float, default=0.99, show_default=True, help="Accuracy guard: cosine with float for other outputs.")
+@click.option("--replay", type=click.Path(dir_okay=False, exists=True), help="Re-apply the tuning decisions of a previous --report (no timing; byte-identical output).")
 @click.option("--max-memory", type=float, help="MB of activations per calibration pass.")
 @click.option("--mode", type=click.Choice(MODES), default="static", show_default=True, help="static int8, dynamic int8, weight-only int4/int8, fp16 or bf16.")
 @click.option("--weight-bits", type=click.Choice(["4", "8"]), default="4", show_default=True, help="weight-only: bits per weight.")
@@ -104,6 +107,7 @@ def convert_cmd(model: str, output: str, data: str | None, ranges_file: str | No
             format=fmt,
             tune=opts["tune"],
             tune_threads=opts["threads"],
+            tune_options={"min_agreement": opts["min_agreement"], "min_cosine": opts["min_cosine"], **({"replay": opts["replay"]} if opts["replay"] else {})},
             max_memory_mb=opts["max_memory"],
             quant_options=quant_options,
             min_opset=21 if opts["activation_type"] in ("int16", "uint16") else 17,

@@ -1,28 +1,37 @@
-"""``tune-latency``: keep float wherever int8 is measured to be slower on onnxruntime.
+"""``tune-latency``: keep float wherever int8 is measured slower — and where it costs too much accuracy.
 
 int8 is not free: every boundary between int8 and float regions costs a Quantize/Dequantize pass
 over the tensor, and some int8 kernels (depthwise convolutions, ops without QLinear kernels such as
 HardSwish) are not faster than their float versions. A MobileNetV3-style net can come out slower
 than fp32. This pass measures instead of guessing:
 
-1. time the float model and the fully planned int8 model (interleaved runs, same inputs);
-2. for each class of quantized nodes (depthwise Conv, activations without int8 kernels,
-   element-wise Add/Mul, pooling, data movement, Conv, MatMul/Gemm), time the current plan with
-   that class kept float and accept the change when it is faster by at least ``min_gain``;
-3. if the best plan is still slower than float, keep the whole model float.
+1. time the float model and the planned int8 model (interleaved runs on the same inputs, stopping
+   early once the difference is clear);
+2. for each class of quantized glue nodes (depthwise Conv, activations without int8 kernels,
+   element-wise Add/Mul, pooling, data movement, Sigmoid/Softmax), time the plan with that class
+   kept float and accept it when it is faster by at least ``min_gain`` (confirmed by a second
+   measurement, so noise does not flip decisions);
+3. if the best plan is still not faster than float, keep the whole model float;
+4. accuracy guard: on the first ``eval_samples`` calibration samples, every output must keep top-1
+   agreement ≥ ``min_agreement`` (outputs that are class scores: produced by Softmax, LogSoftmax,
+   Gemm or MatMul) or cosine ≥ ``min_cosine`` (other outputs) against float. While it does not,
+   the node class whose return to float gains the most is kept float.
 
-Every decision (class, nodes, both medians) is recorded in ``ctx.artifacts["latency_decisions"]``
-and the nodes kept float carry the measurement as their reason. Runs use ``threads`` intra-op
-threads (1 by default: timings at 2 threads swing too much on small machines) and stay within
-``budget_s`` seconds.
+Every decision (class, nodes, both medians, accuracy before/after) is recorded in
+``ctx.artifacts["latency_decisions"]`` and the nodes kept float carry the measurement as their
+reason. Timings make decisions machine dependent; ``replay`` takes a previous report and re-applies
+its decisions without measuring, so the same inputs give a byte-identical file.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from itertools import islice
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,16 +40,20 @@ from onnxq import ir
 from onnxq.errors import ConfigError
 from onnxq.ir import Model, Node
 from onnxq.pass_base import Pass, PassConfig, PassContext, PassResult, register_pass
-from onnxq.runtime.bench import auto_runs, bench_sessions
+from onnxq.runtime.bench import bench_sessions
+from onnxq.runtime.evaluate import compare_outputs
 from onnxq.runtime.session import make_session
 
 from ._plan import QuantPlan
 from .annotate import build_plan
 from .insert_qdq import materialize
 
-__all__ = ["TuneLatency", "TuneLatencyConfig", "NODE_CLASSES"]
+__all__ = ["TuneLatency", "TuneLatencyConfig", "NODE_CLASSES", "score_like_outputs"]
 
 log = logging.getLogger(__name__)
+
+#: Prefix of every reason this pass writes (``replay`` recognizes its own decisions by it).
+KEPT_FLOAT = "kept float:"
 
 
 def _is_depthwise(node: Node) -> bool:
@@ -51,7 +64,8 @@ def _is_depthwise(node: Node) -> bool:
     return group > 1 and w is not None and w.shape[1] == 1
 
 
-#: Node classes tried in order (most likely to lose first). Each is a predicate on a node.
+#: Node classes tried in order. Latency tuning tries the glue classes; the accuracy guard may also
+#: return anchors (Conv, MatMul/Gemm) to float.
 NODE_CLASSES: dict[str, Callable[[Node], bool]] = {
     "depthwise Conv": _is_depthwise,
     "activations without int8 kernels (HardSigmoid/HardSwish/Clip/ReduceMean)": lambda n: n.op in ("HardSigmoid", "HardSwish", "Clip", "ReduceMean"),
@@ -63,20 +77,40 @@ NODE_CLASSES: dict[str, Callable[[Node], bool]] = {
     "Conv/ConvTranspose": lambda n: n.op in ("Conv", "ConvTranspose") and not _is_depthwise(n),
     "MatMul/Gemm": lambda n: n.op in ("MatMul", "Gemm"),
 }
+_ANCHOR_CLASSES = ("Conv/ConvTranspose", "MatMul/Gemm")
+_SCORE_OPS = frozenset({"Softmax", "LogSoftmax", "Gemm", "MatMul"})
+_PASS_THROUGH = frozenset({"Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "Identity"})
 
 
 @dataclass(frozen=True)
 class TuneLatencyConfig(PassConfig):
-    """Options of ``tune-latency``: threads for timing, time budget, required gain."""
+    """Options of ``tune-latency``.
+
+    Attributes:
+        threads: intra-op threads for timing (1: timings at 2 threads swing on small machines).
+        budget_s: time budget of the latency search.
+        min_gain: a class is kept float only when that is faster by at least this fraction.
+        accuracy: run the accuracy guard.
+        min_agreement / min_cosine: accuracy targets against float (see the module docstring).
+        eval_samples: calibration samples used by the accuracy guard.
+        replay: a previous conversion report (JSON); its decisions are applied without measuring.
+    """
 
     threads: int = 1
-    budget_s: float = 30.0
-    min_gain: float = 0.03
+    budget_s: float = 20.0
+    min_gain: float = 0.05
+    accuracy: bool = True
+    min_agreement: float = 0.98
+    min_cosine: float = 0.99
+    eval_samples: int = 8
+    replay: str = ""
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.threads < 0 or self.budget_s <= 0 or not 0 <= self.min_gain < 1:
-            raise ConfigError("tune-latency: threads >= 0, budget_s > 0 and 0 <= min_gain < 1 required")
+        if self.threads < 0 or self.budget_s <= 0 or not 0 <= self.min_gain < 1 or self.eval_samples < 1:
+            raise ConfigError("tune-latency: threads >= 0, budget_s > 0, 0 <= min_gain < 1 and eval_samples >= 1 required")
+        if self.replay and not Path(self.replay).is_file():
+            raise ConfigError(f"tune-latency: replay report '{self.replay}' does not exist")
 
 
 def _first_sample(data: Any) -> Mapping[str, np.ndarray] | None:
@@ -90,44 +124,79 @@ def _first_sample(data: Any) -> Mapping[str, np.ndarray] | None:
         return None
 
 
-class _Timer:
-    """Builds sessions for candidate plans and times them against each other."""
+def score_like_outputs(model: Model) -> set[str]:
+    """Graph outputs that are class scores (produced by Softmax/LogSoftmax/Gemm/MatMul)."""
+    found = set()
+    for out in model.graph.outputs:
+        producer = ir.producer(out)
+        while producer is not None and producer.op in _PASS_THROUGH:
+            producer = ir.producer(producer.inputs[0])
+        if producer is not None and producer.op in _SCORE_OPS:
+            found.add(out.name)
+    return found
 
-    def __init__(self, model: Model, ranges: Mapping[str, Any], cfg: Any, feeds: Mapping[str, np.ndarray], threads: int, deadline: float) -> None:
+
+class _Trials:
+    """Builds sessions for candidate plans, times and evaluates them against float."""
+
+    def __init__(self, model: Model, ranges: Mapping[str, Any], cfg: Any, samples: list[Mapping[str, np.ndarray]], tcfg: TuneLatencyConfig) -> None:
         self.model = model
         self.ranges = dict(ranges)
         self.cfg = cfg
-        self.feeds = feeds
-        self.threads = threads
-        self.deadline = deadline
-        self.float_session = make_session(model, threads=threads, where=f"{model.source} (float)")
-        self.runs = 20
+        self.samples = samples
+        self.tcfg = tcfg
+        self.deadline = time.perf_counter() + tcfg.budget_s
+        self.float_session = make_session(model, threads=tcfg.threads, where=f"{model.source} (float)")
+        self.scores = score_like_outputs(model)
+        self._float_outputs = [self.float_session.run(None, dict(s)) for s in samples]
 
-    def session_for(self, forced: dict[str, str]) -> tuple[Any, QuantPlan]:
+    def build(self, forced: dict[str, str]) -> tuple[Any, QuantPlan]:
         plan = build_plan(self.model, self.ranges, self.cfg, forced)
         variant = ir.clone(self.model)
         materialize(variant, plan, self.ranges)
         ir.normalize(variant)
-        return make_session(variant, threads=self.threads, where=f"{self.model.source} (int8 candidate)"), plan
+        return make_session(variant, threads=self.tcfg.threads, where=f"{self.model.source} (int8 candidate)"), plan
 
-    def calibrate_runs(self, sessions: list[Any]) -> None:
-        start = time.perf_counter()
-        bench_sessions(sessions, [self.feeds], runs=2, warmup=1)
-        per_run = (time.perf_counter() - start) / (3 * len(sessions))
-        remaining = max(self.deadline - time.perf_counter(), 1.0)
-        # Spend about a tenth of the remaining budget on each comparison.
-        self.runs = auto_runs(per_run, remaining / 10, models=len(sessions), minimum=7, maximum=100)
+    def time(self, a: Any, b: Any) -> tuple[float, float]:
+        """Medians of interleaved runs, in rounds of 5 until clearly different or out of rounds."""
+        feeds = [dict(self.samples[0])]
+        ta: list[float] = []
+        tb: list[float] = []
+        for round_ in range(8):
+            timings = bench_sessions([a, b], feeds, runs=5, warmup=2 if round_ == 0 else 0)
+            ta += timings[0].samples_ms
+            tb += timings[1].samples_ms
+            ma, mb = float(np.median(ta)), float(np.median(tb))
+            if round_ >= 1 and abs(ma - mb) > 0.25 * min(ma, mb):
+                break
+            if time.perf_counter() > self.deadline and round_ >= 1:
+                break
+        return float(np.median(ta)), float(np.median(tb))
 
-    def compare(self, sessions: list[Any]) -> list[float]:
-        return [t.median_ms for t in bench_sessions(sessions, [self.feeds], runs=self.runs, warmup=2)]
+    def accuracy(self, session: Any) -> dict[str, float]:
+        """Worst agreement (score outputs) and worst cosine (other outputs) against float."""
+        names = [o.name for o in self.float_session.get_outputs()]
+        result = compare_outputs(names, ((ref, session.run(None, dict(s)), None) for s, ref in zip(self.samples, self._float_outputs)))
+        agreement = min((o.top1_agreement for o in result.outputs if o.name in self.scores and o.top1_agreement is not None), default=1.0)
+        cosine = min((o.cosine for o in result.outputs if o.name not in self.scores), default=1.0)
+        return {"agreement": round(float(agreement), 5), "cosine": round(float(cosine), 6)}
+
+    def meets(self, acc: Mapping[str, float]) -> bool:
+        return acc["agreement"] >= self.tcfg.min_agreement and acc["cosine"] >= self.tcfg.min_cosine
 
     def out_of_time(self) -> bool:
         return time.perf_counter() > self.deadline
 
 
+def _replayed(path: str) -> dict[str, str]:
+    """The tuning decisions recorded in a previous conversion report."""
+    report = json.loads(Path(path).read_text(encoding="utf-8"))
+    return {d["node"]: d["reason"] for d in report.get("float_nodes", []) if str(d.get("reason", "")).startswith(KEPT_FLOAT)}
+
+
 @register_pass("tune-latency")
 class TuneLatency(Pass):
-    """Measure int8 vs float on onnxruntime per node class and keep float where int8 is slower."""
+    """Keep float where int8 measures slower on onnxruntime, or costs more accuracy than the targets allow."""
 
     Config = TuneLatencyConfig
     changes_structure = False
@@ -136,45 +205,139 @@ class TuneLatency(Pass):
         plan: QuantPlan | None = ctx.artifacts.get("quant_plan")
         cfg = ctx.artifacts.get("quant_config")
         ranges = ctx.artifacts.get("ranges")
-        feeds = _first_sample(ctx.artifacts.get("calibration_data"))
         if plan is None or cfg is None or ranges is None:
             return PassResult(model, False, {"skipped": "no quantization plan"})
-        if feeds is None:
-            ctx.artifacts.setdefault("notes", []).append("latency tuning skipped: no sample inputs (ranges given without data)")
+        if self.config.replay:
+            forced = _replayed(self.config.replay)
+            ctx.artifacts["quant_plan"] = build_plan(model, dict(ranges), cfg, forced)
+            ctx.artifacts["latency_decisions"] = {"replayed": self.config.replay, "nodes": len(forced), "steps": []}
+            return PassResult(model, False, {"replayed": len(forced)})
+        data = ctx.artifacts.get("calibration_data")
+        samples = [s for s in islice(data, self.config.eval_samples)] if data is not None else []
+        if not samples:
+            ctx.artifacts.setdefault("notes", []).append("latency tuning skipped: no sample inputs (give --data)")
             return PassResult(model, False, {"skipped": "no sample inputs"})
         if not plan.quantized_nodes:
             return PassResult(model, False, {"skipped": "nothing quantized"})
-        timer = _Timer(model, ranges, cfg, feeds, self.config.threads, time.perf_counter() + self.config.budget_s)
-        forced: dict[str, str] = {}
-        current, current_plan = timer.session_for(forced)
-        timer.calibrate_runs([timer.float_session, current])
-        t_float, t_current = timer.compare([timer.float_session, current])
-        decisions: list[dict[str, Any]] = [{"step": "full plan", "int8_ms": round(t_current, 4), "float_ms": round(t_float, 4)}]
+        trials = _Trials(model, ranges, cfg, samples, self.config)
+        forced, plan, steps = self._latency(model, trials, plan)
+        if plan.quantized_nodes and self.config.accuracy:
+            forced, plan, acc_steps = self._accuracy(model, trials, forced, plan)
+            steps += acc_steps
+        if plan.quantized_nodes:
+            session, _ = trials.build(forced)
+            t_float, t_final = trials.time(trials.float_session, session)
+            if t_final >= t_float:
+                reason = f"{KEPT_FLOAT} int8 measured slower than float on this model ({t_final:.3f} ms vs {t_float:.3f} ms)"
+                forced = {**{n: reason for n in plan.quantized_nodes}, **forced}
+                plan = build_plan(model, dict(ranges), cfg, forced)
+                steps.append({"step": "whole model float", "int8_ms": round(t_final, 4), "float_ms": round(t_float, 4), "accepted": True})
+            else:
+                steps.append({"step": "final", "int8_ms": round(t_final, 4), "float_ms": round(t_float, 4), "speedup": round(t_float / t_final, 3), **trials.accuracy(session)})
+        ctx.artifacts["quant_plan"] = plan
+        ctx.artifacts["latency_decisions"] = {"threads": self.config.threads, "steps": steps}
+        kept_float = sum(1 for d in plan.float_nodes() if d.reason.startswith(KEPT_FLOAT))
+        return PassResult(model, False, {"kept_float": kept_float, "steps": len(steps)})
+
+    def _latency(self, model: Model, trials: _Trials, plan: QuantPlan) -> tuple[dict[str, str], QuantPlan, list[dict[str, Any]]]:
         node_of = {n.name: n for n in ir.iter_nodes(model.graph)}
+        forced: dict[str, str] = {}
+        current, current_plan = trials.build(forced)
+        t_float, t_current = trials.time(trials.float_session, current)
+        steps: list[dict[str, Any]] = [{"step": "full plan", "int8_ms": round(t_current, 4), "float_ms": round(t_float, 4)}]
         for label, predicate in NODE_CLASSES.items():
-            members = [n for n in current_plan.quantized_nodes if predicate(node_of[n])]
-            if not members or timer.out_of_time():
+            if label in _ANCHOR_CLASSES or trials.out_of_time():
                 continue
-            trial_forced = {**forced, **{n: f"kept float: int8 {label} measured slower" for n in members}}
-            trial, trial_plan = timer.session_for(trial_forced)
+            members = [n for n in current_plan.quantized_nodes if predicate(node_of[n])]
+            if not members:
+                continue
+            trial_forced = {**forced, **{n: f"{KEPT_FLOAT} int8 {label} measured slower" for n in members}}
+            trial, trial_plan = trials.build(trial_forced)
             if not trial_plan.quantized_nodes:
                 continue
-            t_cur, t_trial = timer.compare([current, trial])
+            t_cur, t_trial = trials.time(current, trial)
             accepted = t_trial < t_cur * (1 - self.config.min_gain)
-            decisions.append({"step": f"keep {label} float", "nodes": len(members), "with_ms": round(t_cur, 4), "without_ms": round(t_trial, 4), "accepted": accepted})
+            if accepted:  # confirm: noise must not flip a decision
+                t_cur, t_trial = trials.time(current, trial)
+                accepted = t_trial < t_cur * (1 - self.config.min_gain / 2)
+            steps.append({"step": f"keep {label} float", "nodes": len(members), "with_ms": round(t_cur, 4), "without_ms": round(t_trial, 4), "accepted": accepted})
             if accepted:
                 for n in members:
-                    trial_forced[n] = f"kept float: int8 {label} measured slower ({t_cur:.3f} ms with, {t_trial:.3f} ms without)"
+                    trial_forced[n] = f"{KEPT_FLOAT} int8 {label} measured slower ({t_cur:.3f} ms with, {t_trial:.3f} ms without)"
                 forced, current, current_plan = trial_forced, trial, trial_plan
-        t_float, t_final = timer.compare([timer.float_session, current])
-        if t_final >= t_float:
-            reason = f"kept float: int8 measured slower than float on this model ({t_final:.3f} ms vs {t_float:.3f} ms)"
-            forced = {n: reason for n in current_plan.quantized_nodes} | forced
-            current_plan = build_plan(model, dict(ranges), cfg, forced)
-            decisions.append({"step": "whole model float", "int8_ms": round(t_final, 4), "float_ms": round(t_float, 4), "accepted": True})
-        else:
-            decisions.append({"step": "final", "int8_ms": round(t_final, 4), "float_ms": round(t_float, 4), "speedup": round(t_float / t_final, 3)})
-        ctx.artifacts["quant_plan"] = current_plan
-        ctx.artifacts["latency_decisions"] = {"threads": self.config.threads, "runs": timer.runs, "steps": decisions}
-        kept_float = sum(1 for d in current_plan.float_nodes() if d.reason.startswith("kept float: int8"))
-        return PassResult(model, False, {"float_by_latency": kept_float, "steps": len(decisions)})
+        return forced, current_plan, steps
+
+    def _accuracy(self, model: Model, trials: _Trials, forced: dict[str, str], plan: QuantPlan) -> tuple[dict[str, str], QuantPlan, list[dict[str, Any]]]:
+        """Return node classes (then single nodes) to float until the accuracy targets hold."""
+        node_of = {n.name: n for n in ir.iter_nodes(model.graph)}
+        session, _ = trials.build(forced)
+        acc = trials.accuracy(session)
+        steps: list[dict[str, Any]] = [{"step": "accuracy check", **acc, "meets_targets": trials.meets(acc)}]
+        while not trials.meets(acc) and plan.quantized_nodes:
+            best = self._best_class(trials, node_of, forced, plan, acc)
+            if best is None:
+                reason = f"{KEPT_FLOAT} int8 missed the accuracy targets (agreement {acc['agreement']}, cosine {acc['cosine']})"
+                forced = {**{n: reason for n in plan.quantized_nodes}, **forced}
+                plan = build_plan(model, trials.ranges, trials.cfg, forced)
+                steps.append({"step": "whole model float (accuracy)", **acc})
+                break
+            label, members = best
+            reason = f"{KEPT_FLOAT} int8 {label} cost too much accuracy"
+            if len(members) > 4:
+                forced, plan, acc, chosen = self._fewest_nodes(trials, forced, members, acc, reason)
+                steps.append({"step": f"keep {chosen} of {len(members)} {label} float (accuracy)", **acc, "meets_targets": trials.meets(acc)})
+            else:
+                forced = {**forced, **{n: reason for n in members}}
+                session, plan = trials.build(forced)
+                acc = trials.accuracy(session)
+                steps.append({"step": f"keep {label} float (accuracy)", **acc, "meets_targets": trials.meets(acc)})
+        return forced, plan, steps
+
+    @staticmethod
+    def _gain(before: Mapping[str, float], after: Mapping[str, float]) -> float:
+        return (after["agreement"] - before["agreement"]) + (after["cosine"] - before["cosine"])
+
+    def _best_class(self, trials: _Trials, node_of: dict[str, Node], forced: dict[str, str], plan: QuantPlan, acc: Mapping[str, float]) -> tuple[str, list[str]] | None:
+        """The node class whose return to float improves accuracy most (None if none does)."""
+        best: tuple[float, str, list[str]] | None = None
+        for label, predicate in NODE_CLASSES.items():
+            members = [n for n in plan.quantized_nodes if predicate(node_of[n])]
+            if not members or len(members) == len(plan.quantized_nodes):
+                continue
+            trial, _ = trials.build({**forced, **{n: "trial" for n in members}})
+            gain = self._gain(acc, trials.accuracy(trial))
+            if gain > 0 and (best is None or gain > best[0]):
+                best = (gain, label, members)
+        return None if best is None else (best[1], best[2])
+
+    def _fewest_nodes(
+        self, trials: _Trials, forced: dict[str, str], members: list[str], acc: Mapping[str, float], reason: str
+    ) -> tuple[dict[str, str], QuantPlan, dict[str, float], int]:
+        """Float the fewest of ``members`` (most sensitive first) that meet the targets.
+
+        Each member's gain alone ranks them; a binary search over how many of the top-ranked to
+        float finds the smallest count meeting the targets (all of them if none does).
+        """
+        gains = []
+        for n in members:
+            trial, _ = trials.build({**forced, n: "trial"})
+            gains.append((self._gain(acc, trials.accuracy(trial)), n))
+        ranked = [n for _, n in sorted(gains, key=lambda g: (-g[0], g[1]))]
+
+        def attempt(k: int) -> tuple[dict[str, str], QuantPlan, dict[str, float]]:
+            f = {**forced, **{n: reason for n in ranked[:k]}}
+            session, p = trials.build(f)
+            return f, p, trials.accuracy(session)
+
+        lo, hi = 1, len(ranked)
+        best = attempt(hi)
+        if not trials.meets(best[2]):
+            return (*best, hi)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            trial = attempt(mid)
+            if trials.meets(trial[2]):
+                best, hi = trial, mid
+            else:
+                lo = mid + 1
+        return (*best, hi)

@@ -189,16 +189,49 @@ def test_if_branches_are_quantized() -> None:
 def test_int8_slower_than_float_keeps_float(monkeypatch: pytest.MonkeyPatch) -> None:
     import onnxq.passes.quantization.tune_latency as tl
 
-    def float_wins(self, sessions):
-        return [1.0] + [2.0] * (len(sessions) - 1) if sessions[0] is self.float_session else [2.0] * len(sessions)
+    def float_wins(self, a, b):
+        return (1.0, 2.0) if a is self.float_session else (2.0, 2.0)
 
-    monkeypatch.setattr(tl._Timer, "compare", float_wins)
+    monkeypatch.setattr(tl._Trials, "time", float_wins)
     src = build("mobilenet")
     res = quantize_static(src, _synthetic(src, 4, N=1), tune=True)
     assert res.report["quantized_nodes"] == 0
     steps = res.report["latency"]["steps"]
     assert steps[-1]["step"] == "whole model float"
     assert all("int8" in d["reason"] or "not between" in d["reason"] or "no quantizer" in d["reason"] or "arithmetic" in d["reason"] for d in res.report["float_nodes"])
+
+
+def test_accuracy_guard_returns_classes_to_float(monkeypatch: pytest.MonkeyPatch) -> None:
+    import onnxq.passes.quantization.tune_latency as tl
+
+    monkeypatch.setattr(tl._Trials, "time", lambda self, a, b: (2.0, 1.0))  # int8 always faster
+    calls = []
+
+    def accuracy(self, session):
+        calls.append(session)
+        return {"agreement": 1.0, "cosine": 0.95 if len(calls) == 1 else 0.999}
+
+    monkeypatch.setattr(tl._Trials, "accuracy", accuracy)
+    src = build("mobilenet")
+    res = quantize_static(src, _synthetic(src, 4, N=1), tune=True)
+    steps = [s["step"] for s in res.report["latency"]["steps"]]
+    assert "accuracy check" in steps and any(s.endswith("(accuracy)") for s in steps)
+    assert any("cost too much accuracy" in d["reason"] for d in res.report["float_nodes"])
+
+
+def test_replay_reproduces_a_tuned_conversion(tmp_path: Path) -> None:
+    import json
+
+    src = build("cnn")
+    data = _synthetic(src, 4, N=1)
+    first = quantize_static(src, data, tune=True)
+    report = tmp_path / "report.json"
+    report.write_text(json.dumps(first.report))
+    a = quantize_static(src, data, tune=True, replay=str(report))
+    b = quantize_static(src, data, tune=True, replay=str(report))
+    assert ir.to_proto(a.model).SerializeToString() == ir.to_proto(b.model).SerializeToString()
+    kept = sorted(d["node"] for d in first.report["float_nodes"] if d["reason"].startswith("kept float:"))
+    assert sorted(d["node"] for d in a.report["float_nodes"] if d["reason"].startswith("kept float:")) == kept
 
 
 def test_tuner_records_measurements() -> None:
