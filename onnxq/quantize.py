@@ -83,7 +83,7 @@ def static_pipeline(
     format: str = "qdq",
     tune: bool = True,
     tune_threads: int = 1,
-    tune_budget_s: float = 20.0,
+    tune_budget_s: float = 15.0,
     tune_options: Mapping[str, Any] | None = None,
     max_memory_mb: float | None = None,
     samples: int = 0,

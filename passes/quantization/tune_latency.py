@@ -97,7 +97,7 @@ class TuneLatencyConfig(PassConfig):
     """
 
     threads: int = 1
-    budget_s: float = 20.0
+    budget_s: float = 15.0
     min_gain: float = 0.05
     accuracy: bool = True
     min_agreement: float = 0.98
@@ -158,18 +158,24 @@ class _Trials:
         return make_session(variant, threads=self.tcfg.threads, where=f"{self.model.source} (int8 candidate)"), plan
 
     def time(self, a: Any, b: Any) -> tuple[float, float]:
-        """Medians of interleaved runs, in rounds of 5 until clearly different or out of rounds."""
+        """Medians of interleaved runs, in rounds of 5, stopping once the verdict is clear.
+
+        After the second round: a gap above twice ``min_gain`` is a clear difference, one below half
+        of it clearly none (either way the decision cannot change); otherwise up to 6 rounds.
+        """
         feeds = [dict(self.samples[0])]
         ta: list[float] = []
         tb: list[float] = []
-        for round_ in range(8):
+        gain = self.tcfg.min_gain
+        for round_ in range(6):
             timings = bench_sessions([a, b], feeds, runs=5, warmup=2 if round_ == 0 else 0)
             ta += timings[0].samples_ms
             tb += timings[1].samples_ms
+            if round_ < 1:
+                continue
             ma, mb = float(np.median(ta)), float(np.median(tb))
-            if round_ >= 1 and abs(ma - mb) > 0.25 * min(ma, mb):
-                break
-            if time.perf_counter() > self.deadline and round_ >= 1:
+            gap = abs(ma - mb) / max(min(ma, mb), 1e-9)
+            if gap > 2 * gain or gap < gain / 2 or time.perf_counter() > self.deadline:
                 break
         return float(np.median(ta)), float(np.median(tb))
 
