@@ -40,3 +40,29 @@ def track(items: Iterable[T], description: str, total: int | None = None, enable
         for item in items:
             yield item
             bar.advance(task)
+
+
+class status:  # noqa: N801  (used as a context manager, like rich's)
+    """A transient one-line status (spinner) on a terminal for work without a known length."""
+
+    def __init__(self, message: str, enabled: bool | None = None) -> None:
+        self.message = message
+        self.enabled = progress_enabled() if enabled is None else enabled
+        self._status = None
+
+    def __enter__(self) -> status:
+        if self.enabled:
+            from rich.console import Console
+
+            self._status = Console(stderr=True).status(self.message)
+            self._status.__enter__()
+        return self
+
+    def update(self, message: str) -> None:
+        """Replace the status text."""
+        if self._status is not None:
+            self._status.update(message)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._status is not None:
+            self._status.__exit__(*exc)

@@ -203,7 +203,10 @@ def eval_cmd(reference: str, candidate: str, data: str, labels: str | None, thre
     ref = load_model(reference)
     load_model(candidate)
     source = open_data(data, ref, samples=samples, dims=dims, image_preprocess=image_preprocess, labels=labels)
-    result = compare_models(reference, candidate, source.iter_with_labels(), threads=threads, with_labels=True)
+    from ..progress import track
+
+    samples = track(source.iter_with_labels(), "evaluating", total=source.num_samples)
+    result = compare_models(reference, candidate, samples, threads=threads, with_labels=True)
     data_out = {
         "reference": reference,
         "candidate": candidate,

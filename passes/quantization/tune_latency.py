@@ -40,6 +40,7 @@ from onnxq import ir
 from onnxq.errors import ConfigError
 from onnxq.ir import Model, Node
 from onnxq.pass_base import Pass, PassConfig, PassContext, PassResult, register_pass
+from onnxq.progress import status
 from onnxq.runtime.bench import bench_sessions
 from onnxq.runtime.evaluate import compare_outputs
 from onnxq.runtime.session import make_session
@@ -225,11 +226,13 @@ class TuneLatency(Pass):
             return PassResult(model, False, {"skipped": "no sample inputs"})
         if not plan.quantized_nodes:
             return PassResult(model, False, {"skipped": "nothing quantized"})
-        trials = _Trials(model, ranges, cfg, samples, self.config)
-        forced, plan, steps = self._latency(model, trials, plan)
-        if plan.quantized_nodes and self.config.accuracy:
-            forced, plan, acc_steps = self._accuracy(model, trials, forced, plan)
-            steps += acc_steps
+        with status("tuning: timing int8 against float on onnxruntime", ctx.progress) as shown:
+            trials = _Trials(model, ranges, cfg, samples, self.config)
+            forced, plan, steps = self._latency(model, trials, plan)
+            if plan.quantized_nodes and self.config.accuracy:
+                shown.update("tuning: checking accuracy against float")
+                forced, plan, acc_steps = self._accuracy(model, trials, forced, plan)
+                steps += acc_steps
         if plan.quantized_nodes:
             session, _ = trials.build(forced)
             t_float, t_final = trials.time(trials.float_session, session)
