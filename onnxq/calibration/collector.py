@@ -16,6 +16,7 @@ saturating, so quantizers keep it in float.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import resource
 from itertools import islice
@@ -224,25 +225,33 @@ def collect_ranges(
         stats.unreachable.update(exposed.unreachable)
         # Graph optimizations off: which tensors are exposed changes what onnxruntime may fuse, and
         # ranges must not depend on how tensors were grouped.
-        session = make_session(exposed.model, threads=threads, optimization="disable", where=model.source, enable_arena=False)
+        # The arena stays on for summaries (outputs are three numbers, activations are freed as
+        # onnxruntime's planner sees fit); off for full tensors, whose outputs must not pin memory.
+        session = make_session(exposed.model, threads=threads, optimization="disable", where=model.source, enable_arena=summarize)
         outputs = list(exposed.output_to_tensor)
         for name in exposed.output_to_tensor.values():
             observers.setdefault(name, make_observer(method, per_channel_axis=per_channel_axis, **dict(options or {})))
         label = f"calibrating ({method})" + (f" group {gi + 1}/{len(groups)}" if len(groups) > 1 else "")
         count = 0
+        tensors_out = [exposed.output_to_tensor[o] for o in outputs]
+        fast = _MinMaxSummaries(tensors_out) if summarize and method == "minmax" else None
         for index, sample in enumerate(track(islice(replay, max_samples), label, total=_length(samples, max_samples), enabled=show)):
             values = _run(session, outputs, sample, index, model.source)
-            for out_name, value in zip(outputs, values):
-                tensor = exposed.output_to_tensor[out_name]
-                if summarize:
-                    _observe_summary(observers[tensor], value, tensor, sample, index)
-                else:
-                    _observe(observers[tensor], value, tensor, sample, index)
+            if fast is not None:
+                fast.update(values, sample, index)
+            else:
+                for tensor, value in zip(tensors_out, values):
+                    if summarize:
+                        _observe_summary(observers[tensor], value, tensor, sample, index)
+                    else:
+                        _observe(observers[tensor], value, tensor, sample, index)
             del values
             count += 1
+        if fast is not None:
+            fast.feed(observers)
         stats.samples = count
         del session
-    ranges = {name: obs.compute_range() for name, obs in observers.items() if obs.samples}
+    ranges = {name: _with_samples(obs) for name, obs in observers.items() if obs.samples}
     for name, obs in observers.items():
         if not obs.samples:
             stats.unreachable[name] = "not computed on any sample (e.g. an If branch never taken)"
@@ -286,6 +295,48 @@ def _observe(observer: Observer, value: np.ndarray, tensor: str, sample: Any, in
     observer.update(value)
 
 
+class _MinMaxSummaries:
+    """Running min/max of many tensors from their in-graph summaries, one vectorized step per sample.
+
+    Per-tensor observer calls cost more than onnxruntime's reductions on models with hundreds of
+    tensors; the running extremes go to the observers once at the end (min-max is order-free).
+    """
+
+    _NOT_RUN = np.array([np.inf, -np.inf, 0.0])
+
+    def __init__(self, names: list[str]) -> None:
+        self.names = names
+        self.lo = np.full(len(names), np.inf)
+        self.hi = np.full(len(names), -np.inf)
+        self.seen = np.zeros(len(names), dtype=np.int64)
+
+    def update(self, values: list[np.ndarray], sample: Any, index: int) -> None:
+        ran = np.array([v.size >= 3 for v in values])
+        arr = np.stack([np.asarray(v[:3], np.float64) if ok else self._NOT_RUN for v, ok in zip(values, ran)])
+        lo, hi, total = arr[:, 0], arr[:, 1], arr[:, 2]
+        bad = ran & (np.isnan(lo) | np.isnan(hi) | (np.isnan(total) & np.isfinite(lo) & np.isfinite(hi)))
+        if bad.any():
+            tensor = self.names[int(np.argmax(bad))]
+            raise CalibrationError(f"{_describe(sample, index)} produced NaN value(s) in tensor '{tensor}'")
+        self.lo = np.minimum(self.lo, np.where(ran, lo, np.inf))
+        self.hi = np.maximum(self.hi, np.where(ran, hi, -np.inf))
+        self.seen += ran
+
+    def feed(self, observers: dict[str, Observer]) -> None:
+        for i, name in enumerate(self.names):
+            if self.seen[i]:
+                obs = observers[name]
+                obs.update(np.array([self.lo[i], self.hi[i]], dtype=np.float32))
+                obs.summarized_samples = int(self.seen[i])  # type: ignore[attr-defined]
+
+
+def _with_samples(obs: Observer) -> Any:
+    """The observer's range, with the real sample count when it was fed a summary."""
+    r = obs.compute_range()
+    seen = getattr(obs, "summarized_samples", None)
+    return dataclasses.replace(r, samples=seen) if seen else r
+
+
 def _observe_summary(observer: Observer, value: np.ndarray, tensor: str, sample: Any, index: int) -> None:
     """Feed ``[min, max, marker]`` (see expose._summary_of) to a min-max observer."""
     if value.size < 3:
@@ -297,9 +348,19 @@ def _observe_summary(observer: Observer, value: np.ndarray, tensor: str, sample:
 
 
 def _model_digest(model: Model) -> str:
+    """SHA-256 of the graph's structure (ops, names, connections, weight shapes).
+
+    Enough to tell a ranges file made for another model, without serializing the weights.
+    """
     import hashlib
 
-    return hashlib.sha256(ir.to_proto(model).SerializeToString()).hexdigest()
+    h = hashlib.sha256()
+    for node in ir.iter_nodes(model.graph):
+        h.update(f"{node.op}|{node.name}|{[t.name for t in node.inputs]}|{[t.name for t in node.outputs]};".encode())
+        for t in node.inputs:
+            if ir.is_constant(t):
+                h.update(f"{t.name}:{list(t.shape)};".encode())
+    return h.hexdigest()
 
 
 def ensure_loadable(model: Model) -> None:

@@ -73,22 +73,19 @@ def _owners(graph: Graph) -> dict[int, tuple[Graph, Node | None, str]]:
 
 
 def _summary_of(graph: Graph, tensor: Tensor, namer: ir.NameGenerator) -> Tensor:
-    """``[min(t), max(t), sum(t · 0)]`` computed in the graph (a 3-element float tensor).
+    """``[min(t), max(t), sum(t)]`` computed in the graph (a 3-element float tensor).
 
     Min-max calibration needs two numbers per tensor and sample, not the tensor: reducing inside
-    onnxruntime avoids copying every activation out. ``sum(t · 0)`` is NaN exactly when ``t`` holds a
-    NaN or an infinity, so NaN detection survives the reduction.
+    onnxruntime avoids copying every activation out. onnxruntime's ReduceMin/ReduceMax do not
+    reliably propagate NaN, but a sum does (NaN + x = NaN), so ``sum(t)`` is NaN when ``t`` holds a
+    NaN (or both infinities, which min/max show anyway) — NaN detection survives the reduction.
     """
     base = tensor.name
     flat = ir.make_constant(namer.new(f"{base}/calib_flat"), np.array([-1], dtype=np.int64))
-    zero = ir.make_constant(namer.new(f"{base}/calib_zero"), np.array(0, dtype=np.dtype(tensor.dtype or np.float32)))
     parts = []
-    for op, src in (("ReduceMin", tensor), ("ReduceMax", tensor), ("ReduceSum", None)):
-        if src is None:
-            src = ir.make_variable(namer.new(f"{base}/calib_times_zero"), dtype=tensor.dtype)
-            graph.nodes.append(ir.make_node("Mul", [tensor, zero], [src], name=namer.new(f"{base}/calib_mul0")))
+    for op in ("ReduceMin", "ReduceMax", "ReduceSum"):
         reduced = ir.make_variable(namer.new(f"{base}/calib_{op.lower()}"), dtype=tensor.dtype)
-        graph.nodes.append(ir.make_node(op, [src], [reduced], name=namer.new(f"{base}/calib_{op}"), attrs={"keepdims": 1}))
+        graph.nodes.append(ir.make_node(op, [tensor], [reduced], name=namer.new(f"{base}/calib_{op}"), attrs={"keepdims": 1}))
         part = ir.make_variable(namer.new(f"{base}/calib_{op.lower()}_flat"), dtype=tensor.dtype)
         graph.nodes.append(ir.make_node("Reshape", [reduced, flat], [part], name=namer.new(f"{base}/calib_reshape")))
         parts.append(part)

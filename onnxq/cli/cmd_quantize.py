@@ -50,7 +50,7 @@ def _split(values: tuple[str, ...]) -> tuple[str, ...]:
 @click.option("--tune/--no-tune", default=True, show_default=True, help="Measure int8 vs float and keep float where int8 is slower.")
 @click.option("--threads", type=int, default=1, show_default=True, help="Threads for latency tuning.")
 @click.option("--min-agreement", type=float, default=0.98, show_default=True, help="Accuracy guard: top-1 agreement with float for class-score outputs.")
-@click.option("--min-cosine", type=float, default=0.99, show_default=True, help="Accuracy guard: cosine with float for other outputs.")
+@click.option("--min-cosine", type=float, default=0.97, show_default=True, help="Accuracy guard: cosine with float for other outputs.")
 @click.option("--replay", type=click.Path(dir_okay=False, exists=True), help="Re-apply the tuning decisions of a previous --report (no timing; byte-identical output).")
 @click.option("--max-memory", type=float, help="MB of activations per calibration pass.")
 @click.option("--mode", type=click.Choice(MODES), default="static", show_default=True, help="static int8, dynamic int8, weight-only int4/int8, fp16 or bf16.")
