@@ -96,7 +96,9 @@ class TuneLatencyConfig(PassConfig):
         min_gain: a class is kept float only when that is faster by at least this fraction.
         accuracy: run the accuracy guard.
         min_agreement / min_cosine: accuracy targets against float (see the module docstring).
-        eval_samples: calibration samples used by the accuracy guard.
+        eval_samples: calibration samples used by the accuracy guard (fewer for large inputs).
+        max_accuracy_trials: cap on candidate plans the accuracy guard evaluates (a count, not a
+            time, so its decisions do not depend on the machine).
         replay: a previous conversion report (JSON); its decisions are applied without measuring.
     """
 
@@ -107,6 +109,7 @@ class TuneLatencyConfig(PassConfig):
     min_agreement: float = 0.98
     min_cosine: float = 0.97
     eval_samples: int = 8
+    max_accuracy_trials: int = 60
     replay: str = ""
 
     def __post_init__(self) -> None:
@@ -152,12 +155,17 @@ class _Trials:
         self.deadline = time.perf_counter() + tcfg.budget_s
         self.float_session = make_session(model, threads=tcfg.threads, where=f"{model.source} (float)")
         self.scores = score_like_outputs(model)
-        start = time.perf_counter()
-        self._float_outputs = [self.float_session.run(None, dict(samples[0]))]
-        # Large models: fewer accuracy samples, so each trial stays under ~0.3 s of inference.
-        keep = max(2, min(len(samples), int(0.3 / max(time.perf_counter() - start, 1e-4))))
+        # Large inputs: fewer accuracy samples (decided from the input size, not from a timing, so
+        # the same samples always give the same decisions).
+        elements = sum(int(np.asarray(v).size) for v in samples[0].values())
+        keep = max(2, min(len(samples), 4_000_000 // max(elements, 1)))
         self.samples = samples[:keep]
-        self._float_outputs += [self.float_session.run(None, dict(s)) for s in self.samples[1:]]
+        self._float_outputs = [self.float_session.run(None, dict(s)) for s in self.samples]
+        self.trials_left = tcfg.max_accuracy_trials
+
+    def start_clock(self) -> None:
+        """The time budget covers the latency search only."""
+        self.deadline = time.perf_counter() + self.tcfg.budget_s
 
     def build(self, forced: dict[str, str]) -> tuple[Any, QuantPlan]:
         plan = build_plan(self.model, self.ranges, self.cfg, forced)
@@ -190,6 +198,7 @@ class _Trials:
 
     def accuracy(self, session: Any) -> dict[str, float]:
         """Worst agreement (score outputs) and worst cosine (other outputs) against float."""
+        self.trials_left -= 1
         names = [o.name for o in self.float_session.get_outputs()]
         result = compare_outputs(names, ((ref, session.run(None, dict(s)), None) for s, ref in zip(self.samples, self._float_outputs)))
         agreement = min((o.top1_agreement for o in result.outputs if o.name in self.scores and o.top1_agreement is not None), default=1.0)
@@ -234,13 +243,18 @@ class TuneLatency(Pass):
             return PassResult(model, False, {"skipped": "no sample inputs"})
         if not plan.quantized_nodes:
             return PassResult(model, False, {"skipped": "nothing quantized"})
-        with status("tuning: timing int8 against float on onnxruntime", ctx.progress) as shown:
+        with status("tuning: checking int8 accuracy against float", ctx.progress) as shown:
             trials = _Trials(model, ranges, cfg, samples, self.config)
-            forced, plan, steps = self._latency(model, trials, plan)
-            if plan.quantized_nodes and self.config.accuracy:
-                shown.update("tuning: checking accuracy against float")
-                forced, plan, acc_steps = self._accuracy(model, trials, forced, plan)
-                steps += acc_steps
+            forced: dict[str, str] = {}
+            steps: list[dict[str, Any]] = []
+            # Accuracy first: it is deterministic (same samples, same decisions), and latency
+            # decisions then only ever add float nodes on top of it.
+            if self.config.accuracy:
+                forced, plan, steps = self._accuracy(model, trials, forced, plan)
+            if plan.quantized_nodes:
+                shown.update("tuning: timing int8 against float on onnxruntime")
+                forced, plan, lat_steps = self._latency(model, trials, plan, forced)
+                steps += lat_steps
         if plan.quantized_nodes:
             session, _ = trials.build(forced)
             t_float, t_final = trials.time(trials.float_session, session)
@@ -256,9 +270,9 @@ class TuneLatency(Pass):
         kept_float = sum(1 for d in plan.float_nodes() if d.reason.startswith(KEPT_FLOAT))
         return PassResult(model, False, {"kept_float": kept_float, "steps": len(steps)})
 
-    def _latency(self, model: Model, trials: _Trials, plan: QuantPlan) -> tuple[dict[str, str], QuantPlan, list[dict[str, Any]]]:
+    def _latency(self, model: Model, trials: _Trials, plan: QuantPlan, forced: dict[str, str]) -> tuple[dict[str, str], QuantPlan, list[dict[str, Any]]]:
         node_of = {n.name: n for n in ir.iter_nodes(model.graph)}
-        forced: dict[str, str] = {}
+        trials.start_clock()
         current, current_plan = trials.build(forced)
         t_float, t_current = trials.time(trials.float_session, current)
         steps: list[dict[str, Any]] = [{"step": "full plan", "int8_ms": round(t_current, 4), "float_ms": round(t_float, 4)}]
@@ -300,7 +314,7 @@ class TuneLatency(Pass):
                 break
             label, members = best
             reason = f"{KEPT_FLOAT} int8 {label} cost too much accuracy"
-            if len(members) > 4 and not trials.out_of_time():
+            if len(members) > 4 and trials.trials_left > len(members) + 8:
                 forced, plan, acc, chosen = self._fewest_nodes(trials, forced, members, acc, reason)
                 steps.append({"step": f"keep {chosen} of {len(members)} {label} float (accuracy)", **acc, "meets_targets": trials.meets(acc)})
             else:
@@ -321,7 +335,7 @@ class TuneLatency(Pass):
             members = [n for n in plan.quantized_nodes if predicate(node_of[n])]
             if not members or len(members) == len(plan.quantized_nodes):
                 continue
-            if best is not None and trials.out_of_time():
+            if best is not None and trials.trials_left <= 0:
                 break
             trial, _ = trials.build({**forced, **{n: "trial" for n in members}})
             gain = self._gain(acc, trials.accuracy(trial))
