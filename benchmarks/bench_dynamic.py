@@ -51,7 +51,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import math
 import os
 import shutil
 import sys
@@ -68,6 +67,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from _bench_util import fmt, json_default, latency_median, one_line, print_table, ratio, run_isolated  # noqa: E402
 
 CALIB_SEED = 1001  # calibration and held-out data never share a seed
 EVAL_SEED = 2002
@@ -108,11 +109,6 @@ CALIB_SENTENCES: tuple[str, ...] = (
 
 class Skip(Exception):
     """A model cannot be benchmarked here (file or package absent); the message says why."""
-
-
-def _one_line(text: Any, limit: int = 160) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 # ---- models ------------------------------------------------------------------------------------
@@ -206,7 +202,7 @@ def _minilm_make(workdir: Path, quick: bool) -> Path:
     try:
         return export_minilm()
     except Exception as e:
-        raise Skip(f"MiniLM export failed: {_one_line(e)}") from e
+        raise Skip(f"MiniLM export failed: {one_line(e)}") from e
 
 
 def _minilm_batches(sentences: Sequence[str]) -> list[dict[str, np.ndarray]]:
@@ -299,7 +295,7 @@ def _load_calib(folder: str) -> list[dict[str, np.ndarray]]:
 
 def _onnxq_notes(report: dict[str, Any]) -> list[str]:
     """The few facts of an onnxq report worth a table cell."""
-    notes = [_one_line(n, 120) for n in report.get("notes", [])]
+    notes = [one_line(n, 120) for n in report.get("notes", [])]
     for p in report.get("passes", []):
         s = p.get("stats") or {}
         if p["pass"] == "smooth-activations":
@@ -370,7 +366,6 @@ def convert_job(kind: str, source: str, output: str, options: dict[str, Any], ca
 
 
 def _convert(variant: Variant, source: Path, output: Path, calib: Path, args: argparse.Namespace) -> dict[str, Any]:
-    from _bench_util import run_isolated
 
     job = {"kind": variant.kind, "source": str(source), "output": str(output), "options": variant.options,
            "calib": str(calib) if variant.data else None, "ort_accuracy_level": args.ort_accuracy_level}
@@ -379,7 +374,7 @@ def _convert(variant: Variant, source: Path, output: Path, calib: Path, args: ar
     out.update(ok=r.ok, peak_rss_mb=r.peak_rss_mb, wall_s=r.wall_s)
     if not r.ok:
         text = r.describe()
-        out["error"] = _one_line(text.removeprefix("failed: "))
+        out["error"] = one_line(text.removeprefix("failed: "))
     elif not output.is_file():
         out.update(ok=False, error="converter wrote no file")
     return out
@@ -462,13 +457,13 @@ def bench_model(spec: ModelSpec, args: argparse.Namespace, workroot: Path) -> di
         try:
             sess = make_session(v["path"], threads=1)
         except Exception as e:  # noqa: BLE001
-            v.update(ok=False, error=f"onnxruntime cannot load: {_one_line(e, 140)}")
+            v.update(ok=False, error=f"onnxruntime cannot load: {one_line(e, 140)}")
             continue
         output = output or sess.get_outputs()[0].name
         try:
             v["_outputs"] = _rows(_run_outputs(sess, data.held_out, output))
         except Exception as e:  # noqa: BLE001
-            v.update(ok=False, error=f"onnxruntime cannot run: {_one_line(e, 140)}")
+            v.update(ok=False, error=f"onnxruntime cannot run: {one_line(e, 140)}")
             continue
         sessions[name] = sess
     ref = variants[FP32].get("_outputs")
@@ -505,7 +500,7 @@ def bench_model(spec: ModelSpec, args: argparse.Namespace, workroot: Path) -> di
                   f"(one round {round_s * 1000:.0f} ms)", flush=True)
             timings = bench_sessions(sess_list, [data.timed], runs=runs, warmup=args.warmup)
         except Exception as e:  # noqa: BLE001
-            res.setdefault("timing_errors", {})[str(threads)] = _one_line(e)
+            res.setdefault("timing_errors", {})[str(threads)] = one_line(e)
             continue
         for n, t in zip(names, timings):
             entry = t.as_dict()
@@ -525,28 +520,11 @@ def bench_model(spec: ModelSpec, args: argparse.Namespace, workroot: Path) -> di
 
 
 # ---- reporting ---------------------------------------------------------------------------------
-def _median(v: dict[str, Any] | None, threads: int = 1) -> float | None:
-    return (((v or {}).get("latency") or {}).get(str(threads)) or {}).get("median_ms")
-
-
 def _acc(v: dict[str, Any] | None, key: str) -> float | None:
     return ((v or {}).get("accuracy") or {}).get(key)
 
 
-def _fmt(x: Any, spec: str = ".3f") -> str:
-    if x is None:
-        return "-"
-    if isinstance(x, float) and (math.isinf(x) or math.isnan(x)):
-        return str(x)
-    return format(x, spec)
-
-
-def _ratio(a: float | None, b: float | None) -> float | None:
-    return a / b if a and b else None
-
-
 def print_model(res: dict[str, Any], threads: Sequence[int]) -> None:
-    from _bench_util import print_table
 
     print(f"\n=== {res['model']}: {res['description']}")
     if "skipped" in res:
@@ -566,26 +544,26 @@ def print_model(res: dict[str, Any], threads: Sequence[int]) -> None:
         if not v["ok"]:
             rows.append(row + ["-"] * (len(headers) - 3) + [("" if v.get("skipped") else "FAILED: ") + v["error"]])
             continue
-        m = _median(v, 1)
-        row += [_fmt(m, ".2f"), _fmt(_ratio(_median(fp, 1), m), ".2f"), _fmt(((v.get("latency") or {}).get("1") or {}).get("drift_pct"), ".1f"),
-                _fmt(v["bytes"] / 1e6, ".2f"), _fmt(_ratio(v["bytes"], fp["bytes"]), ".3f"),
-                _fmt(_acc(v, "cos_mean"), ".5f"), _fmt(_acc(v, "cos_min"), ".5f")]
+        m = latency_median(v, 1)
+        row += [fmt(m, ".2f"), fmt(ratio(latency_median(fp, 1), m), ".2f"), fmt(((v.get("latency") or {}).get("1") or {}).get("drift_pct"), ".1f"),
+                fmt(v["bytes"] / 1e6, ".2f"), fmt(ratio(v["bytes"], fp["bytes"]), ".3f"),
+                fmt(_acc(v, "cos_mean"), ".5f"), fmt(_acc(v, "cos_min"), ".5f")]
         if res["minilm"]:
-            row += [_fmt(_acc(v, "nn_agree"), ".3f"), _fmt(_acc(v, "pair_at_1"), ".3f")]
+            row += [fmt(_acc(v, "nn_agree"), ".3f"), fmt(_acc(v, "pair_at_1"), ".3f")]
         notes = list(v.get("notes", []))
         if (v.get("accuracy") or {}).get("error"):
             notes.insert(0, v["accuracy"]["error"])
         if v.get("accuracy") and not v["accuracy"].get("finite", True):
             notes.insert(0, "NON-FINITE outputs")
-        row += [_fmt(v.get("seconds"), ".1f"), _fmt(v.get("peak_rss_mb"), ".0f"), "; ".join(notes)]
+        row += [fmt(v.get("seconds"), ".1f"), fmt(v.get("peak_rss_mb"), ".0f"), "; ".join(notes)]
         rows.append(row)
     print_table(headers, rows)
     for t in threads:
         if t == 1:
             continue
         print(f"\n  {t} threads (NOISY: shared 2-core machine; 1 thread is the reference)")
-        rows = [[n, _fmt(_median(v, t), ".2f"), _fmt(_ratio(_median(fp, t), _median(v, t)), ".2f"),
-                 _fmt(((v.get("latency") or {}).get(str(t)) or {}).get("drift_pct"), ".1f")]
+        rows = [[n, fmt(latency_median(v, t), ".2f"), fmt(ratio(latency_median(fp, t), latency_median(v, t)), ".2f"),
+                 fmt(((v.get("latency") or {}).get(str(t)) or {}).get("drift_pct"), ".1f")]
                 for n, v in variants.items() if v["ok"]]
         print_table(["variant", f"{t}t ms*", f"x fp32 {t}t*", "drift%"], rows)
     for t, err in (res.get("timing_errors") or {}).items():
@@ -615,9 +593,9 @@ def print_size_markdown(res: dict[str, Any]) -> None:
             why = "skipped" if v.get("skipped") else "failed"
             print(f"| {FAMILY_LABEL[v['family']]} | {name} | {why} | | | |")
             continue
-        cos = f"{_fmt(_acc(v, 'cos_mean'), '.5f')} ({_fmt(_acc(v, 'cos_min'), '.5f')})"
-        print(f"| {FAMILY_LABEL[v['family']]} | {name} | {v['bytes'] / 1e6:.2f} | {_fmt(_ratio(v['bytes'], fp['bytes']), '.3f')} "
-              f"| {cos} | {_fmt(_ratio(_median(fp, 1), _median(v, 1)), '.2f')}x |")
+        cos = f"{fmt(_acc(v, 'cos_mean'), '.5f')} ({fmt(_acc(v, 'cos_min'), '.5f')})"
+        print(f"| {FAMILY_LABEL[v['family']]} | {name} | {v['bytes'] / 1e6:.2f} | {fmt(ratio(v['bytes'], fp['bytes']), '.3f')} "
+              f"| {cos} | {fmt(ratio(latency_median(fp, 1), latency_median(v, 1)), '.2f')}x |")
 
 
 def goals(results: Sequence[dict[str, Any]]) -> list[tuple[str, bool | None, str]]:
@@ -636,7 +614,7 @@ def goals(results: Sequence[dict[str, Any]]) -> list[tuple[str, bool | None, str
             return f"{name} not run"
         if not v["ok"]:
             return f"{name} failed: {v['error']}"
-        if _median(v) is None or _acc(v, "cos_mean") is None:
+        if latency_median(v) is None or _acc(v, "cos_mean") is None:
             return f"{name} not measured"
         return None
 
@@ -648,15 +626,15 @@ def goals(results: Sequence[dict[str, Any]]) -> list[tuple[str, bool | None, str
             out.append((goal, None if "not run" in why else False, why))
             continue
         v, fp = var("minilm", name), var("minilm", FP32)
-        sp, cm, cn = _median(fp) / _median(v), _acc(v, "cos_mean"), _acc(v, "cos_min")
+        sp, cm, cn = latency_median(fp) / latency_median(v), _acc(v, "cos_mean"), _acc(v, "cos_min")
         out.append((goal, sp >= 2.5 and cm >= 0.995 and cn >= 0.99, (f"{sp:.2f}x, mean {cm:.5f}, min {cn:.5f}, "
-                    f"NN agree {_fmt(_acc(v, 'nn_agree'))}")))
+                    f"NN agree {fmt(_acc(v, 'nn_agree'))}")))
         inc = var("minilm", "ort-dyn-pc")
         goal = f"minilm {name} beats ort-dyn-pc: cosine mean and min >= it, latency <= it (+{SPEED_TOL:.0%} noise band)"
-        if inc is None or not inc["ok"] or _median(inc) is None:
+        if inc is None or not inc["ok"] or latency_median(inc) is None:
             out.append((goal, None if inc is None else True, "incumbent not measured" if inc is None else f"incumbent failed: {inc.get('error')}"))
         else:
-            a, b = _median(v), _median(inc)
+            a, b = latency_median(v), latency_median(inc)
             ok = cm >= _acc(inc, "cos_mean") and cn >= _acc(inc, "cos_min") and a <= b * (1 + SPEED_TOL)
             out.append((goal, ok, (f"mean {cm:.5f} vs {_acc(inc, 'cos_mean'):.5f}, min {cn:.5f} vs {_acc(inc, 'cos_min'):.5f}, "
                         f"{a:.2f} vs {b:.2f} ms ({(a / b - 1) * 100:+.1f}%)")))
@@ -670,7 +648,7 @@ def goals(results: Sequence[dict[str, Any]]) -> list[tuple[str, bool | None, str
                 if "not run" not in why:
                     out.append((goal, False, why))
                 continue
-            a, b = _median(var(model, name)), _median(var(model, FP32))
+            a, b = latency_median(var(model, name)), latency_median(var(model, FP32))
             out.append((goal, a <= b * (1 + SPEED_TOL), f"{a:.2f} vs {b:.2f} ms ({b / a:.2f}x)"))
 
     # 3. int4 size and accuracy on MatMul-dominated models
@@ -707,7 +685,7 @@ def goals(results: Sequence[dict[str, Any]]) -> list[tuple[str, bool | None, str
         v, fp = var(model, "onnxq-fp16"), var(model, FP32)
         ratio, cm = v["bytes"] / fp["bytes"], _acc(v, "cos_mean")
         out.append((goal, ratio <= 0.51 and cm >= 0.999, (f"size {ratio:.3f}x, cosine {cm:.6f} (min {_acc(v, 'cos_min'):.6f}), "
-                    f"{_median(fp) / _median(v):.2f}x fp32 speed")))
+                    f"{latency_median(fp) / latency_median(v):.2f}x fp32 speed")))
     return out
 
 
@@ -727,14 +705,6 @@ def print_failures(results: Sequence[dict[str, Any]]) -> None:
 
 
 # ---- main --------------------------------------------------------------------------------------
-def _json_default(o: Any) -> Any:
-    if isinstance(o, (np.floating, np.integer)):
-        return o.item()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(type(o).__name__)
-
-
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default=",".join(SPECS), help=f"comma list (default all): {','.join(SPECS)}")
@@ -791,7 +761,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 res = {"model": name, "description": spec.description(args.quick), "skipped": str(e)}
             except Exception as e:  # noqa: BLE001 - one broken model must not lose the others
                 traceback.print_exc()
-                res = {"model": name, "description": spec.description(args.quick), "skipped": f"benchmark error: {_one_line(e)}"}
+                res = {"model": name, "description": spec.description(args.quick), "skipped": f"benchmark error: {one_line(e)}"}
             res["seconds"] = round(time.perf_counter() - start, 1)
             results.append(res)
             print_model(res, args.threads)
@@ -808,7 +778,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         payload = {"quick": args.quick, "threads": args.threads, "onnxruntime": onnxruntime.__version__,
                    "ort_accuracy_level": args.ort_accuracy_level, "results": results,
                    "goals": [{"goal": g, "pass": ok, "detail": d} for g, ok, d in lines]}
-        Path(args.json_out).write_text(json.dumps(payload, indent=1, default=_json_default))
+        Path(args.json_out).write_text(json.dumps(payload, indent=1, default=json_default))
         print(f"\nwrote {args.json_out}")
     return 0
 
