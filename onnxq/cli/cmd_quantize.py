@@ -127,10 +127,10 @@ def convert_cmd(model: str, output: str, data: str | None, ranges_file: str | No
         table("nodes left float", ["nodes", "reason"], sorted(([v, k] for k, v in reasons.items()), reverse=True))
     for note in rep.get("notes", []):
         click.echo(f"note: {note}", err=True)
-    lat = rep.get("latency", {}).get("steps", [])
-    if lat:
-        final = lat[-1]
-        click.echo(f"latency ({rep['latency']['threads']} thread): float {final.get('float_ms', 0):.3f} ms, int8 {final.get('int8_ms', 0):.3f} ms ({final['step']})")
+    timed = [s for s in rep.get("latency", {}).get("steps", []) if "float_ms" in s and "int8_ms" in s]
+    if timed:
+        final = timed[-1]
+        click.echo(f"latency ({rep['latency']['threads']} thread): float {final['float_ms']:.3f} ms, int8 {final['int8_ms']:.3f} ms ({final['step']})")
     click.echo(f"wrote {out}: {human_bytes(rep['bytes_before'])} → {human_bytes(out.stat().st_size)}, {rep.get('quantized_nodes', 0)} nodes quantized, {len(floats)} float, {rep['seconds']:.1f} s")
     maybe_write_report(opts["report"], rep)
 

@@ -16,7 +16,7 @@ than fp32. This pass measures instead of guessing:
    agreement ≥ ``min_agreement`` (0.98; outputs that are class scores: produced by Softmax,
    LogSoftmax, Gemm or MatMul) or cosine ≥ ``min_cosine`` (0.97; other outputs) against float.
    While it does not, the node class whose return to float gains the most is kept float — within
-   a large class only its most sensitive nodes, while the time budget allows. The defaults catch
+   a class of several nodes only its most sensitive ones, while the trial budget allows. The defaults catch
    broken quantization (an attention mask or a crushed branch) without trading speed for noise
    a task does not see; tighten them for stricter tasks.
 
@@ -314,7 +314,7 @@ class TuneLatency(Pass):
                 break
             label, members = best
             reason = f"{KEPT_FLOAT} int8 {label} cost too much accuracy"
-            if len(members) > 4 and trials.trials_left > len(members) + 8:
+            if len(members) > 1 and trials.trials_left > len(members) + 8:
                 forced, plan, acc, chosen = self._fewest_nodes(trials, forced, members, acc, reason)
                 steps.append({"step": f"keep {chosen} of {len(members)} {label} float (accuracy)", **acc, "meets_targets": trials.meets(acc)})
             else:

@@ -315,3 +315,57 @@ def test_declared_output_shape_mismatch_warns(caplog: pytest.LogCaptureFixture) 
         res = quantize_static(src, _synthetic(src, 4, N=1), tune=False)
     checked(res.model)
     assert any("declared with shape" in r.message for r in caplog.records)
+
+
+def _ort_optimized_ops(model: ir.Model, tmp_path: Path) -> list[str]:
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    so.intra_op_num_threads = 1
+    ort.InferenceSession(ir.to_proto(model).SerializeToString(), so, providers=["CPUExecutionProvider"])
+    return [n.op_type for n in onnx.load(so.optimized_model_filepath).graph.node]
+
+
+def test_anchor_before_float_head_keeps_its_activation_int8(tmp_path: Path) -> None:
+    """Gemm → Relu → float Gemm: the Relu output is quantized so onnxruntime fuses QGemm.
+
+    Left float, onnxruntime fuses Gemm+Relu into a float FusedGemm whose int8 weight is dequantized
+    on every run (6x slower than fp32 at batch 1).
+    """
+    src = build("mlp", in_features=64, hidden=(128, 128))
+    data = _synthetic(src, 4, N=16)
+    res = quantize_static(src, data, tune=False, keep_last=1)
+    decisions = _decisions(res)
+    assert "layer2/relu" not in decisions and "head/fc/matmul/gemm" in decisions
+    ops = _ort_optimized_ops(res.model, tmp_path)
+    assert ops.count("QGemm") == 2 and "FusedGemm" not in ops
+    feeds = data[0]
+    assert cosine(run(src, feeds)[0], run(res.model, feeds)[0]) > 0.999
+
+
+def test_accuracy_guard_floats_the_fewest_matmuls(monkeypatch: pytest.MonkeyPatch) -> None:
+    """When only the head is too sensitive, the guard returns that one Gemm to float, not all four."""
+    import onnxq.passes.quantization.tune_latency as tl
+
+    monkeypatch.setattr(tl._Trials, "time", lambda self, a, b: (2.0, 1.0))  # int8 always faster
+
+    def accuracy(self, session):
+        self.trials_left -= 1
+        head_float = not session.plan.decisions["head/fc/matmul/gemm"].quantized
+        return {"agreement": 1.0 if head_float else 0.9, "cosine": 1.0}
+
+    real_build = tl._Trials.build
+
+    def build_keeping_plan(self, forced):
+        session, plan = real_build(self, forced)
+        session.plan = plan
+        return session, plan
+
+    monkeypatch.setattr(tl._Trials, "build", build_keeping_plan)
+    monkeypatch.setattr(tl._Trials, "accuracy", accuracy)
+    src = build("mlp", in_features=64, hidden=(128, 128, 128))
+    res = quantize_static(src, _synthetic(src, 4, N=16), tune=True)
+    kept = [d["node"] for d in res.report["float_nodes"] if "cost too much accuracy" in d["reason"]]
+    assert kept == ["head/fc/matmul/gemm"]
+    assert res.report["quantized_nodes"] >= 3
