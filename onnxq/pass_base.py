@@ -188,10 +188,14 @@ def _hints(cls: type) -> dict[str, Any]:
 
 
 def config_fields(config_cls: type[PassConfig]) -> list[tuple[str, str, Any]]:
-    """(name, type text, default) of each option, for ``onnxq passes`` and error messages."""
+    """(name, type text, default) of each option, for ``onnxq passes`` and error messages.
+
+    A config's own options come before those it inherits (shared selection options last).
+    """
     hints = _hints(config_cls)
+    own = set(vars(config_cls).get("__annotations__", {}))
     out = []
-    for f in dataclasses.fields(config_cls):
+    for f in sorted(dataclasses.fields(config_cls), key=lambda f: f.name not in own):
         if f.default is not dataclasses.MISSING:
             default = f.default
         elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]

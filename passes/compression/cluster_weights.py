@@ -48,10 +48,6 @@ class ClusterWeightsConfig(LayerSelectionConfig):
     iterations: int = 30
     init: Literal["quantile", "linear"] = "quantile"
     uniform_tolerance: float = 0.05
-    exclude_names: tuple[str, ...] = ()
-    exclude_ops: tuple[str, ...] = ()
-    layers: tuple[str, ...] = ()
-    skip_first_last: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -213,27 +213,33 @@ def fraction(part: int, whole: int) -> float:
 class LayerSelectionConfig(PassConfig):
     """Base of configs choosing which weight layers a pass touches.
 
-    Subclasses declare these fields last (so ``onnxq passes`` lists the main options first):
+    ``onnxq passes`` lists a subclass's own options before these shared ones.
 
-    - ``exclude_names: tuple[str, ...] = ()``: regular expressions; a layer whose node name matches
-      one (``re.search``) is left alone;
-    - ``exclude_ops: tuple[str, ...] = ()``: op types left alone (e.g. ``["ConvTranspose"]``);
-    - ``layers: tuple[str, ...] = ()``: when non-empty, only these node names (each must exist);
-    - ``skip_first_last: bool = False``: leave the first and the last weight layer (in graph
-      order), which usually cost the most accuracy per parameter.
+    Attributes:
+        exclude_names: regular expressions; a layer whose node name matches one (``re.search``)
+            is left alone.
+        exclude_ops: op types left alone (e.g. ``["ConvTranspose"]``).
+        layers: when non-empty, only these node names (each must exist).
+        skip_first_last: leave the first and the last weight layer (in graph order), which
+            usually cost the most accuracy per parameter.
     """
+
+    exclude_names: tuple[str, ...] = ()
+    exclude_ops: tuple[str, ...] = ()
+    layers: tuple[str, ...] = ()
+    skip_first_last: bool = False
 
     SUPPORTED_OPS: ClassVar[tuple[str, ...]] = WEIGHT_OPS
 
     def __post_init__(self) -> None:
         super().__post_init__()
         owner = type(self).__name__
-        for pattern in self.exclude_names:  # type: ignore[attr-defined]
+        for pattern in self.exclude_names:
             try:
                 re.compile(pattern)
             except re.error as e:
                 raise ConfigError(f"{owner}: exclude_names pattern '{pattern}' is not a valid regular expression: {e}") from e
-        bad = [op for op in self.exclude_ops if op not in self.SUPPORTED_OPS]  # type: ignore[attr-defined]
+        bad = [op for op in self.exclude_ops if op not in self.SUPPORTED_OPS]
         if bad:
             raise ConfigError(f"{owner}: exclude_ops {bad} are not layer ops; valid: {', '.join(self.SUPPORTED_OPS)}")
 

@@ -47,10 +47,6 @@ class FactorizeLowRankConfig(LayerSelectionConfig):
     rank: int | None = None
     energy: float | None = None
     flop_ratio: float | None = None
-    exclude_names: tuple[str, ...] = ()
-    exclude_ops: tuple[str, ...] = ()
-    layers: tuple[str, ...] = ()
-    skip_first_last: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -49,10 +49,6 @@ class PruneMagnitudeConfig(LayerSelectionConfig):
     threshold: float | None = None
     normalize: Literal["none", "l2", "mean"] = "none"
     quantized: Literal["requantize", "skip"] = "requantize"
-    exclude_names: tuple[str, ...] = ()
-    exclude_ops: tuple[str, ...] = ()
-    layers: tuple[str, ...] = ()
-    skip_first_last: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -93,10 +93,6 @@ class PruneNMConfig(LayerSelectionConfig):
     n: int = 2
     m: int = 4
     quantized: Literal["requantize", "skip"] = "requantize"
-    exclude_names: tuple[str, ...] = ()
-    exclude_ops: tuple[str, ...] = ()
-    layers: tuple[str, ...] = ()
-    skip_first_last: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
