@@ -42,6 +42,7 @@ __all__ = [
     "shape_snapshot",
     "restore_shapes",
     "jsonable",
+    "zero_and_report",
 ]
 
 #: Ops whose input 1 is the weight.
@@ -338,3 +339,18 @@ class LayerPass(Pass):
         layers, left = select_layers(all_layers, self.config)
         skipped.update(left)
         return layers, skipped
+
+
+def zero_and_report(layer: WeightLayer, mask: np.ndarray, **extra: Any) -> tuple[bool, dict[str, Any]]:
+    """Zero ``layer``'s weights where ``mask`` is set; ``(changed, report entry)``.
+
+    The entry holds the sparsity before and after (a quantized weight's pruned entries become its
+    zero point, its scale and zero point stay).
+    """
+    before = int(layer.zero_mask().sum())
+    changed = bool(layer.apply_zero_mask(mask))
+    after = int(layer.zero_mask().sum())
+    entry: dict[str, Any] = {"op": layer.op, "params": layer.size, **extra, "before": fraction(before, layer.size), "after": fraction(after, layer.size)}
+    if layer.quantized:
+        entry["quantized"] = "pruned entries set to the zero point; scale and zero point kept"
+    return changed, entry

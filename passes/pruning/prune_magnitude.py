@@ -35,6 +35,7 @@ from ._weights import (
     check_unit_interval,
     fraction,
     jsonable,
+    zero_and_report,
 )
 
 __all__ = ["PruneMagnitudeConfig", "PruneMagnitude", "smallest_mask"]
@@ -105,17 +106,11 @@ class PruneMagnitude(LayerPass):
         changed = 0
         total = zeros_before = zeros_after = 0
         for layer, mask in zip(layers, masks):
-            before = int(layer.zero_mask().sum())
-            if layer.apply_zero_mask(mask):
-                changed += 1
-            after = int(layer.zero_mask().sum())
-            entry = {"op": layer.op, "params": layer.size, "before": fraction(before, layer.size), "after": fraction(after, layer.size)}
-            if layer.quantized:
-                entry["quantized"] = "pruned entries set to the zero point; scale and zero point kept"
-            report[layer.name] = entry
+            zeros_before += int(layer.zero_mask().sum())
+            modified, report[layer.name] = zero_and_report(layer, mask)
+            changed += modified
             total += layer.size
-            zeros_before += before
-            zeros_after += after
+            zeros_after += int(layer.zero_mask().sum())
         mode = "sparsity" if cfg.sparsity is not None else "global_sparsity" if cfg.global_sparsity is not None else "threshold"
         stats = {
             "mode": mode,

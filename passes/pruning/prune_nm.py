@@ -27,7 +27,7 @@ from onnxq.errors import ConfigError
 from onnxq.ir import Model, Node
 from onnxq.pass_base import PassContext, PassResult, register_pass
 
-from ._weights import LayerPass, LayerSelectionConfig, fraction, jsonable
+from ._weights import LayerPass, LayerSelectionConfig, jsonable, zero_and_report
 
 __all__ = ["PruneNMConfig", "PruneNM", "check_nm_sparsity", "nm_violations", "nm_mask", "reduction_axis"]
 
@@ -124,12 +124,7 @@ class PruneNM(LayerPass):
                 size = values.shape[axis] if values.ndim else 0
                 skipped[layer.name] = f"reduction dimension {size} (weight axis {axis}) is not a multiple of m={cfg.m}"
                 continue
-            before = int(layer.zero_mask().sum())
-            changed += layer.apply_zero_mask(nm_mask(values, axis, cfg.n, cfg.m))
-            after = int(layer.zero_mask().sum())
-            entry = {"op": layer.op, "params": layer.size, "axis": axis, "before": fraction(before, layer.size), "after": fraction(after, layer.size)}
-            if layer.quantized:
-                entry["quantized"] = "pruned entries set to the zero point; scale and zero point kept"
-            report[layer.name] = entry
+            modified, report[layer.name] = zero_and_report(layer, nm_mask(values, axis, cfg.n, cfg.m), axis=axis)
+            changed += modified
         stats = {"pattern": f"{cfg.n}:{cfg.m}", "pruned_layers": changed, "layers": report, "skipped": skipped}
         return PassResult(model, changed > 0, jsonable(stats))
