@@ -113,6 +113,7 @@ def static_pipeline(
     if smooth is not None:
         steps.append({"pass": "smooth-activations", "alpha": smooth})
     steps += [
+        {"pass": "expand-hardswish"},  # no CPU HardSwish kernel: x · HardSigmoid(x) gets a QLinearMul
         calib,
         {"pass": "annotate-quantization", **quant},
     ]

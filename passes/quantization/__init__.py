@@ -11,6 +11,7 @@ from . import (  # noqa: F401  (imported to register the passes)
     calibrate,
     convert_float16,
     convert_qlinear,
+    expand_hardswish,
     insert_qdq,
     quantize_dynamic,
     quantize_weights_blockwise,
