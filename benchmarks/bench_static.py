@@ -312,8 +312,11 @@ def _convert_ort(job: dict[str, Any]) -> dict[str, Any]:
     notes: list[str] = []
     tmp = Path(job["output"]).parent / f".{Path(job['output']).stem}.work"
     tmp.mkdir(exist_ok=True)
+    # quant_pre_process / symbolic shape inference write scratch files (uuid-named .data,
+    # sym_shape_infer_temp.onnx) into the working directory: keep them out of the repository.
+    os.chdir(tmp)
     start = time.perf_counter()
-    source = job["source"]
+    source = str(Path(job["source"]).resolve())
     model = onnx.load(source)
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     if opset < 13:
@@ -387,7 +390,7 @@ def run_conversion(kind: str, method: str | None, source: Path, data: Path, outp
 
     Uses ``benchmarks/_bench_util.run_isolated`` (RLIMIT_AS cap, the child's VmHWM as its peak).
     """
-    job = {"kind": kind, "method": method, "source": str(source), "data": str(data), "output": str(output), "onnxq_data": onnxq_data}
+    job = {"kind": kind, "method": method, "source": str(Path(source).resolve()), "data": str(Path(data).resolve()), "output": str(Path(output).resolve()), "onnxq_data": onnxq_data}
     r = run_isolated("bench_static:convert_job", job, mem_cap_gb=cap_mb / 1024, timeout_s=timeout_s)
     result = dict(r.value) if r.ok and isinstance(r.value, dict) else {}
     result.update(ok=r.ok, peak_rss_mb=r.peak_rss_mb, wall_s=r.wall_s)

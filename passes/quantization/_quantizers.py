@@ -221,6 +221,18 @@ def _hardsigmoid_interval(node: Node) -> tuple[float, float] | None:
     return (-beta / alpha, (1 - beta) / alpha)
 
 
+def _gated_mul_interval(node: Node) -> tuple[float, float] | None:
+    """``x · HardSigmoid(x)`` (HardSwish written out) is 0 for every x below the gate's lower bound."""
+    if len(node.inputs) != 2:
+        return None
+    x, gate = node.inputs
+    producer = ir.producer(gate)
+    if producer is None or producer.op != "HardSigmoid" or producer.inputs[0] is not x:
+        return None
+    interval = _hardsigmoid_interval(producer)
+    return None if interval is None else (interval[0], np.inf)
+
+
 #: For ops that map every input below / above a bound to the same value, the input interval that
 #: matters: quantizing their input beyond it loses nothing (HardSwish(x) = 0 for all x <= -3).
 SATURATING_INPUT: dict[str, Callable[[Node], "tuple[float, float] | None"]] = {
@@ -228,6 +240,7 @@ SATURATING_INPUT: dict[str, Callable[[Node], "tuple[float, float] | None"]] = {
     "HardSwish": lambda n: (-3.0, np.inf),
     "Clip": _clip_interval,
     "HardSigmoid": _hardsigmoid_interval,
+    "Mul": _gated_mul_interval,
 }
 
 

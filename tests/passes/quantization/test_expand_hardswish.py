@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime as ort
+import pytest
 
 from models import build
 from onnxq import PassManager, ir, make_pass
@@ -54,3 +55,29 @@ def test_int8_graph_multiplies_in_int8(tmp_path: Path) -> None:
     ref, out = run(src, data[0])[0], run(res.model, data[0])[0]
     assert cosine(ref, out) > 0.99
     assert np.isfinite(out).all()
+
+
+def test_written_out_hardswish_still_narrows_its_input_range() -> None:
+    """x · HardSigmoid(x) is 0 below x = -3, like HardSwish: the input's int8 grid need not cover it."""
+    from onnx import TensorProto, helper
+
+    from onnxq.passes.quantization._quantizers import saturating_interval
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
+    z = helper.make_tensor_value_info("z", TensorProto.FLOAT, [1, 4])
+    graph = helper.make_graph(
+        [
+            helper.make_node("HardSigmoid", ["x"], ["g"], name="gate", alpha=1 / 6, beta=0.5),
+            helper.make_node("Mul", ["x", "g"], ["y"], name="hardswish"),
+            helper.make_node("Mul", ["x", "y"], ["z"], name="plain"),
+        ],
+        "g",
+        [x],
+        [y, z],
+    )
+    model = ir.from_proto(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    nodes = {n.name: n for n in ir.iter_nodes(model.graph)}
+    assert saturating_interval(nodes["hardswish"]) == pytest.approx((-3.0, np.inf), rel=1e-6)  # alpha is stored as float32
+    assert saturating_interval(nodes["gate"]) == pytest.approx((-3.0, 3.0), rel=1e-6)
+    assert saturating_interval(nodes["plain"]) is None
