@@ -25,6 +25,7 @@ class Cleanup(Sequential):
         "fold-batchnorm",
         "fold-affine",
         "fuse-activations",
+        "fold-affine-forward",  # after fuse-activations: a HardSwish ending in "/ 6" must fuse first
         "fuse-matmul-add",
         "dedupe-initializers",
         "eliminate-dead-code",

@@ -139,3 +139,63 @@ def test_decomposed_hardsigmoid_fuses(div: bool) -> None:
     model, modified, _ = _run(src, "fuse-activations")
     assert modified and [n.op for n in model.graph.nodes] == ["HardSigmoid"]
     assert_same_outputs(src, checked(model), {"x": (RNG.standard_normal((2, 16)) * 5).astype(np.float32)}, atol=1e-5)
+
+
+def _affine_then_convs(consumers: list, group: int = 1, scale_shape: tuple = (1, 8, 1, 1), shift_shape: tuple = (1,)) -> onnx.ModelProto:
+    """x → HardSwish → Mul(s) → Add(t) → the given convolutions (a PP-LCNetV3 learnable affine block)."""
+    nodes = [
+        helper.make_node("HardSwish", ["x"], ["h"]),
+        helper.make_node("Mul", ["h", "s"], ["m"]),
+        helper.make_node("Add", ["m", "t"], ["z"]),
+    ]
+    inits = [_arr("s", scale_shape), _arr("t", shift_shape)]
+    outputs = []
+    for i, (kernel, pads) in enumerate(consumers):
+        nodes.append(helper.make_node("Conv", ["z", f"w{i}", f"b{i}"], [f"y{i}"], pads=pads, group=group))
+        inits += [_arr(f"w{i}", (8, 8 // group, kernel, kernel)), _arr(f"b{i}", (8,))]
+        outputs.append(_vi(f"y{i}", [1, 8, None, None]))
+    return _model(nodes, [_vi("x", [1, 8, 12, 12])], outputs, inits)
+
+
+@pytest.mark.parametrize("group", [1, 2, 8])
+def test_affine_after_activation_folds_into_unpadded_convs(group: int) -> None:
+    src = _affine_then_convs([(1, [0, 0, 0, 0]), (3, [0, 0, 0, 0])], group=group)
+    out, modified, stats = _run(src, "fold-affine-forward")
+    assert modified and stats["folded"] == 2
+    assert op_count(out, "Mul") == 0 and op_count(out, "Add") == 0
+    assert_same_outputs(src, checked(out), random_feeds(src, seed=1), atol=1e-4, rtol=1e-4)
+
+
+def test_affine_before_a_padded_conv_stays() -> None:
+    """Zero padding sees the shift inside the image and 0 outside: folding would change the border."""
+    src = _affine_then_convs([(1, [0, 0, 0, 0]), (3, [1, 1, 1, 1])])
+    out, modified, _ = _run(src, "fold-affine-forward")
+    assert not modified and op_count(out, "Mul") == 1 and op_count(out, "Add") == 1
+
+
+def test_affine_that_varies_along_space_stays() -> None:
+    src = _affine_then_convs([(1, [0, 0, 0, 0])], scale_shape=(1, 1, 12, 1))
+    out, modified, stats = _run(src, "fold-affine-forward")
+    assert op_count(out, "Mul") == 1  # a scale per row cannot live in the conv weight
+    assert modified and stats["folded"] == 1 and op_count(out, "Add") == 0  # the scalar shift after it still folds
+    assert_same_outputs(src, checked(out), random_feeds(src, seed=2), atol=1e-4, rtol=1e-4)
+
+
+def test_cleanup_keeps_hardswish_fused_before_folding_forward() -> None:
+    """x·Clip(x+3,0,6)/6 → 1×1 Conv: the "/6" must become part of HardSwish, not of the conv."""
+    src = _model(
+        [
+            helper.make_node("Add", ["x", "three"], ["a"]),
+            helper.make_node("Clip", ["a", "zero", "six"], ["c"]),
+            helper.make_node("Mul", ["x", "c"], ["m"]),
+            helper.make_node("Div", ["m", "six"], ["h"]),
+            helper.make_node("Conv", ["h", "w", "b"], ["y"]),
+        ],
+        [_vi("x", [1, 8, 12, 12])],
+        [_vi("y", [1, 8, 12, 12])],
+        [numpy_helper.from_array(np.array(v, np.float32), n) for n, v in (("three", 3.0), ("zero", 0.0), ("six", 6.0))]
+        + [_arr("w", (8, 8, 1, 1)), _arr("b", (8,))],
+    )
+    out = PassManager([make_pass("cleanup")], check=True).run(ir.load(src)).model
+    assert op_count(out, "HardSwish") == 1 and op_count(out, "Div") == 0
+    assert_same_outputs(src, checked(out), random_feeds(src, seed=3), atol=1e-4, rtol=1e-4)
