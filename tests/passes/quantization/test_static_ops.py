@@ -73,3 +73,50 @@ def _output_step(model: ir.Model) -> float:
     """Scale of the last quantization before the output (the granularity both forms share)."""
     scales = [float(np.max(ir.constant_array(n.inputs[1]))) for n in ir.iter_nodes(model.graph) if n.op in ("QuantizeLinear",) and ir.is_constant(n.inputs[1])]
     return max(scales) if scales else 0.0
+
+
+@pytest.mark.parametrize("op", ["Mul", "Add"])
+def test_scalar_arithmetic_between_int8_ops_is_quantized(op: str) -> None:
+    """Conv → Relu → OP(scalar) → padded Conv: nothing can fold the scalar, so it runs as QLinear{op}."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(5)
+    w = lambda name, shape: numpy_helper.from_array((rng.standard_normal(shape) * 0.5).astype(np.float32), name)  # noqa: E731
+    graph = helper.make_graph(
+        [
+            helper.make_node("Conv", ["x", "w1"], ["c"], name="pre_conv"),
+            helper.make_node("Relu", ["c"], ["r"], name="relu"),
+            helper.make_node(op, ["r", "k"], ["a"], name="op"),
+            helper.make_node("Conv", ["a", "w2"], ["y"], name="post_conv", pads=[1, 1, 1, 1]),
+        ],
+        "scalar",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [w("w1", (4, 3, 1, 1)), w("w2", (3, 4, 3, 3)), numpy_helper.from_array(np.array(1.7, np.float32), "k")],
+    )
+    src = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    calib, test = _samples(16, 0), _samples(8, 1)
+    qdq = quantize_static(src, calib, tune=False, method="minmax")
+    assert "op" not in {d["node"] for d in qdq.report["float_nodes"]}
+    qop = checked(quantize_static(src, calib, tune=False, method="minmax", format="qoperator").model)
+    assert f"QLinear{op}" in _ops(qop)
+    for feeds in test:
+        ref = run(src, feeds)[0]
+        assert cosine(ref, run(checked(qdq.model), feeds)[0]) > 0.99
+        assert cosine(ref, run(qop, feeds)[0]) > 0.99
+
+
+def test_per_channel_constant_arithmetic_stays_float() -> None:
+    from onnxq.passes.quantization._quantizers import describe_node
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["x", "k"], ["y"], name="op")],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])],
+        [numpy_helper.from_array(np.arange(1, 5, dtype=np.float32).reshape(1, 4, 1, 1), "k")],
+    )
+    model = ir.from_proto(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]))
+    desc = describe_node(next(ir.iter_nodes(model.graph)))
+    assert isinstance(desc, str) and "per-element constant" in desc
