@@ -351,7 +351,7 @@ def quantize_static(
     else:
         method_options = {"percentile": percentile} if percentile is not None and method == "percentile" else {}
         smooth = options.pop("smooth", 0.5)
-        tune_options = {k: options.pop(k) for k in ("replay", "min_agreement", "min_cosine", "accuracy", "eval_samples") if k in options}
+        tune_options = {k: options.pop(k) for k in ("replay", "min_agreement", "min_cosine", "accuracy", "eval_samples", "max_accuracy_trials") if k in options}
         steps = static_pipeline(
             tune_options=tune_options,
             smooth=None if ranges is not None or not smooth else smooth,
