@@ -78,12 +78,17 @@ def _affine(node: Node, y: Tensor, producer: Node) -> tuple[np.ndarray, np.ndarr
     vec = channel_vector(producer, const, channels) if channels else None
     if vec is None:
         return "constant is not per output channel"
+    return scale_shift(node.op, vec)
+
+
+def scale_shift(op: str, vec: np.ndarray) -> tuple[np.ndarray, np.ndarray] | str:
+    """``(s, t)`` with ``op(y, vec) = s · y + t`` for Mul/Div/Add/Sub by a per-channel constant."""
     ones, zeros = np.ones_like(vec), np.zeros_like(vec)
-    if node.op == "Mul":
+    if op == "Mul":
         return vec, zeros
-    if node.op == "Div":
+    if op == "Div":
         return (1.0 / vec, zeros) if np.all(vec != 0) else "division by zero"
-    if node.op == "Add":
+    if op == "Add":
         return ones, vec
     return ones, -vec
 

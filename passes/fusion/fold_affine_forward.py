@@ -21,6 +21,7 @@ from onnxq import ir
 from onnxq.ir import Graph, Model, Node, Tensor
 from onnxq.pass_base import EmptyConfig, Pass, PassContext, PassResult, register_pass
 
+from .fold_affine import scale_shift
 from .fold_batchnorm import _set_input
 
 __all__ = ["FoldAffineForward", "input_channel_affine"]
@@ -53,13 +54,8 @@ def input_channel_affine(node: Node, x: Tensor, channels: int, rank: int) -> tup
     full = const.reshape((1,) * (rank - const.ndim) + const.shape)
     if any(d != 1 for i, d in enumerate(full.shape) if i != 1) or full.shape[1] not in (1, channels):
         return None
-    vec = np.broadcast_to(full.reshape(-1).astype(np.float64), (channels,))
-    ones, zeros = np.ones(channels), np.zeros(channels)
-    if node.op == "Mul":
-        return vec.copy(), zeros
-    if node.op == "Div":
-        return (1.0 / vec, zeros) if np.all(vec != 0) else None
-    return (ones, vec.copy()) if node.op == "Add" else (ones, -vec)
+    affine = scale_shift(node.op, np.broadcast_to(full.reshape(-1).astype(np.float64), (channels,)).copy())
+    return None if isinstance(affine, str) else affine
 
 
 def _fold_into(conv: Node, w: np.ndarray, scale: np.ndarray, shift: np.ndarray, namer: ir.NameGenerator) -> None:
