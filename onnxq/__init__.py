@@ -3,15 +3,23 @@
 The Python API mirrors the CLI::
 
     import onnxq
-    model = onnxq.load("model.onnx")
-    result = onnxq.PassManager([onnxq.make_pass("cleanup")]).run(model)
-    onnxq.save(result.model, "model.clean.onnx")
+    result = onnxq.convert("model.onnx", "calib/", mode="static")   # = onnxq convert
+    result.save("model.int8.onnx")
+    print(result.report.to_dict()["float_nodes"])
+
+    model = onnxq.load("model.onnx")                                 # the pass API
+    cleaned = onnxq.PassManager([onnxq.make_pass("cleanup")]).run(model)
+    onnxq.save(cleaned.model, "model.clean.onnx")
+
+Layers: the framework (:mod:`onnxq.ir`, the pass base and manager, pipelines, calibration, data,
+runtime) never imports the pass library (:mod:`onnxq.passes`); the application layer
+(:mod:`onnxq.api`, the CLI, and this package root) does, which registers the passes.
 """
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
-
+from ._version import __version__
+from .context import Skip
 from .errors import (
     CalibrationDataError,
     CalibrationError,
@@ -27,10 +35,15 @@ from .pass_base import Pass, PassConfig, PassContext, PassResult, make_pass, reg
 from .pass_manager import PassManager
 from .pipeline import load_pipeline, pipeline_from_data
 
-try:
-    __version__ = version("onnxq")
-except PackageNotFoundError:  # running from a source tree without installation
-    __version__ = "0.0.0+local"
+from .api import (  # noqa: E402,I001  (last: importing the application layer registers the pass library)
+    ConversionOptions,
+    ConversionReport,
+    ConversionResult,
+    convert,
+    load_recipe,
+    quantize_dynamic,
+    quantize_static,
+)
 
 __all__ = [
     "__version__",
@@ -45,11 +58,19 @@ __all__ = [
     "PassContext",
     "PassResult",
     "PassManager",
+    "Skip",
     "make_pass",
     "register_pass",
     "registered_passes",
     "pipeline_from_data",
     "load_pipeline",
+    "ConversionOptions",
+    "ConversionReport",
+    "ConversionResult",
+    "convert",
+    "quantize_static",
+    "quantize_dynamic",
+    "load_recipe",
     "OnnxqError",
     "InvalidModelError",
     "UnsupportedOpError",

@@ -1,5 +1,9 @@
 """Running passes in order: normalize after modifying passes, optionally check after each one.
 
+Before anything runs, the whole pipeline (nested managers and named pipelines included) is
+validated against the passes' declared context slots: a pass that reads a slot no earlier step
+writes, and the caller did not fill, is a :class:`ConfigError` naming both.
+
 A failure inside a pass is re-raised as a :class:`PassError` naming the failing pass and the ones
 that ran before it. Deliberate onnxq errors (bad calibration data, a violated precondition) keep
 their own type as well, so callers can catch either.
@@ -15,9 +19,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import ir
+from .config import EmptyConfig
 from .errors import OnnxqError, PassError
 from .ir import Model
-from .pass_base import EmptyConfig, Pass, PassContext, PassResult
+from .pass_base import Pass, PassContext, PassResult, make_pass
 
 __all__ = ["PassManager", "PipelineResult", "PassRecord", "checks_enabled_by_default", "Sequential"]
 
@@ -74,7 +79,7 @@ class PassManager:
             for passes that enable each other (e.g. constant folding and Identity removal).
     """
 
-    def __init__(self, passes: Sequence[Pass | PassManager], *, check: bool | None = None, normalize: bool = True, steps: int = 1, name: str = "pipeline") -> None:
+    def __init__(self, passes: Sequence[Pass[Any] | PassManager], *, check: bool | None = None, normalize: bool = True, steps: int = 1, name: str = "pipeline") -> None:
         self.passes = list(passes)
         self.check = checks_enabled_by_default() if check is None else check
         self.normalize = normalize
@@ -84,10 +89,23 @@ class PassManager:
     def __repr__(self) -> str:
         return f"PassManager({[getattr(p, 'name', '?') for p in self.passes]}, steps={self.steps})"
 
+    def check_needs(self, available: set[str]) -> set[str]:
+        """Validate every pass's declared reads against what earlier steps write (see the module doc)."""
+        for p in self.passes:
+            available = p.check_needs(available)
+        return available
+
     def run(self, model: Model, ctx: PassContext | None = None) -> PipelineResult:
-        """Run the passes on ``model`` and return the final model with per-pass records."""
+        """Validate the pipeline, run the passes on ``model`` and return the final model with per-pass records.
+
+        Raises:
+            ConfigError: a pass reads a context slot that nothing fills (before anything runs).
+            PassError: a pass failed; the message names it and the passes before it.
+        """
+        ctx = ctx if ctx is not None else PassContext()
+        self.check_needs(ctx.filled())
         with ir.gc_paused():
-            return self._run(model, ctx if ctx is not None else PassContext())
+            return self._run(model, ctx)
 
     def _run(self, model: Model, ctx: PassContext) -> PipelineResult:
         records: list[PassRecord] = []
@@ -105,13 +123,14 @@ class PassManager:
 
     __call__ = run
 
-    def _run_one(self, p: Pass | PassManager, model: Model, ctx: PassContext, before: list[PassRecord]) -> tuple[Model, bool, list[PassRecord]]:
+    def _run_one(self, p: Pass[Any] | PassManager, model: Model, ctx: PassContext, before: list[PassRecord]) -> tuple[Model, bool, list[PassRecord]]:
         if isinstance(p, PassManager):
-            res = p.run(model, ctx)
+            res = p._run(model, ctx)
             return res.model, res.modified, res.records
         name = p.name or type(p).__name__
         history = ", ".join(r.name for r in before) or "none"
         start = time.perf_counter()
+        outer, ctx.current_pass = ctx.current_pass, name
         try:
             result = p(model, ctx)
             if result.modified and self.normalize and p.changes_structure:
@@ -120,6 +139,8 @@ class PassManager:
             raise _as_pass_error(e)(f"pass '{name}' failed (after: {history}): {e}") from e
         except Exception as e:
             raise PassError(f"pass '{name}' failed (after: {history}): {type(e).__name__}: {e}") from e
+        finally:
+            ctx.current_pass = outer
         seconds = time.perf_counter() - start
         if self.check and result.modified:  # an unmodified model is the input, already validated
             try:
@@ -130,20 +151,20 @@ class PassManager:
         return result.model, result.modified, [PassRecord(name, result.modified, seconds, dict(result.stats))]
 
 
-class Sequential(Pass):
+class Sequential(Pass[EmptyConfig]):
     """A pass made of other passes (a named pipeline such as ``cleanup``)."""
 
-    Config = EmptyConfig
     steps: int = 1
     members: tuple[str, ...] = ()
 
     def build(self) -> PassManager:
-        from .pass_base import make_pass
-
         return PassManager([make_pass(n) for n in self.members], steps=self.steps, check=False, name=self.name)
 
+    def check_needs(self, available: set[str]) -> set[str]:
+        return self.build().check_needs(available)
+
     def run(self, model: Model, ctx: PassContext) -> PassResult:
-        res = self.build().run(model, ctx)
+        res = self.build()._run(model, ctx)
         stats: dict[str, Any] = {}
         for r in res.records:
             for k, v in r.stats.items():

@@ -13,7 +13,7 @@ max_output_mb = 64
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +26,12 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["pipeline_from_data", "load_pipeline", "load_pipeline_specs", "parse_pass_list", "PipelineSpec"]
-
-PipelineSpec = Sequence[Mapping[str, Any]]
+__all__ = ["pipeline_from_data", "load_pipeline", "load_pipeline_specs", "parse_pass_list", "specs_from_document"]
 
 
-def _specs_from_document(doc: Mapping[str, Any], where: str) -> list[Mapping[str, Any]]:
-    unknown = sorted(set(doc) - {"passes", "pipeline"})
+def specs_from_document(doc: Mapping[str, Any], where: str, *, extra_keys: frozenset[str] = frozenset()) -> list[Mapping[str, Any]]:
+    """The ``passes`` array of a parsed pipeline document (unknown top-level keys are errors)."""
+    unknown = sorted(set(doc) - {"passes", "pipeline"} - extra_keys)
     if unknown:
         raise ConfigError(f"{where}: unknown top-level key(s) {', '.join(unknown)}; expected 'passes' (an array of tables)")
     specs = doc.get("passes", doc.get("pipeline"))
@@ -43,7 +42,7 @@ def _specs_from_document(doc: Mapping[str, Any], where: str) -> list[Mapping[str
 
 def pipeline_from_data(specs: Iterable[Mapping[str, Any]], *, where: str = "pipeline", **manager_options: Any) -> PassManager:
     """Build a :class:`PassManager` from a list of ``{"pass": name, **options}`` mappings."""
-    passes: list[Pass] = []
+    passes: list[Pass[Any]] = []
     for i, spec in enumerate(specs):
         if not isinstance(spec, Mapping) or "pass" not in spec:
             raise ConfigError(f"{where}: entry {i + 1} must be a table with a 'pass' key, got {spec!r}")
@@ -64,7 +63,7 @@ def load_pipeline_specs(path: str | Path) -> list[Mapping[str, Any]]:
         doc = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: invalid TOML: {e}") from e
-    return _specs_from_document(doc, str(path))
+    return specs_from_document(doc, str(path))
 
 
 def load_pipeline(path: str | Path, **manager_options: Any) -> PassManager:

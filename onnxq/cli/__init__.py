@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from . import cmd_basic, cmd_calibrate, cmd_quantize  # noqa: F401  (registers commands)
-from . import cmd_prune  # noqa: F401  (registers commands)
+from . import cmd_basic, cmd_calibrate, cmd_convert, cmd_eval, cmd_prune  # noqa: F401  (registers commands)
 from ._app import cli
 
 __all__ = ["cli", "main"]

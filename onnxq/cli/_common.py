@@ -10,7 +10,7 @@ from .. import ir
 from ..errors import ConfigError
 from ._output import write_json
 
-__all__ = ["load_model", "check_output_path", "maybe_write_report", "parse_dims", "parse_shapes"]
+__all__ = ["load_model", "check_output_path", "maybe_write_report", "parse_shapes", "data_options", "open_data"]
 
 
 def load_model(path: str) -> ir.Model:
@@ -33,23 +33,6 @@ def maybe_write_report(path: str | None, data: Any) -> None:
     """Write a JSON report when ``--report`` / ``--json-out`` was given."""
     if path:
         write_json(path, data)
-
-
-def parse_dims(values: tuple[str, ...]) -> dict[str, int]:
-    """``("batch=1", "seq=128")`` → ``{"batch": 1, "seq": 128}``."""
-    dims: dict[str, int] = {}
-    for item in values:
-        name, sep, value = item.partition("=")
-        if not sep or not name.strip():
-            raise ConfigError(f"--dim expects NAME=SIZE, got '{item}'")
-        try:
-            size = int(value)
-        except ValueError:
-            raise ConfigError(f"--dim {name}: size must be an integer, got '{value}'") from None
-        if size < 1:
-            raise ConfigError(f"--dim {name}: size must be >= 1, got {size}")
-        dims[name.strip()] = size
-    return dims
 
 
 def parse_shapes(values: tuple[str, ...]) -> dict[str, list[int]]:

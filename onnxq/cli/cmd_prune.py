@@ -17,7 +17,7 @@ from .. import ir
 from ..calibration.data import open_source
 from ..calibration.data import parse_dims as parse_data_dims
 from ..errors import ConfigError
-from ..pass_base import PassContext, make_pass
+from ..pass_base import PassContext, Skip, make_pass
 from ..pass_manager import PassManager
 from ..runtime.evaluate import compare_models
 from ._app import cli
@@ -130,23 +130,23 @@ def _open_samples(data: str | None, reference: Any, samples: int | None, dims: t
 
 
 def _search(m: ir.Model, method: str, name: str, options: dict[str, Any], values: dict[str, Any], source: Any, *,
-            metric: str, max_drop: float, steps: str | None, artifacts: dict[str, Any]) -> tuple[ir.Model, dict[str, Any], dict[str, Any]]:  # fmt: skip
-    """Run :func:`prune_until`; return (best model, its pass stats, the search report)."""
+            metric: str, max_drop: float, steps: str | None, channel_stats: Any) -> tuple[ir.Model, dict[str, Any], list[Skip], dict[str, Any]]:  # fmt: skip
+    """Run :func:`prune_until`; return (best model, its pass stats, its skip records, the search report)."""
     from ..passes.pruning import prune_until
 
     key, top, to_value = _search_axis(method, values)
     plan = _steps(steps, top)
     found = prune_until(m, lambda s: make_pass(name, {**options, key: to_value(s)}), plan, source, metric=metric, tolerance=max_drop,
-                        ctx_factory=lambda s: PassContext(artifacts=dict(artifacts)))  # fmt: skip
+                        ctx_factory=lambda s: PassContext(channel_stats=channel_stats))  # fmt: skip
     rows = [[c["step"], c["metric"], c["ok"], f"{c['sparsity']:.1%}", c["params"]] for c in found.curve]
     table(f"search ({metric}, max drop {max_drop})", ["step", metric, "ok", "weight sparsity", "float params"], rows)
     if found.best_model is None:
         first = found.curve[0]
         raise ConfigError(f"no step kept {metric} within {max_drop}: the first step ({first['step']}) gave {first['metric']:.6g}; try smaller --steps")
     click.echo(f"best step: {key} = {to_value(found.best_step)}")
-    stats = next(c["stats"] for c in found.curve if c["step"] == found.best_step)
-    curve = [{k: v for k, v in c.items() if k != "stats"} for c in found.curve]
-    return found.best_model, stats, {"option": key, "steps": plan, "best_step": found.best_step, "curve": curve}
+    best = next(c for c in found.curve if c["step"] == found.best_step)
+    curve = [{k: v for k, v in c.items() if k not in ("stats", "skips")} for c in found.curve]
+    return found.best_model, best["stats"], best["skips"], {"option": key, "steps": plan, "best_step": found.best_step, "curve": curve}
 
 
 def _evaluate(reference: Any, model: ir.Model, source: Any) -> dict[str, Any] | None:
@@ -212,20 +212,21 @@ def prune_cmd(
     criterion = values["criterion"]
     source = _open_samples(data, reference, samples, dims, max_drop is not None or data is not None or criterion in DATA_CRITERIA, criterion)
     before = _flops_and_sparsity(m, source)  # passes edit the model in place: measure first
-    artifacts: dict[str, Any] = {}
+    channel_stats = None
     if method == "channel" and criterion in DATA_CRITERIA:
-        artifacts["channel_stats"] = collect_channel_stats(m, source, channel_stat_tensors(ir.clone(m)))
+        channel_stats = collect_channel_stats(m, source, channel_stat_tensors(ir.clone(m)))
     search = None
     if max_drop is not None:
-        result_model, stats, search = _search(m, method, name, options, values, source, metric=metric, max_drop=max_drop, steps=steps, artifacts=artifacts)
+        result_model, stats, skips, search = _search(m, method, name, options, values, source, metric=metric, max_drop=max_drop, steps=steps, channel_stats=channel_stats)
     else:
-        run = PassManager([make_pass(name, options)]).run(m, PassContext(artifacts=artifacts))
-        result_model, stats = run.model, run.records[-1].stats
+        ctx = PassContext(channel_stats=channel_stats)
+        run = PassManager([make_pass(name, options)]).run(m, ctx)
+        result_model, stats, skips = run.model, run.records[-1].stats, ctx.skips
     ir.check(result_model, full=True)
     ir.save(result_model, out)
     table(f"{name} per layer", *_layer_rows(method, stats))
-    if stats.get("skipped"):
-        table("left unchanged", ["layer / group", "reason"], [[k, r] for k, r in stats["skipped"].items()])
+    if skips:
+        table("left unchanged", ["layer / group", "reason"], [[s.node, s.reason] for s in skips])
     metrics = _evaluate(reference, result_model, source)
     size_in, size_out = len(reference.SerializeToString()), out.stat().st_size
     after = _flops_and_sparsity(result_model, source)
@@ -236,7 +237,7 @@ def prune_cmd(
     click.echo(f"wrote {out} ({human_bytes(size_in)} → {human_bytes(size_out)})")
     summary = {"input": model, "output": str(out), "method": method, "pass": name, "options": options}
     maybe_write_report(
-        report, {**summary, "bytes_before": size_in, "bytes_after": size_out, "before": before, "after": after, "stats": stats, "search": search, "metrics": metrics}
+        report, {**summary, "bytes_before": size_in, "bytes_after": size_out, "before": before, "after": after, "stats": stats, "unchanged": [s.as_dict() for s in skips], "search": search, "metrics": metrics}
     )
 
 

@@ -35,10 +35,8 @@ def constant_node_value(node: Node) -> np.ndarray | None:
 
 
 @register_pass("constants-to-initializers")
-class ConstantsToInitializers(Pass):
+class ConstantsToInitializers(Pass[EmptyConfig]):
     """Turn Constant nodes into initializers so weights held in them are seen as weights."""
-
-    Config = EmptyConfig
 
     def run(self, model: Model, ctx: PassContext) -> PassResult:
         converted = 0

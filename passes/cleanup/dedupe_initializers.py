@@ -21,10 +21,8 @@ def _key(values: np.ndarray) -> tuple[str, tuple[int, ...], str]:
 
 
 @register_pass("dedupe-initializers")
-class DedupeInitializers(Pass):
+class DedupeInitializers(Pass[EmptyConfig]):
     """Merge initializers with identical dtype, shape and contents."""
-
-    Config = EmptyConfig
 
     def run(self, model: Model, ctx: PassContext) -> PassResult:
         merged = 0

@@ -8,10 +8,8 @@ from onnxq.pass_base import EmptyConfig, Pass, PassContext, PassResult, register
 
 
 @register_pass("eliminate-dead-code")
-class EliminateDeadCode(Pass):
+class EliminateDeadCode(Pass[EmptyConfig]):
     """Remove nodes whose outputs are never used; unused initializers disappear with them."""
-
-    Config = EmptyConfig
 
     def run(self, model: Model, ctx: PassContext) -> PassResult:
         removed = ir.remove_dead_nodes(model.graph)

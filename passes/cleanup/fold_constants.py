@@ -102,10 +102,8 @@ def _foldable(node: Node, folded: set[int]) -> bool:
 
 
 @register_pass("fold-constants")
-class FoldConstants(Pass):
+class FoldConstants(Pass[FoldConstantsConfig]):
     """Precompute nodes whose inputs are all constants (and Shape of static shapes)."""
-
-    Config = FoldConstantsConfig
 
     def run(self, model: Model, ctx: PassContext) -> PassResult:
         folded_total = 0
@@ -138,6 +136,7 @@ class FoldConstants(Pass):
 
     def _evaluate(self, nodes: list[Node], shape_values: dict[int, np.ndarray], graph: Graph, opsets: dict[str, int]) -> dict[int, np.ndarray]:
         """Evaluate ``nodes`` (topologically ordered) with one onnxruntime session."""
+
         if not nodes:
             return {}
         by_id = {id(t): t for n in nodes for t in n.outputs}

@@ -22,10 +22,9 @@ def _signature(model: Model) -> list[tuple[str, str, str]]:
 
 
 @register_pass("infer-shapes")
-class InferShapes(Pass):
+class InferShapes(Pass[EmptyConfig]):
     """Annotate intermediate tensors with dtypes and shapes (onnx shape inference)."""
 
-    Config = EmptyConfig
     changes_structure = False
 
     def run(self, model: Model, ctx: PassContext) -> PassResult:

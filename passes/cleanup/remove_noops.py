@@ -115,10 +115,8 @@ def _removable(graph: Graph, node: Node, replacement: Tensor) -> bool:
 
 
 @register_pass("remove-noops")
-class RemoveNoops(Pass):
+class RemoveNoops(Pass[EmptyConfig]):
     """Remove Identity, inference Dropout, and Cast/Reshape/Transpose nodes that change nothing."""
-
-    Config = EmptyConfig
 
     def run(self, model: Model, ctx: PassContext) -> PassResult:
         removed: dict[str, int] = {}

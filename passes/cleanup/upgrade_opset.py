@@ -44,10 +44,8 @@ def upgrade_opset(model: Model, target: int) -> Model:
 
 
 @register_pass("upgrade-opset")
-class UpgradeOpset(Pass):
+class UpgradeOpset(Pass[UpgradeOpsetConfig]):
     """Convert the model to a newer opset with onnx's version converter."""
-
-    Config = UpgradeOpsetConfig
 
     def run(self, model: Model, ctx: PassContext) -> PassResult:
         before = model.opset

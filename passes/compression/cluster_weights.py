@@ -34,7 +34,7 @@ from onnxq import ir
 from onnxq.errors import ConfigError
 from onnxq.ir import Model
 from onnxq.pass_base import PassContext, PassResult, register_pass
-from onnxq.passes.pruning._weights import LayerPass, LayerSelectionConfig, WeightLayer, jsonable
+from onnxq.passes.pruning._weights import LayerPass, LayerSelectionConfig, WeightLayer, jsonable, record_skips
 
 __all__ = ["ClusterWeightsConfig", "ClusterWeights", "kmeans_1d", "is_uniform"]
 
@@ -101,13 +101,11 @@ def _uint8_affine(w: np.ndarray) -> tuple[np.ndarray, np.float32, np.uint8]:
 
 
 @register_pass("cluster-weights")
-class ClusterWeights(LayerPass):
+class ClusterWeights(LayerPass[ClusterWeightsConfig]):
     """Share weights: k-means codebook + uint8 indices expanded by Gather (or DequantizeLinear at 8 bits)."""
 
-    Config = ClusterWeightsConfig
-
     def run(self, model: Model, ctx: PassContext) -> PassResult:
-        cfg: ClusterWeightsConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         layers, skipped = self.selected_layers(model)
         where = ir.node_graph_index(model.graph)
         namer = ir.names(model)
@@ -123,7 +121,7 @@ class ClusterWeights(LayerPass):
             ir.toposort(model.graph)
         before = sum(r["bytes_before"] for r in report.values())
         after = sum(r["bytes_after"] for r in report.values())
-        stats = {"bits": cfg.bits, "clustered": len(report), "bytes_before": before, "bytes_after": after, "layers": report, "skipped": skipped}
+        stats = {"bits": cfg.bits, "clustered": len(report), "bytes_before": before, "bytes_after": after, "layers": report, "skipped": record_skips(model, ctx, skipped)}
         return PassResult(model, bool(report), jsonable(stats))
 
     @staticmethod

@@ -104,10 +104,8 @@ def _fold_matmul_scale(graph: Graph, mm: Node, node: Node, scale: np.ndarray, sh
 
 
 @register_pass("fold-affine")
-class FoldAffine(Pass):
+class FoldAffine(Pass[EmptyConfig]):
     """Fold per-channel Mul/Add/Sub/Div by constants into the preceding Conv/ConvTranspose/Gemm/MatMul."""
-
-    Config = EmptyConfig
 
     def run(self, model: Model, ctx: PassContext) -> PassResult:
         namer = ir.names(model)

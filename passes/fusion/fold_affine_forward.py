@@ -99,10 +99,8 @@ def _fold_once(graph: Graph, node: Node, namer: ir.NameGenerator) -> bool:
 
 
 @register_pass("fold-affine-forward")
-class FoldAffineForward(Pass):
+class FoldAffineForward(Pass[EmptyConfig]):
     """Fold per-channel Mul/Add/Sub/Div by constants into the unpadded Convs that read them."""
-
-    Config = EmptyConfig
 
     def run(self, model: Model, ctx: PassContext) -> PassResult:
         namer = ir.names(model)

@@ -147,10 +147,8 @@ FOLD_RULES: dict[str, FoldRule] = {
 
 
 @register_pass("fold-batchnorm")
-class FoldBatchNorm(Pass):
+class FoldBatchNorm(Pass[EmptyConfig]):
     """Fold inference BatchNormalization into the preceding Conv / ConvTranspose / Gemm / MatMul."""
-
-    Config = EmptyConfig
 
     def run(self, model: Model, ctx: PassContext) -> PassResult:
         namer = ir.names(model)

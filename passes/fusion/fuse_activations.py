@@ -83,10 +83,8 @@ def _rewrite(graph: Graph, nodes: list[Node], op: str, x: Tensor, out: Tensor, n
 
 
 @register_pass("fuse-activations")
-class FuseActivations(Pass):
+class FuseActivations(Pass[EmptyConfig]):
     """Replace decomposed HardSwish / HardSigmoid arithmetic by the ONNX ops."""
-
-    Config = EmptyConfig
 
     def run(self, model: Model, ctx: PassContext) -> PassResult:
         namer = ir.names(model)

@@ -41,10 +41,8 @@ def _check(graph: Graph, add: Node) -> tuple[Node, int] | str:
 
 
 @register_pass("fuse-matmul-add")
-class FuseMatMulAdd(Pass):
+class FuseMatMulAdd(Pass[EmptyConfig]):
     """Fuse MatMul + bias Add into Gemm when the input is 2-D and the bias per-output."""
-
-    Config = EmptyConfig
 
     def run(self, model: Model, ctx: PassContext) -> PassResult:
         fused = 0

@@ -18,16 +18,16 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
 from onnxq import ir
 from onnxq.errors import ConfigError, PreconditionError
 from onnxq.ir import Constant, Model, Node, Tensor
-from onnxq.pass_base import Pass, PassConfig
+from onnxq.pass_base import Pass, PassConfig, PassContext
 
 __all__ = [
     "WEIGHT_OPS",
@@ -317,7 +317,10 @@ def jsonable(value: Any) -> Any:
     return value
 
 
-class LayerPass(Pass):
+LC = TypeVar("LC", bound=LayerSelectionConfig)
+
+
+class LayerPass(Pass[LC]):
     """Base of passes that rewrite a selection of weight layers (a :class:`LayerSelectionConfig`).
 
     Checks in ``requires`` that every layer named in ``layers`` exists, and gives ``run`` the
@@ -331,14 +334,26 @@ class LayerPass(Pass):
         cfg = self.config
         if getattr(cfg, "layers", ()):
             layers, skipped = weight_layers(model, self.layer_ops)
-            require_known_layers([layer.name for layer in layers] + list(skipped), cfg.layers)  # type: ignore[attr-defined]
+            require_known_layers([layer.name for layer in layers] + list(skipped), cfg.layers)
 
     def selected_layers(self, model: Model) -> tuple[list[WeightLayer], dict[str, str]]:
         """``(layers to rewrite, {layer: reason left out})``."""
+
         all_layers, skipped = weight_layers(model, self.layer_ops)
         layers, left = select_layers(all_layers, self.config)
         skipped.update(left)
         return layers, skipped
+
+
+def record_skips(model: Model, ctx: PassContext, skipped: Mapping[str, str]) -> int:
+    """Record every layer (or channel group) a pass left alone as a skip record; returns the count.
+
+    Keys are node names where a node exists (its op is looked up), otherwise group names.
+    """
+    ops = {n.name: n.op for n in ir.iter_nodes(model.graph) if n.name}
+    for name, reason in skipped.items():
+        ctx.skip(name, ops.get(name, "channel group"), reason, kept="unchanged")
+    return len(skipped)
 
 
 def zero_and_report(layer: WeightLayer, mask: np.ndarray, **extra: Any) -> tuple[bool, dict[str, Any]]:

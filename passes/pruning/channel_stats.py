@@ -8,7 +8,7 @@ as it goes (memory does not grow with the number of samples):
 - ``apoz[c] = #(x[..., c, ...] == 0) / count[c]``, the *average percentage of zeros* (meaningful on
   ReLU outputs, where a channel that is almost always 0 carries little information).
 
-``prune-channels`` reads the result from ``ctx.artifacts["channel_stats"]``; the tensors it looks up
+``prune-channels`` reads the result from ``ctx.channel_stats``; the tensors it looks up
 are given by :func:`onnxq.passes.pruning.prune_channels.channel_stat_tensors`.
 """
 

@@ -29,6 +29,7 @@ from onnxq.ir import Model, Node
 from onnxq.pass_base import PassContext, PassResult, register_pass
 
 from ._weights import (
+    record_skips,
     LayerPass,
     LayerSelectionConfig,
     WeightLayer,
@@ -124,14 +125,13 @@ def _flops(node: Node, k: int, n: int, r: int | None = None) -> tuple[int | None
 
 
 @register_pass("factorize-lowrank")
-class FactorizeLowRank(LayerPass):
+class FactorizeLowRank(LayerPass[FactorizeLowRankConfig]):
     """Split Gemm / MatMul / 1x1 Conv weights into two thin factors by truncated SVD."""
 
-    Config = FactorizeLowRankConfig
     layer_ops = ("Conv", "Gemm", "MatMul")
 
     def run(self, model: Model, ctx: PassContext) -> PassResult:
-        cfg: FactorizeLowRankConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         before = shape_snapshot(model)
         ir.infer_shapes(model)  # for the FLOPs report
         layers, skipped = self.selected_layers(model)
@@ -146,7 +146,7 @@ class FactorizeLowRank(LayerPass):
             ir.toposort(model.graph)
         else:
             restore_shapes(before)
-        stats = {"factorized": len(report), "layers": report, "skipped": skipped}
+        stats = {"factorized": len(report), "layers": report, "skipped": record_skips(model, ctx, skipped)}
         return PassResult(model, bool(report), jsonable(stats))
 
     @staticmethod

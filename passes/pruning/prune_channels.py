@@ -10,7 +10,7 @@ kept count rounded up to a multiple of ``round_to``), chosen by the lowest group
 - ``mean-activation``: the mean ``|x|`` of the channel where a layer reads it (needs statistics);
 - ``apoz``: ``1 - APoZ`` (the fraction of non-zero activations) there (needs statistics).
 
-Statistics come from ``ctx.artifacts["channel_stats"]`` (see :func:`collect_channel_stats` and
+Statistics come from ``ctx.channel_stats`` (see :func:`collect_channel_stats` and
 :func:`channel_stat_tensors`). The rewrite slices, for every kept index set, the producers' weights
 (output axis) and biases, BatchNormalization / per-channel constants, depthwise filters (and their
 ``group``), Resize ``sizes``, and the consumers' weights (input axis; Concat offsets included). The
@@ -30,10 +30,11 @@ import numpy as np
 from onnxq import ir
 from onnxq.errors import ConfigError, PreconditionError
 from onnxq.ir import Model
+from onnxq.context import Need
 from onnxq.pass_base import Pass, PassConfig, PassContext, PassResult, register_pass
 
 from ._channel_graph import ChannelGraph, Edit, Layout, analyze
-from ._weights import jsonable, restore_shapes, set_const_input, shape_snapshot
+from ._weights import jsonable, record_skips, restore_shapes, set_const_input, shape_snapshot
 
 __all__ = ["PruneChannelsConfig", "PruneChannels", "channel_stat_tensors", "channel_groups"]
 
@@ -185,19 +186,21 @@ def _apply(edit: Edit, idx: np.ndarray, namer: ir.NameGenerator) -> None:
 
 
 @register_pass("prune-channels")
-class PruneChannels(Pass):
+class PruneChannels(Pass[PruneChannelsConfig]):
     """Remove whole output channels (Conv) / hidden units (Gemm, MatMul) and shrink the graph."""
 
-    Config = PruneChannelsConfig
+    def needs(self) -> tuple[Need, ...]:
+        """The data-driven criteria read ``channel_stats``; the weight norms need nothing."""
+        return ("channel_stats",) if self.config.criterion in DATA_CRITERIA else ()
 
     def run(self, model: Model, ctx: PassContext) -> PassResult:
-        cfg: PruneChannelsConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         before = shape_snapshot(model)
         cg = _prepared(model)
-        stats = ctx.artifacts.get("channel_stats")
+        stats = ctx.channel_stats
         if cfg.criterion in DATA_CRITERIA and stats is None:
             raise PreconditionError(
-                f"prune-channels: criterion '{cfg.criterion}' needs ctx.artifacts['channel_stats']; compute it with "
+                f"prune-channels: criterion '{cfg.criterion}' needs ctx.channel_stats; compute it with "
                 "collect_channel_stats(model, samples, channel_stat_tensors(model))"
             )
         keep, groups, skipped = self._choose(cg, cfg, stats or {})
@@ -224,7 +227,7 @@ class PruneChannels(Pass):
             "params_before": params_before,
             "params_after": params_after,
             "groups": groups,
-            "skipped": skipped,
+            "skipped": record_skips(model, ctx, skipped),
             "layers": layers,
         }
         return PassResult(model, bool(keep), jsonable(result))
@@ -263,6 +266,7 @@ class PruneChannels(Pass):
     @staticmethod
     def _fix_shapes(cg: ChannelGraph, keep: dict[int, np.ndarray]) -> None:
         """Update the channel dim of annotated tensors whose channels were removed."""
+
         for t, lay in cg.layouts.values():
             idx = _layout_keep(cg, lay, keep)
             if idx is None or not isinstance(t.shape, (list, tuple)) or len(t.shape) < -lay.axis:

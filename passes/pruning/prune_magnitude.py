@@ -29,6 +29,7 @@ from onnxq.ir import Model
 from onnxq.pass_base import PassContext, PassResult, register_pass
 
 from ._weights import (
+    record_skips,
     LayerPass,
     LayerSelectionConfig,
     WeightLayer,
@@ -88,14 +89,13 @@ def _normalized(values: np.ndarray, how: str) -> np.ndarray:
 
 
 @register_pass("prune-magnitude")
-class PruneMagnitude(LayerPass):
+class PruneMagnitude(LayerPass[PruneMagnitudeConfig]):
     """Zero the smallest-magnitude weights (per layer, global ranking, or threshold)."""
 
-    Config = PruneMagnitudeConfig
     changes_structure = False
 
     def run(self, model: Model, ctx: PassContext) -> PassResult:
-        cfg: PruneMagnitudeConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         layers, skipped = self.selected_layers(model)
         if cfg.quantized == "skip":
             for layer in [lay for lay in layers if lay.quantized]:
@@ -119,7 +119,7 @@ class PruneMagnitude(LayerPass):
             "sparsity_before": fraction(zeros_before, total),
             "sparsity_after": fraction(zeros_after, total),
             "layers": report,
-            "skipped": skipped,
+            "skipped": record_skips(model, ctx, skipped),
         }
         return PassResult(model, changed > 0, jsonable(stats))
 

@@ -27,7 +27,7 @@ from onnxq.errors import ConfigError
 from onnxq.ir import Model, Node
 from onnxq.pass_base import PassContext, PassResult, register_pass
 
-from ._weights import LayerPass, LayerSelectionConfig, jsonable, zero_and_report
+from ._weights import LayerPass, LayerSelectionConfig, jsonable, record_skips, zero_and_report
 
 __all__ = ["PruneNMConfig", "PruneNM", "check_nm_sparsity", "nm_violations", "nm_mask", "reduction_axis"]
 
@@ -103,14 +103,13 @@ class PruneNMConfig(LayerSelectionConfig):
 
 
 @register_pass("prune-nm")
-class PruneNM(LayerPass):
+class PruneNM(LayerPass[PruneNMConfig]):
     """N:M semi-structured sparsity (default 2:4) along each layer's input-channel axis."""
 
-    Config = PruneNMConfig
     changes_structure = False
 
     def run(self, model: Model, ctx: PassContext) -> PassResult:
-        cfg: PruneNMConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         layers, skipped = self.selected_layers(model)
         report: dict[str, dict] = {}
         changed = 0
@@ -126,5 +125,5 @@ class PruneNM(LayerPass):
                 continue
             modified, report[layer.name] = zero_and_report(layer, nm_mask(values, axis, cfg.n, cfg.m), axis=axis)
             changed += modified
-        stats = {"pattern": f"{cfg.n}:{cfg.m}", "pruned_layers": changed, "layers": report, "skipped": skipped}
+        stats = {"pattern": f"{cfg.n}:{cfg.m}", "pruned_layers": changed, "layers": report, "skipped": record_skips(model, ctx, skipped)}
         return PassResult(model, changed > 0, jsonable(stats))

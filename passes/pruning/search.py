@@ -163,6 +163,7 @@ def prune_until(
                 "params": _float_params(run.model),
                 "modified": run.modified,
                 "stats": record.stats if record else {},
+                "skips": list(ctx.skips),
             }
         )
         log.info("prune_until: step %s → %s %.6g (%s)", step, metric, value, "ok" if ok else "out of tolerance")

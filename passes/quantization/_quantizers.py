@@ -13,7 +13,7 @@ import numpy as np
 from onnxq import ir
 from onnxq.ir import Node
 
-from ._plan import Act, Bias, Fixed, NodeQuant, OptionalAct, Shared, Weight
+from ._roles import Act, Bias, Fixed, NodeQuant, OptionalAct, Shared, Weight
 
 __all__ = ["QUANTIZERS", "quantizer", "describe_node", "saturating_interval", "ANCHOR_OPS", "ABSORBABLE_ACTIVATIONS"]
 

@@ -1,79 +1,32 @@
 """``annotate-quantization``: decide, node by node, what static quantization will do.
 
-Reads the calibrated ranges (``ctx.artifacts["ranges"]``), asks each node's quantizer how it
-would be quantized, runs the analyses of :mod:`._analysis` (normalization chains, saturating
-tensors, disparate concats, int8 connectivity) and the user's include/exclude options, and leaves a
-:class:`QuantPlan` in ``ctx.artifacts["quant_plan"]``. The graph is not edited, except that unnamed
+Reads the calibrated ranges (``ctx.ranges``), asks each node's quantizer how it would be
+quantized, runs the analyses of :mod:`._analysis` (normalization chains, saturating tensors,
+disparate concats, int8 connectivity) and the user's include/exclude options, and leaves a
+:class:`~onnxq.plan.QuantPlan` in ``ctx.plan`` (and its config in ``ctx.quant_config``). The graph is not edited, except that unnamed
 nodes get deterministic names (the plan and the report refer to nodes by name).
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
 
 import numpy as np
-from typing import Literal
 
 from onnxq import ir
-from onnxq.errors import ConfigError, PreconditionError
+from onnxq.calibration.ranges import TensorRange
+from onnxq.errors import PreconditionError
 from onnxq.ir import Model, Node
-from onnxq.pass_base import Pass, PassConfig, PassContext, PassResult, register_pass
+from onnxq.pass_base import Pass, PassContext, PassResult, register_pass
 
 from ._analysis import connected_glue, disparate_concats, normalization_chains, saturating_tensors
-from ._plan import Act, Bias, Decision, Fixed, NodeQuant, OptionalAct, QuantPlan, Shared, TensorQuant, Weight, WeightQuant
+from onnxq.plan import Decision, QuantizationConfig, QuantPlan, TensorQuant, WeightQuant
+
+from ._roles import Act, Bias, Fixed, NodeQuant, OptionalAct, Shared, Weight
 from ._quantizers import ABSORBABLE_ACTIVATIONS, describe_node, saturating_interval
 
-__all__ = ["QuantizationConfig", "AnnotateQuantization", "build_plan"]
-
-ActivationDtype = Literal["uint8", "int8", "uint16", "int16"]
-
-
-@dataclass(frozen=True)
-class QuantizationConfig(PassConfig):
-    """Options of static quantization (shared by ``annotate-quantization`` and ``insert-qdq``).
-
-    Attributes:
-        activation_dtype: uint8 (default: fastest on onnxruntime x86 with u8s8 kernels), int8, or
-            int16/uint16 (opset 21).
-        activation_symmetric: symmetric activation ranges (zero point at the grid's middle).
-        weight_dtype / weight_symmetric: int8 symmetric by default.
-        per_channel: per-output-channel weight scales.
-        reduce_range: 7-bit weights for CPUs without VNNI (u8·s8 products can saturate).
-        op_types: quantize only these op types (empty: every op with a quantizer).
-        exclude_op_types / exclude_nodes: keep these float (node names are regexes, full match).
-        include_nodes: quantize only nodes matching these regexes (empty: all).
-        keep_first / keep_last: keep the first/last N compute nodes (Conv/MatMul/Gemm) float.
-        quantize_activation_matmul: also quantize MatMul of two activations (attention scores).
-        concat_range_ratio: a Concat whose input ranges differ by more than this stays float.
-    """
-
-    activation_dtype: ActivationDtype = "uint8"
-    activation_symmetric: bool = False
-    weight_dtype: Literal["int8", "uint8"] = "int8"
-    weight_symmetric: bool = True
-    per_channel: bool = True
-    reduce_range: bool = False
-    op_types: tuple[str, ...] = ()
-    exclude_op_types: tuple[str, ...] = ()
-    exclude_nodes: tuple[str, ...] = ()
-    include_nodes: tuple[str, ...] = ()
-    keep_first: int = 0
-    keep_last: int = 0
-    quantize_activation_matmul: bool = False
-    concat_range_ratio: float = 10.0
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        for pattern in self.exclude_nodes + self.include_nodes:
-            try:
-                re.compile(pattern)
-            except re.error as e:
-                raise ConfigError(f"invalid node-name regex '{pattern}': {e}") from None
-        if self.keep_first < 0 or self.keep_last < 0:
-            raise ConfigError("keep_first / keep_last must be >= 0")
-        if self.concat_range_ratio <= 1:
-            raise ConfigError(f"concat_range_ratio must be > 1, got {self.concat_range_ratio}")
+__all__ = ["AnnotateQuantization", "build_plan"]
 
 
 def _name_nodes(model: Model) -> bool:
@@ -105,7 +58,7 @@ def _user_exclusion(node: Node, cfg: QuantizationConfig) -> str | None:
     return None
 
 
-def build_plan(model: Model, ranges: dict, cfg: QuantizationConfig, forced_float: dict[str, str] | None = None) -> QuantPlan:
+def build_plan(model: Model, ranges: Mapping[str, TensorRange], cfg: QuantizationConfig, forced_float: Mapping[str, str] | None = None) -> QuantPlan:
     """Decide what to quantize (pure with respect to the graph).
 
     ``forced_float`` maps node names to a reason for keeping them float (latency tuning).
@@ -154,7 +107,7 @@ def build_plan(model: Model, ranges: dict, cfg: QuantizationConfig, forced_float
     return plan
 
 
-def _range_problem(node: Node, desc: NodeQuant, ranges: dict, saturating: dict[str, str]) -> str | None:
+def _range_problem(node: Node, desc: NodeQuant, ranges: Mapping[str, TensorRange], saturating: dict[str, str]) -> str | None:
     """A reason when a tensor this node would quantize has no usable range."""
     tensors = [node.inputs[i] for i, r in desc.inputs.items() if isinstance(r, (Act, Shared)) and not ir.is_constant(node.inputs[i])]
     tensors += [node.outputs[i] for i, r in desc.outputs.items() if isinstance(r, (Act, Shared, OptionalAct))]
@@ -295,11 +248,12 @@ def _absorbed_outputs(kept_nodes: list[Node], kept: set[int]) -> set[int]:
 
 
 @register_pass("annotate-quantization")
-class AnnotateQuantization(Pass):
+class AnnotateQuantization(Pass[QuantizationConfig]):
     """Decide per node what static quantization does (reads ranges, writes the quantization plan)."""
 
-    Config = QuantizationConfig
     changes_structure = False
+    reads = ("ranges",)
+    writes = ("plan", "quant_config")
 
     def requires(self, model: Model) -> None:
         from onnxq.inspect import QUANT_OPS
@@ -315,11 +269,11 @@ class AnnotateQuantization(Pass):
             )
 
     def run(self, model: Model, ctx: PassContext) -> PassResult:
-        ranges = ctx.artifacts.get("ranges")
+        ranges = ctx.ranges
         if ranges is None:
             raise PreconditionError("annotate-quantization needs calibration ranges: run the 'calibrate' pass first (or pass --ranges)")
         renamed = _name_nodes(model)
         plan = build_plan(model, dict(ranges), self.config)
-        ctx.artifacts["quant_plan"] = plan
-        ctx.artifacts["quant_config"] = self.config
+        ctx.plan = plan
+        ctx.quant_config = self.config
         return PassResult(model, renamed, plan.summary())

@@ -1,7 +1,7 @@
 """``calibrate``: collect activation ranges for static quantization (the calibration engine as a pass).
 
-Reads samples from ``ctx.artifacts["calibration_data"]`` and leaves a RangeSet in
-``ctx.artifacts["ranges"]``. When ranges are already there (``onnxq convert --ranges FILE``) they
+Reads samples from ``ctx.calibration_data`` and leaves a RangeSet in ``ctx.ranges`` (and what the
+run did in ``ctx.calibration_stats``). When ranges are already there (``onnxq convert --ranges FILE``) they
 are checked against the model instead: every tensor the quantizers could need must have a range,
 or the error names the missing tensors (a ranges file made for another model).
 
@@ -71,16 +71,17 @@ def _is_float(t: ir.Tensor) -> bool:
 
 
 @register_pass("calibrate")
-class Calibrate(Pass):
+class Calibrate(Pass[CalibrateConfig]):
     """Run the model on calibration data (ctx) and record activation ranges (or check given ranges)."""
 
-    Config = CalibrateConfig
     changes_structure = False
+    reads = (("calibration_data", "ranges"),)
+    writes = ("ranges", "calibration_stats")
 
     def run(self, model: Model, ctx: PassContext) -> PassResult:
         ir.infer_shapes(model)
         names = candidate_tensors(model)
-        given = ctx.artifacts.get("ranges")
+        given = ctx.ranges
         if given is not None:
             missing = [n for n in names if n not in given]
             if missing and len(missing) == len(names):
@@ -91,9 +92,9 @@ class Calibrate(Pass):
                 shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
                 raise CalibrationError(f"the ranges file lacks {len(missing)} tensor(s) this model needs ({shown}); was it made for another model, or without the same cleanup?")
             return PassResult(model, False, {"tensors": len(names), "reused": True})
-        data = ctx.artifacts.get("calibration_data")
+        data = ctx.calibration_data
         if data is None:
-            raise PreconditionError("calibrate needs calibration data (ctx.artifacts['calibration_data']) or precomputed ranges")
+            raise PreconditionError("calibrate needs calibration data (ctx.calibration_data) or precomputed ranges (ctx.ranges)")
         ranges, stats = collect_ranges(
             model,
             data,
@@ -105,6 +106,6 @@ class Calibrate(Pass):
             threads=self.config.threads,
             progress=ctx.progress,
         )
-        ctx.artifacts["ranges"] = ranges
-        ctx.artifacts["calibration_stats"] = stats
+        ctx.ranges = ranges
+        ctx.calibration_stats = stats
         return PassResult(model, False, stats.as_dict())

@@ -485,10 +485,8 @@ def _has_float32(model: Model) -> bool:
 
 
 @register_pass("convert-float16")
-class ConvertFloat16(Pass):
+class ConvertFloat16(Pass[ConvertFloat16Config]):
     """Store weights in float16/bfloat16 and compute in half where onnxruntime's CPU kernels allow."""
-
-    Config = ConvertFloat16Config
 
     def run(self, model: Model, ctx: PassContext) -> PassResult:
         ir.infer_shapes(model)
@@ -512,7 +510,7 @@ class ConvertFloat16(Pass):
         for info in float_nodes:
             key = info.reason.split(":")[0]
             reasons[key] = reasons.get(key, 0) + 1
-            ctx.note(info.node.name or info.node.outputs[0].name, info.node.op, "float32", info.reason)
+            ctx.skip(info.node.name or info.node.outputs[0].name, info.node.op, info.reason)
         sub_nodes = sum(len(g.nodes) for g in ir.iter_graphs(model.graph)) - len(model.graph.nodes)
         stats.update(
             dtype=self.config.dtype,

@@ -298,22 +298,20 @@ def _movement(graph: Graph, node: Node, namer: ir.NameGenerator) -> str | None:
 
 
 @register_pass("convert-qlinear")
-class ConvertQLinear(Pass):
+class ConvertQLinear(Pass[EmptyConfig]):
     """Rewrite DQ → Op → Q patterns into QLinear / integer ops (QOperator format)."""
-
-    Config = EmptyConfig
 
     def run(self, model: Model, ctx: PassContext) -> PassResult:
         namer = ir.names(model)
         converted: dict[str, int] = {}
-        skipped: dict[str, str] = {}
+        skipped: dict[str, tuple[str, str]] = {}
         uses_ms = False
         for graph in ir.iter_graphs(model.graph):
             graph.opset = model.opset
             for node in list(graph.nodes):
                 if node.op not in QLINEAR_RULES or (node.domain or "") or not node.outputs:
                     if node.op == "ConvTranspose" and any(ir.producer(t) is not None and ir.producer(t).op == "DequantizeLinear" for t in node.inputs):
-                        skipped[node.name] = "no QLinearConvTranspose kernel in onnxruntime's CPU provider (kept QDQ)"
+                        skipped[node.name] = (node.op, "no QLinearConvTranspose kernel in onnxruntime's CPU provider (kept QDQ)")
                     continue
                 if not any(ir.producer(t) is not None and ir.producer(t).op == "DequantizeLinear" for t in node.inputs if t.name):
                     continue
@@ -322,9 +320,10 @@ class ConvertQLinear(Pass):
                     converted[node.op] = converted.get(node.op, 0) + 1
                     uses_ms |= node.op not in _MOVEMENT and node.op not in ("Conv",)
                 else:
-                    skipped[node.name] = reason
+                    skipped[node.name] = (node.op, reason)
         if uses_ms:
             model.set_opset(MS, 1)
-        ctx.artifacts["qlinear_skipped"] = skipped
+        for name, (op, reason) in skipped.items():
+            ctx.skip(name, op, reason, kept="qdq")
         total = sum(converted.values())
-        return PassResult(model, total > 0, {"converted": total, **{f"converted.{k}": v for k, v in sorted(converted.items())}, "kept_qdq": len(skipped), "reasons": skipped})
+        return PassResult(model, total > 0, {"converted": total, **{f"converted.{k}": v for k, v in sorted(converted.items())}, "kept_qdq": len(skipped)})

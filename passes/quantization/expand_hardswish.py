@@ -46,10 +46,8 @@ def _expand(graph: ir.Graph, node: Node, namer: ir.NameGenerator) -> None:
 
 
 @register_pass("expand-hardswish")
-class ExpandHardSwish(Pass):
+class ExpandHardSwish(Pass[ExpandHardSwishConfig]):
     """Write HardSwish as x · HardSigmoid(x) so int8 inference gets a QLinearMul (no CPU HardSwish kernel)."""
-
-    Config = ExpandHardSwishConfig
 
     def run(self, model: Model, ctx: PassContext) -> PassResult:
         if self.config.when_no_kernel and has_cpu_kernel("HardSwish", opset=model.opset):

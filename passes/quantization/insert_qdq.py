@@ -25,9 +25,11 @@ from onnxq import ir
 from onnxq.calibration.qparams import compute_qparams, compute_qparams_array, quantize
 from onnxq.errors import PreconditionError
 from onnxq.ir import Graph, Model, Tensor
-from onnxq.pass_base import EmptyConfig, Pass, PassContext, PassResult, register_pass
+from collections.abc import Mapping
 
-from ._plan import QuantPlan, WeightQuant
+from onnxq.calibration.ranges import TensorRange
+from onnxq.pass_base import EmptyConfig, Pass, PassContext, PassResult, register_pass
+from onnxq.plan import QuantPlan, WeightQuant
 
 __all__ = ["InsertQDQ", "activation_qparams", "materialize", "guard_bias_overflow", "INT32_MAX"]
 
@@ -44,7 +46,7 @@ class _QParams:
     axis: int | None = None
 
 
-def activation_qparams(plan: QuantPlan, ranges: dict) -> dict[str, _QParams]:
+def activation_qparams(plan: QuantPlan, ranges: Mapping[str, TensorRange]) -> dict[str, _QParams]:
     """Scale/zero point of every planned activation (share groups use the union of their ranges)."""
     out: dict[str, _QParams] = {}
     for members in plan.groups.values():
@@ -93,7 +95,7 @@ def guard_bias_overflow(bias: np.ndarray, s_x: float, s_w: np.ndarray) -> tuple[
 class _Materializer:
     """Edits one model according to a plan (holds the name generator and shared constants)."""
 
-    def __init__(self, model: Model, plan: QuantPlan, ranges: dict) -> None:
+    def __init__(self, model: Model, plan: QuantPlan, ranges: Mapping[str, TensorRange]) -> None:
         self.model = model
         self.plan = plan
         self.namer = ir.names(model)
@@ -205,18 +207,21 @@ class _Materializer:
 
 
 @register_pass("insert-qdq")
-class InsertQDQ(Pass):
-    """Materialize the quantization plan as QuantizeLinear/DequantizeLinear pairs (weights stored as int8)."""
+class InsertQDQ(Pass[EmptyConfig]):
+    """Materialize the quantization plan as QuantizeLinear/DequantizeLinear pairs (weights stored as int8).
 
-    Config = EmptyConfig
+    As the pass that makes the plan real, it records every node the final plan leaves float (with
+    the plan's reason) as the run's skip records.
+    """
+
+    reads = ("plan", "ranges")
 
     def requires(self, model: Model) -> None:
         if model.opset < 10:
             raise PreconditionError(f"{model.source}: QuantizeLinear needs opset >= 10, model has {model.opset}; run upgrade-opset first")
 
     def run(self, model: Model, ctx: PassContext) -> PassResult:
-        plan: QuantPlan | None = ctx.artifacts.get("quant_plan")
-        ranges = ctx.artifacts.get("ranges")
+        plan, ranges = ctx.plan, ctx.ranges
         if plan is None or ranges is None:
             raise PreconditionError("insert-qdq needs a quantization plan: run 'calibrate' and 'annotate-quantization' first")
         if model.opset < 13 and any(w.axis is not None for w in plan.weights):
@@ -224,11 +229,14 @@ class InsertQDQ(Pass):
         if any(tq.dtype in ("int16", "uint16") for tq in plan.activations.values()) and model.opset < 21:
             raise PreconditionError(f"{model.source}: 16-bit activations need opset >= 21, model has {model.opset}")
         stats = materialize(model, plan, ranges)
+        for d in plan.float_nodes():
+            ctx.skip(d.node, d.op, d.reason)
         return PassResult(model, bool(plan.activations or plan.weights), stats)
 
 
-def materialize(model: Model, plan: QuantPlan, ranges: dict) -> dict:
+def materialize(model: Model, plan: QuantPlan, ranges: Mapping[str, TensorRange]) -> dict[str, int]:
     """Insert the plan's Q/DQ nodes into ``model`` in place; returns counters."""
+
     if not plan.activations and not plan.weights:
         return {"activations": 0, "weights": 0, "biases": 0}
     return _Materializer(model, plan, dict(ranges)).run()

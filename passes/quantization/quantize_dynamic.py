@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -94,9 +94,9 @@ def _latency_verdict(before: Model, after: Model, ctx: PassContext, threads: int
 
     from .tune_latency import _first_sample
 
-    feeds = _first_sample(ctx.artifacts.get("calibration_data"))
+    feeds = _first_sample(ctx.calibration_data)
     if feeds is None:
-        ctx.artifacts.setdefault("notes", []).append("latency guard skipped: no sample inputs (give --data)")
+        ctx.note("latency guard skipped: no sample inputs (give --data)")
         return {"skipped": "no sample inputs"}
     ir.normalize(after)  # new nodes were appended: restore topological order before timing
     t_float, t_quant = bench_models([before, after], feeds, threads=threads, runs=15, warmup=3)
@@ -125,7 +125,6 @@ class _Rewriter:
         self.cfg = cfg
         self.namer = ir.names(model)
         self.cache: dict[tuple[int, bool], tuple[Tensor, Tensor, Tensor]] = {}
-        self.skipped: dict[str, str] = {}
         self.counts: dict[str, int] = {}
 
     def weight(self, w_tensor: Tensor, transpose: bool) -> tuple[Tensor, Tensor, Tensor]:
@@ -245,35 +244,31 @@ def _plan_matmul(graph: Graph, node: Node, cfg: QuantizeDynamicConfig) -> tuple[
 
 
 @register_pass("quantize-dynamic")
-class QuantizeDynamic(Pass):
+class QuantizeDynamic(Pass[QuantizeDynamicConfig]):
     """Dynamic int8 quantization of MatMul/Gemm/LSTM weights (activations quantized at run time)."""
-
-    Config = QuantizeDynamicConfig
 
     def run(self, model: Model, ctx: PassContext) -> PassResult:
         from onnxq.inspect import QUANT_OPS
 
         before = ir.clone(model) if self.config.guard_latency else None
         rw = _Rewriter(model, self.config)
+        skipped = 0
         for graph in ir.iter_graphs(model.graph):
             for node in list(graph.nodes):
                 if not node.outputs:
                     continue
-                if node.op in QUANT_OPS:
-                    rw.skipped[node.name] = "already quantized"
-                    continue
-                reason = self._node(rw, graph, node)
+                reason = "already quantized" if node.op in QUANT_OPS else self._node(rw, graph, node)
                 if reason:
-                    rw.skipped[node.name or node.op] = reason
+                    ctx.skip(node.name or node.op, node.op, reason)
+                    skipped += 1
         total = sum(rw.counts.values())
-        ctx.artifacts.setdefault("dynamic_skipped", {}).update(rw.skipped)
-        stats = {"quantized": total, **{f"quantized.{k}": v for k, v in sorted(rw.counts.items())}, "skipped": rw.skipped, "format": self.config.format}
+        stats: dict[str, Any] = {"quantized": total, **{f"quantized.{k}": v for k, v in sorted(rw.counts.items())}, "skipped": skipped, "format": self.config.format}
         if total and before is not None:
             verdict = _latency_verdict(before, model, ctx, self.config.threads)
             stats["latency"] = verdict
             if verdict.get("slower"):
                 note = f"dynamic quantization measured slower than float ({verdict['quantized_ms']:.3f} ms vs {verdict['float_ms']:.3f} ms): kept float"
-                ctx.artifacts.setdefault("notes", []).append(note)
+                ctx.note(note)
                 return PassResult(before, False, {**stats, "quantized": 0, "reverted": note})
         return PassResult(model, total > 0, stats)
 

@@ -23,7 +23,7 @@ Two encodings (``format``):
   option ``session.qdq_matmulnbits_accuracy_level``); a DQ feeding Gather dequantizes the whole table
   on every run (onnxruntime never constant-folds DequantizeLinear).
 
-A node is skipped, with its reason in ``stats["skipped"]``, when its weight is computed at run time
+A node is skipped, with its reason in the run's skip records (``ctx.skips``), when its weight is computed at run time
 (activation × activation MatMul), is not a 2-D float32/float16 constant, is smaller than
 ``min_k`` x ``min_n`` (defaults 16 x 16: a layer that narrow — typically a classifier head — saves
 nothing worth its accuracy risk), is named in ``exclude_names``, or when onnxruntime's CPU provider
@@ -113,7 +113,8 @@ class _Target:
 @dataclass
 class _Stats:
     quantized: dict[str, int] = field(default_factory=dict)
-    skipped: dict[str, str] = field(default_factory=dict)
+    #: node label → (op, reason) for every MatMul/Gemm/Gather left float
+    skipped: dict[str, tuple[str, str]] = field(default_factory=dict)
     bytes_before: int = 0
     bytes_after: int = 0
     sq_rtn: float = 0.0
@@ -133,7 +134,7 @@ class _Stats:
         out: dict[str, Any] = {
             "quantized": sum(self.quantized.values()),
             "quantized_by_op": dict(self.quantized),
-            "skipped": dict(self.skipped),
+            "skipped": len(self.skipped),
             "weight_bytes_before": self.bytes_before,
             "weight_bytes_after": self.bytes_after,
         }
@@ -168,10 +169,8 @@ def _ort_type(dtype: np.dtype) -> str:
 
 
 @register_pass("quantize-weights-blockwise")
-class QuantizeWeightsBlockwise(Pass):
+class QuantizeWeightsBlockwise(Pass[QuantizeWeightsBlockwiseConfig]):
     """Weight-only block quantization (int4/int8) of MatMul/Gemm weights (and embeddings) to MatMulNBits or blocked QDQ."""
-
-    Config = QuantizeWeightsBlockwiseConfig
 
     def requires(self, model: Model) -> None:
         c = self.config
@@ -204,8 +203,8 @@ class QuantizeWeightsBlockwise(Pass):
                     replacements[id(node)] = new_nodes
             if replacements:
                 self._splice(graph, replacements)
-        for name, reason in stats.skipped.items():
-            ctx.note(name, "", "float", reason)
+        for name, (op, reason) in stats.skipped.items():
+            ctx.skip(name, op, reason)
         out = stats.as_dict(c.scale_search == "mse")
         if upgraded:
             out["upgraded_opset_to"] = QDQ_OPSET
@@ -213,7 +212,7 @@ class QuantizeWeightsBlockwise(Pass):
 
     # -- finding weights ---------------------------------------------------------------------
 
-    def _target(self, graph: Graph, node: Node, skipped: dict[str, str]) -> _Target | None:
+    def _target(self, graph: Graph, node: Node, skipped: dict[str, tuple[str, str]]) -> _Target | None:
         if node.domain or node.op not in ("MatMul", "Gemm", "Gather"):
             return None
         if node.op == "Gather" and not self.config.include_gather:
@@ -221,17 +220,18 @@ class QuantizeWeightsBlockwise(Pass):
         label = node.name or node.outputs[0].name
         found = self._weight_of(node)
         if isinstance(found, str):
-            skipped[label] = found
+            skipped[label] = (node.op, found)
             return None
         target = _Target(graph, node, *found)
         reason = self._size_reason(node, target)
         if reason is not None:
-            skipped[label] = reason
+            skipped[label] = (node.op, reason)
             return None
         return target
 
     def _weight_of(self, node: Node) -> tuple[Tensor, np.ndarray, np.ndarray | None, bool] | str:
         """(weight tensor, W[K, N] float32, bias, stored transposed) or the reason to skip."""
+
         c = self.config
         index = 0 if node.op == "Gather" else 1
         if len(node.inputs) <= index:
@@ -317,7 +317,7 @@ class QuantizeWeightsBlockwise(Pass):
             reason = self._probe_mnb(dtype, t.w.shape)
             emit = self._emit_mnb
         if reason is not None:
-            stats.skipped[label] = reason
+            stats.skipped[label] = (t.node.op, reason)
             return None
         stats.quantized[t.node.op] = stats.quantized.get(t.node.op, 0) + 1
         return emit(model, t, dtype, stats)

@@ -76,15 +76,13 @@ def _candidates(graph: Graph) -> list[tuple[Node, list[Node], list[Node]]]:
 
 
 @register_pass("smooth-activations")
-class SmoothActivations(Pass):
+class SmoothActivations(Pass[SmoothActivationsConfig]):
     """Fold per-channel activation outlier scales from LayerNorm outputs into the MatMul weights."""
 
-    Config = SmoothActivationsConfig
-
     def run(self, model: Model, ctx: PassContext) -> PassResult:
-        data = ctx.artifacts.get("calibration_data")
+        data = ctx.calibration_data
         if data is None:
-            ctx.artifacts.setdefault("notes", []).append("smooth-activations skipped: no calibration data")
+            ctx.note("smooth-activations skipped: no calibration data")
             return PassResult(model, False, {"skipped": "no calibration data"})
         targets = [(g, c) for g in ir.iter_graphs(model.graph) for c in _candidates(g)]
         if not targets:

@@ -20,8 +20,8 @@ than fp32. This pass measures instead of guessing:
    broken quantization (an attention mask or a crushed branch) without trading speed for noise
    a task does not see; tighten them for stricter tasks.
 
-Every decision (class, nodes, both medians, accuracy before/after) is recorded in
-``ctx.artifacts["latency_decisions"]`` and the nodes kept float carry the measurement as their
+Every decision (class, nodes, both medians, accuracy before/after) is recorded as a
+:class:`~onnxq.plan.TuningStep` in ``ctx.tuning`` and the nodes kept float carry the measurement as their
 reason. Timings make decisions machine dependent; ``replay`` takes a previous report and re-applies
 its decisions without measuring, so the same inputs give a byte-identical file.
 """
@@ -41,6 +41,7 @@ import numpy as np
 
 from onnxq import ir
 from onnxq.errors import ConfigError
+from onnxq.calibration.ranges import TensorRange
 from onnxq.ir import Model, Node
 from onnxq.pass_base import Pass, PassConfig, PassContext, PassResult, register_pass
 from onnxq.progress import status
@@ -48,7 +49,8 @@ from onnxq.runtime.bench import bench_sessions
 from onnxq.runtime.evaluate import compare_outputs
 from onnxq.runtime.session import make_session
 
-from ._plan import QuantPlan
+from onnxq.plan import QuantizationConfig, QuantPlan, TuningRecord, TuningStep
+
 from .annotate import build_plan
 from .insert_qdq import materialize
 
@@ -146,7 +148,7 @@ def score_like_outputs(model: Model) -> set[str]:
 class _Trials:
     """Builds sessions for candidate plans, times and evaluates them against float."""
 
-    def __init__(self, model: Model, ranges: Mapping[str, Any], cfg: Any, samples: list[Mapping[str, np.ndarray]], tcfg: TuneLatencyConfig) -> None:
+    def __init__(self, model: Model, ranges: Mapping[str, TensorRange], cfg: QuantizationConfig, samples: list[Mapping[str, np.ndarray]], tcfg: TuneLatencyConfig) -> None:
         self.model = model
         self.ranges = dict(ranges)
         self.cfg = cfg
@@ -219,34 +221,34 @@ def _replayed(path: str) -> dict[str, str]:
 
 
 @register_pass("tune-latency")
-class TuneLatency(Pass):
+class TuneLatency(Pass[TuneLatencyConfig]):
     """Keep float where int8 measures slower on onnxruntime, or costs more accuracy than the targets allow."""
 
-    Config = TuneLatencyConfig
     changes_structure = False
+    reads = ("plan", "quant_config", "ranges")
+    writes = ("plan", "tuning")
 
     def run(self, model: Model, ctx: PassContext) -> PassResult:
-        plan: QuantPlan | None = ctx.artifacts.get("quant_plan")
-        cfg = ctx.artifacts.get("quant_config")
-        ranges = ctx.artifacts.get("ranges")
+        plan, cfg, ranges = ctx.plan, ctx.quant_config, ctx.ranges
         if plan is None or cfg is None or ranges is None:
+            ctx.note("latency tuning skipped: no quantization plan")
             return PassResult(model, False, {"skipped": "no quantization plan"})
         if self.config.replay:
             forced = _replayed(self.config.replay)
-            ctx.artifacts["quant_plan"] = build_plan(model, dict(ranges), cfg, forced)
-            ctx.artifacts["latency_decisions"] = {"replayed": self.config.replay, "nodes": len(forced), "steps": []}
+            ctx.plan = build_plan(model, ranges, cfg, forced)
+            ctx.tuning = TuningRecord(threads=self.config.threads, replayed=self.config.replay, replayed_nodes=len(forced))
             return PassResult(model, False, {"replayed": len(forced)})
-        data = ctx.artifacts.get("calibration_data")
-        samples = [s for s in islice(data, self.config.eval_samples)] if data is not None else []
+        data = ctx.calibration_data
+        samples = list(islice(data, self.config.eval_samples)) if data is not None else []
         if not samples:
-            ctx.artifacts.setdefault("notes", []).append("latency tuning skipped: no sample inputs (give --data)")
+            ctx.note("latency tuning skipped: no sample inputs (give --data)")
             return PassResult(model, False, {"skipped": "no sample inputs"})
         if not plan.quantized_nodes:
             return PassResult(model, False, {"skipped": "nothing quantized"})
         with status("tuning: checking int8 accuracy against float", ctx.progress) as shown:
             trials = _Trials(model, ranges, cfg, samples, self.config)
             forced: dict[str, str] = {}
-            steps: list[dict[str, Any]] = []
+            steps: list[TuningStep] = []
             # Accuracy first: it is deterministic (same samples, same decisions), and latency
             # decisions then only ever add float nodes on top of it.
             if self.config.accuracy:
@@ -261,21 +263,21 @@ class TuneLatency(Pass):
             if t_final >= t_float:
                 reason = f"{KEPT_FLOAT} int8 measured slower than float on this model ({t_final:.3f} ms vs {t_float:.3f} ms)"
                 forced = {**{n: reason for n in plan.quantized_nodes}, **forced}
-                plan = build_plan(model, dict(ranges), cfg, forced)
-                steps.append({"step": "whole model float", "int8_ms": round(t_final, 4), "float_ms": round(t_float, 4), "accepted": True})
+                plan = build_plan(model, ranges, cfg, forced)
+                steps.append(TuningStep("whole model float", int8_ms=round(t_final, 4), float_ms=round(t_float, 4), accepted=True))
             else:
-                steps.append({"step": "final", "int8_ms": round(t_final, 4), "float_ms": round(t_float, 4), "speedup": round(t_float / t_final, 3), **trials.accuracy(session)})
-        ctx.artifacts["quant_plan"] = plan
-        ctx.artifacts["latency_decisions"] = {"threads": self.config.threads, "steps": steps}
+                steps.append(TuningStep("final", int8_ms=round(t_final, 4), float_ms=round(t_float, 4), speedup=round(t_float / t_final, 3), accuracy=trials.accuracy(session)))
+        ctx.plan = plan
+        ctx.tuning = TuningRecord(threads=self.config.threads, steps=steps)
         kept_float = sum(1 for d in plan.float_nodes() if d.reason.startswith(KEPT_FLOAT))
         return PassResult(model, False, {"kept_float": kept_float, "steps": len(steps)})
 
-    def _latency(self, model: Model, trials: _Trials, plan: QuantPlan, forced: dict[str, str]) -> tuple[dict[str, str], QuantPlan, list[dict[str, Any]]]:
+    def _latency(self, model: Model, trials: _Trials, plan: QuantPlan, forced: dict[str, str]) -> tuple[dict[str, str], QuantPlan, list[TuningStep]]:
         node_of = {n.name: n for n in ir.iter_nodes(model.graph)}
         trials.start_clock()
         current, current_plan = trials.build(forced)
         t_float, t_current = trials.time(trials.float_session, current)
-        steps: list[dict[str, Any]] = [{"step": "full plan", "int8_ms": round(t_current, 4), "float_ms": round(t_float, 4)}]
+        steps = [TuningStep("full plan", int8_ms=round(t_current, 4), float_ms=round(t_float, 4))]
         for label, predicate in NODE_CLASSES.items():
             if label in _ANCHOR_CLASSES or trials.out_of_time():
                 continue
@@ -291,37 +293,37 @@ class TuneLatency(Pass):
             if accepted:  # confirm: noise must not flip a decision
                 t_cur, t_trial = trials.time(current, trial)
                 accepted = t_trial < t_cur * (1 - self.config.min_gain / 2)
-            steps.append({"step": f"keep {label} float", "nodes": len(members), "with_ms": round(t_cur, 4), "without_ms": round(t_trial, 4), "accepted": accepted})
+            steps.append(TuningStep(f"keep {label} float", nodes=len(members), with_ms=round(t_cur, 4), without_ms=round(t_trial, 4), accepted=accepted))
             if accepted:
                 for n in members:
                     trial_forced[n] = f"{KEPT_FLOAT} int8 {label} measured slower ({t_cur:.3f} ms with, {t_trial:.3f} ms without)"
                 forced, current, current_plan = trial_forced, trial, trial_plan
         return forced, current_plan, steps
 
-    def _accuracy(self, model: Model, trials: _Trials, forced: dict[str, str], plan: QuantPlan) -> tuple[dict[str, str], QuantPlan, list[dict[str, Any]]]:
+    def _accuracy(self, model: Model, trials: _Trials, forced: dict[str, str], plan: QuantPlan) -> tuple[dict[str, str], QuantPlan, list[TuningStep]]:
         """Return node classes (then single nodes) to float until the accuracy targets hold."""
         node_of = {n.name: n for n in ir.iter_nodes(model.graph)}
         session, _ = trials.build(forced)
         acc = trials.accuracy(session)
-        steps: list[dict[str, Any]] = [{"step": "accuracy check", **acc, "meets_targets": trials.meets(acc)}]
+        steps = [TuningStep("accuracy check", accuracy=acc, meets_targets=trials.meets(acc))]
         while not trials.meets(acc) and plan.quantized_nodes:
             best = self._best_class(trials, node_of, forced, plan, acc)
             if best is None:
                 reason = f"{KEPT_FLOAT} int8 missed the accuracy targets (agreement {acc['agreement']}, cosine {acc['cosine']})"
                 forced = {**{n: reason for n in plan.quantized_nodes}, **forced}
                 plan = build_plan(model, trials.ranges, trials.cfg, forced)
-                steps.append({"step": "whole model float (accuracy)", **acc})
+                steps.append(TuningStep("whole model float (accuracy)", accuracy=acc))
                 break
             label, members = best
             reason = f"{KEPT_FLOAT} int8 {label} cost too much accuracy"
             if len(members) > 1 and trials.trials_left > len(members) + 8:
                 forced, plan, acc, chosen = self._fewest_nodes(trials, forced, members, acc, reason)
-                steps.append({"step": f"keep {chosen} of {len(members)} {label} float (accuracy)", **acc, "meets_targets": trials.meets(acc)})
+                steps.append(TuningStep(f"keep {chosen} of {len(members)} {label} float (accuracy)", accuracy=acc, meets_targets=trials.meets(acc)))
             else:
                 forced = {**forced, **{n: reason for n in members}}
                 session, plan = trials.build(forced)
                 acc = trials.accuracy(session)
-                steps.append({"step": f"keep {label} float (accuracy)", **acc, "meets_targets": trials.meets(acc)})
+                steps.append(TuningStep(f"keep {label} float (accuracy)", accuracy=acc, meets_targets=trials.meets(acc)))
         return forced, plan, steps
 
     @staticmethod

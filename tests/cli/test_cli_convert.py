@@ -12,7 +12,7 @@ import pytest
 
 from models import build
 from onnxq import ir
-from onnxq.quantize import quantize_static
+from onnxq.api import quantize_static
 from tests.helpers import cosine, invoke, random_feeds, run
 
 

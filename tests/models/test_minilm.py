@@ -36,7 +36,7 @@ def test_dynamic_quantization_keeps_embeddings(minilm: Path) -> None:
     import onnxruntime as ort
 
     from onnxq import ir
-    from onnxq.quantize import quantize_dynamic
+    from onnxq.api import quantize_dynamic
 
     calib = [tokenize(SENTENCES[i : i + 8], 64) for i in range(32, 64, 8)]
     model = quantize_dynamic(str(minilm), calib).model

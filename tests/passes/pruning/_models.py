@@ -30,12 +30,17 @@ def model_of(nodes: list, inputs: list, outputs: list, inits: list, opset: int =
 
 
 def run_pass(src: Any, name: str, options: dict | None = None, ctx: PassContext | None = None, shapes: bool = True) -> tuple[ir.Model, bool, dict]:
-    """Run one pass (then infer-shapes) under the checker; return (model, modified, stats)."""
+    """Run one pass (then infer-shapes) under the checker; return (model, modified, stats).
+
+    The stats carry the pass's skip records as ``skipped`` ({layer or group: reason}).
+    """
     passes = [make_pass(name, options or {})]
     if shapes:
         passes.append(make_pass("infer-shapes"))
+    ctx = ctx if ctx is not None else PassContext()
     res = PassManager(passes, check=True).run(ir.load(src), ctx)
-    return res.model, res.records[0].modified, res.records[0].stats
+    stats = {**res.records[0].stats, "skipped": {s.node: s.reason for s in ctx.skips if s.pass_name == name}}
+    return res.model, res.records[0].modified, stats
 
 
 def weight(model: ir.Model, node_name: str, index: int = 1) -> np.ndarray:

@@ -287,10 +287,13 @@ def test_data_driven_criteria_use_channel_stats() -> None:
     some = next(iter(stats.values()))
     assert some["samples"] == 3 and some["mean_abs"].ndim == 1 and ((0 <= some["apoz"]) & (some["apoz"] <= 1)).all()
     for criterion in ("apoz", "mean-activation"):
-        pruned, modified, report = run_pass(src, "prune-channels", {"ratio": 0.25, "criterion": criterion, "round_to": 1}, PassContext(artifacts={"channel_stats": stats}))
+        pruned, modified, report = run_pass(src, "prune-channels", {"ratio": 0.25, "criterion": criterion, "round_to": 1}, PassContext(channel_stats=stats))
         assert modified and {g: v["channels_after"] for g, v in report["groups"].items()} == expected
         assert_same_outputs(src, checked(pruned), random_feeds(src, seed=9, dims=DIMS), atol=1e-5, rtol=1e-4)
-    with pytest.raises(PreconditionError, match="channel_stats"):
+    # the pipeline is validated before it runs: the data criteria read ctx.channel_stats
+    with pytest.raises(ConfigError, match="prune-channels reads 'channel_stats', which no earlier step writes"):
         run_pass(src, "prune-channels", {"ratio": 0.25, "criterion": "apoz", "round_to": 1})
-    _, modified, report = run_pass(src, "prune-channels", {"ratio": 0.25, "criterion": "apoz", "round_to": 1}, PassContext(artifacts={"channel_stats": {}}))
+    with pytest.raises(PreconditionError, match="channel_stats"):  # the pass called directly still refuses
+        make_pass("prune-channels", {"ratio": 0.25, "criterion": "apoz"})(ir.load(src))
+    _, modified, report = run_pass(src, "prune-channels", {"ratio": 0.25, "criterion": "apoz", "round_to": 1}, PassContext(channel_stats={}))
     assert not modified and "no channel statistics" in next(iter(report["skipped"].values()))

@@ -67,7 +67,7 @@ def test_channel_search_with_stats_context() -> None:
         [0.1, 0.5],
         samples,
         tolerance=0.5,
-        ctx_factory=lambda s: PassContext(artifacts={"channel_stats": stats}),
+        ctx_factory=lambda s: PassContext(channel_stats=stats),
     )
     first = result.curve[0]
     assert first["modified"] and first["params"] == first["stats"]["params_after"] < first["stats"]["params_before"]

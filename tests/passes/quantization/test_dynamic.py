@@ -8,18 +8,19 @@ import pytest
 
 from models import build
 from onnxq import PassContext, PassManager, ir, make_pass
-from onnxq.quantize import convert, quantize_dynamic
+from onnxq.api import convert, quantize_dynamic
 from tests.helpers import checked, cosine, op_count, random_feeds, run
 
 DIMS = {"batch": 2, "seq": 16}
 
 
 def _dynamic(src: onnx.ModelProto, data=None, **options) -> tuple[ir.Model, dict]:
-    ctx = PassContext()
-    if data is not None:
-        ctx.artifacts["calibration_data"] = data
+    """Run cleanup + quantize-dynamic; stats carry the pass's skip records as ``skipped`` {node: reason}."""
+    ctx = PassContext(calibration_data=data)
     res = PassManager([make_pass("cleanup"), make_pass("quantize-dynamic", options)], check=True).run(ir.load(src), ctx)
-    return checked(res.model), res.records[-1].stats
+    stats = dict(res.records[-1].stats)
+    stats["skipped"] = {s.node: s.reason for s in ctx.skips if s.pass_name == "quantize-dynamic"}
+    return checked(res.model), stats
 
 
 @pytest.mark.parametrize("fmt", ["fused", "standard"])
@@ -82,8 +83,7 @@ def test_latency_guard_reverts_when_slower(monkeypatch: pytest.MonkeyPatch) -> N
 def test_smoothing_is_exact_in_float() -> None:
     src = build("transformer", hidden=128, layers=2)
     data = [random_feeds(src, seed=i, dims=DIMS) for i in range(4)]
-    ctx = PassContext()
-    ctx.artifacts["calibration_data"] = data
+    ctx = PassContext(calibration_data=data)
     res = PassManager([make_pass("cleanup"), make_pass("smooth-activations", {"alpha": 0.5})], check=True).run(ir.load(src), ctx)
     assert res.records[-1].stats["smoothed"] >= 8
     for f in data:
@@ -99,9 +99,9 @@ def test_smoothing_without_data_is_a_noop() -> None:
 def test_convert_dynamic_api_with_data() -> None:
     src = build("transformer", hidden=128, layers=2)
     data = [random_feeds(src, seed=i, dims=DIMS) for i in range(4)]
-    res = quantize_dynamic(src, data, min_weight_elements=0)
+    res = quantize_dynamic(src, data, pass_options={"quantize-dynamic": {"min_weight_elements": 0}})
     model = checked(res.model)
-    steps = [p["pass"] for p in res.report["passes"]]
+    steps = [p["pass"] for p in res.report.to_dict()["passes"]]
     assert steps == ["cleanup", "smooth-activations", "quantize-dynamic"]
     f = random_feeds(src, seed=9, dims=DIMS)
     assert cosine(run(src, f)[0], run(model, f)[0]) > 0.995
@@ -114,7 +114,7 @@ def test_convert_other_modes(mode: str) -> None:
     model = checked(res.model)
     f = random_feeds(src, seed=1, dims=DIMS)
     assert cosine(run(src, f)[0], run(model, f)[0]) > 0.99
-    assert res.report["bytes_after"] < 0.6 * res.report["bytes_before"]
+    assert res.report.to_dict()["bytes_after"] < 0.6 * res.report.to_dict()["bytes_before"]
 
 
 def test_unknown_mode() -> None:

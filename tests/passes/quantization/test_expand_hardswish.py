@@ -11,7 +11,7 @@ import pytest
 
 from models import build
 from onnxq import PassManager, ir, make_pass
-from onnxq.quantize import quantize_static
+from onnxq.api import quantize_static
 from tests.helpers import assert_same_outputs, checked, cosine, op_count, random_feeds, run
 
 

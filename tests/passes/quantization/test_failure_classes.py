@@ -15,7 +15,7 @@ from onnx import TensorProto, helper, numpy_helper
 from models import build
 from onnxq import CalibrationDataError, CalibrationError, PreconditionError, ir
 from onnxq.calibration.data import open_source
-from onnxq.quantize import quantize_static
+from onnxq.api import quantize_static
 from onnxq.passes.quantization.insert_qdq import guard_bias_overflow
 from tests.helpers import checked, cosine, random_feeds, run, sqnr_db
 
@@ -25,7 +25,7 @@ def _synthetic(proto: onnx.ModelProto, n: int, seed: int = 0, **dims: int) -> li
 
 
 def _decisions(result) -> dict[str, dict]:
-    return {d["node"]: d for d in result.report.get("float_nodes", [])}
+    return {d["node"]: d for d in result.report.to_dict().get("float_nodes", [])}
 
 
 def _paddle_like(opset: int = 11) -> onnx.ModelProto:
@@ -57,7 +57,7 @@ def test_old_opset_constant_weights_load_and_stay_accurate() -> None:
     src = _paddle_like(11)
     res = quantize_static(src, _synthetic(src, 16), tune=False)
     model = checked(res.model)
-    assert model.opset >= 13 and any("opset upgraded from 11" in n for n in res.report["notes"])
+    assert model.opset >= 13 and any("opset upgraded from 11" in n for n in res.report.to_dict()["notes"])
     convs = [n for n in ir.iter_nodes(model.graph) if n.op == "Conv"]
     for conv in convs:  # weights are int8 initializers behind per-channel DequantizeLinear
         dq = ir.producer(conv.inputs[1])
@@ -77,7 +77,7 @@ def test_opset_upgrade_failure_falls_back_to_per_tensor(monkeypatch: pytest.Monk
     src = _paddle_like(11)
     res = quantize_static(src, _synthetic(src, 8), tune=False)
     model = checked(res.model)
-    assert model.opset == 11 and any("per-tensor" in n for n in res.report["notes"])
+    assert model.opset == 11 and any("per-tensor" in n for n in res.report.to_dict()["notes"])
     assert all("axis" not in n.attrs for n in ir.iter_nodes(model.graph) if n.op == "DequantizeLinear")
 
 
@@ -112,10 +112,10 @@ def test_attention_mask_stays_float_and_embeddings_accurate() -> None:
         calib.append(f)
     res = quantize_static(src, calib, tune=False)
     model = checked(res.model)
-    reasons = {d["node"]: d["reason"] for d in res.report["float_nodes"]}
+    reasons = {d["node"]: d["reason"] for d in res.report.to_dict()["float_nodes"]}
     softmaxes = [n.name for n in ir.load(src).graph.nodes if n.op == "Softmax"]
     assert softmaxes and all(n in reasons for n in softmaxes)
-    assert res.report["quantized_nodes"] > 0
+    assert res.report.to_dict()["quantized_nodes"] > 0
     for i in range(3):
         f = random_feeds(src, seed=100 + i, dims={"batch": 2, "seq": 16})
         f["attention_mask"][:, 12:] = 0
@@ -128,7 +128,7 @@ def test_decomposed_layernorm_kept_float() -> None:
     src = build("layernorm-classifier")
     res = quantize_static(src, _synthetic(src, 16, N=2), tune=False)
     model = checked(res.model)
-    reasons = [d["reason"] for d in res.report["float_nodes"]]
+    reasons = [d["reason"] for d in res.report.to_dict()["float_nodes"]]
     assert sum("decomposed LayerNorm" in r for r in reasons) >= 7
     agree = []
     for feeds in _synthetic(src, 8, seed=40, N=4):
@@ -162,7 +162,7 @@ def test_bias_overflow_handled_end_to_end() -> None:
     src.ir_version = 8
     res = quantize_static(src, _synthetic(src, 8), tune=False)
     model = checked(res.model)
-    stats = next(p for p in res.report["passes"] if p["pass"] == "insert-qdq")["stats"]
+    stats = next(p for p in res.report.to_dict()["passes"] if p["pass"] == "insert-qdq")["stats"]
     assert stats["bias_overflow_channels"] >= 2
     for feeds in _synthetic(src, 3, seed=9):
         assert cosine(run(src, feeds)[0], run(model, feeds)[0]) > 0.999
@@ -195,10 +195,10 @@ def test_int8_slower_than_float_keeps_float(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setattr(tl._Trials, "time", float_wins)
     src = build("mobilenet")
     res = quantize_static(src, _synthetic(src, 4, N=1), tune=True)
-    assert res.report["quantized_nodes"] == 0
-    steps = res.report["latency"]["steps"]
+    assert res.report.to_dict()["quantized_nodes"] == 0
+    steps = res.report.to_dict()["latency"]["steps"]
     assert steps[-1]["step"] == "whole model float"
-    assert all("int8" in d["reason"] or "not between" in d["reason"] or "no quantizer" in d["reason"] or "arithmetic" in d["reason"] for d in res.report["float_nodes"])
+    assert all("int8" in d["reason"] or "not between" in d["reason"] or "no quantizer" in d["reason"] or "arithmetic" in d["reason"] for d in res.report.to_dict()["float_nodes"])
 
 
 def test_accuracy_guard_returns_classes_to_float(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -214,9 +214,9 @@ def test_accuracy_guard_returns_classes_to_float(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(tl._Trials, "accuracy", accuracy)
     src = build("mobilenet")
     res = quantize_static(src, _synthetic(src, 4, N=1), tune=True)
-    steps = [s["step"] for s in res.report["latency"]["steps"]]
+    steps = [s["step"] for s in res.report.to_dict()["latency"]["steps"]]
     assert "accuracy check" in steps and any(s.endswith("(accuracy)") for s in steps)
-    assert any("cost too much accuracy" in d["reason"] for d in res.report["float_nodes"])
+    assert any("cost too much accuracy" in d["reason"] for d in res.report.to_dict()["float_nodes"])
 
 
 def test_replay_reproduces_a_tuned_conversion(tmp_path: Path) -> None:
@@ -226,18 +226,18 @@ def test_replay_reproduces_a_tuned_conversion(tmp_path: Path) -> None:
     data = _synthetic(src, 4, N=1)
     first = quantize_static(src, data, tune=True)
     report = tmp_path / "report.json"
-    report.write_text(json.dumps(first.report))
+    report.write_text(json.dumps(first.report.to_dict()))
     a = quantize_static(src, data, tune=True, replay=str(report))
     b = quantize_static(src, data, tune=True, replay=str(report))
     assert ir.to_proto(a.model).SerializeToString() == ir.to_proto(b.model).SerializeToString()
-    kept = sorted(d["node"] for d in first.report["float_nodes"] if d["reason"].startswith("kept float:"))
-    assert sorted(d["node"] for d in a.report["float_nodes"] if d["reason"].startswith("kept float:")) == kept
+    kept = sorted(d["node"] for d in first.report.to_dict()["float_nodes"] if d["reason"].startswith("kept float:"))
+    assert sorted(d["node"] for d in a.report.to_dict()["float_nodes"] if d["reason"].startswith("kept float:")) == kept
 
 
 def test_tuner_records_measurements() -> None:
     src = build("cnn", width=16, input_size=32)
     res = quantize_static(src, _synthetic(src, 4, N=1), tune=True, threads=1)
-    steps = res.report["latency"]["steps"]
+    steps = res.report.to_dict()["latency"]["steps"]
     assert steps[0]["step"] == "accuracy check" and "agreement" in steps[0]  # accuracy first (deterministic)
     full = next(s for s in steps if s["step"] == "full plan")
     assert full["float_ms"] > 0 and full["int8_ms"] > 0
@@ -259,9 +259,9 @@ def test_unknown_op_left_float_with_reason() -> None:
     src.graph.initializer.extend([numpy_helper.from_array(rng.standard_normal((4, 3, 1, 1)).astype(np.float32), "w"), numpy_helper.from_array(rng.standard_normal((4, 4, 1, 1)).astype(np.float32), "w2")])
     res = quantize_static(src, _synthetic(src, 4), tune=False)
     checked(res.model)
-    erf = next(d for d in res.report["float_nodes"] if d["op"] == "Erf")
+    erf = next(d for d in res.report.to_dict()["float_nodes"] if d["op"] == "Erf")
     assert erf["reason"] == "no quantizer for Erf"
-    assert res.report["quantized_nodes"] == 2
+    assert res.report.to_dict()["quantized_nodes"] == 2
 
 
 def test_already_quantized_model_is_refused() -> None:
@@ -366,6 +366,6 @@ def test_accuracy_guard_floats_the_fewest_matmuls(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(tl._Trials, "accuracy", accuracy)
     src = build("mlp", in_features=64, hidden=(128, 128, 128))
     res = quantize_static(src, _synthetic(src, 4, N=16), tune=True)
-    kept = [d["node"] for d in res.report["float_nodes"] if "cost too much accuracy" in d["reason"]]
+    kept = [d["node"] for d in res.report.to_dict()["float_nodes"] if "cost too much accuracy" in d["reason"]]
     assert kept == ["head/fc/matmul/gemm"]
-    assert res.report["quantized_nodes"] >= 3
+    assert res.report.to_dict()["quantized_nodes"] >= 3

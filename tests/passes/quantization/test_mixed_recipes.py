@@ -9,7 +9,7 @@ import pytest
 
 from models import build
 from onnxq import ir
-from onnxq.quantize import convert
+from onnxq.api import convert
 from tests.helpers import checked, cosine, op_count, random_feeds, run
 
 INT4_LARGE_MATMULS = """
@@ -49,7 +49,7 @@ def test_recipe(tmp_path: Path, recipe: str, marker: str) -> None:
     res = convert(src, mode="dynamic", recipe=path)
     model = checked(res.model)
     assert op_count(model, marker) > 0
-    assert res.report["bytes_after"] < 0.6 * res.report["bytes_before"]
+    assert res.report.to_dict()["bytes_after"] < 0.6 * res.report.to_dict()["bytes_before"]
     for i in range(2):
         f = random_feeds(src, seed=i, dims={"batch": 2, "seq": 12})
         assert cosine(run(src, f)[0], run(model, f)[0]) > 0.99

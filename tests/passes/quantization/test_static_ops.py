@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from onnxq import ir
-from onnxq.quantize import quantize_static
+from onnxq.api import quantize_static
 from tests.helpers import checked, cosine, run
 from tests.passes.quantization._op_models import OP_SPECS, op_model
 
@@ -43,7 +43,7 @@ def test_op_quantized_in_qdq_and_qoperator(op: str) -> None:
     calib = _samples(16, 0)
     test = _samples(8, 1)
     qdq = quantize_static(src, calib, tune=False, method="minmax")
-    decisions = {d["node"]: d for d in qdq.report["float_nodes"]}
+    decisions = {d["node"]: d for d in qdq.report.to_dict()["float_nodes"]}
     assert "op" not in decisions, f"{op} left float: {decisions.get('op')}"
     model = checked(qdq.model)
     assert "QuantizeLinear" in _ops(model) and "DequantizeLinear" in _ops(model)
@@ -97,7 +97,7 @@ def test_scalar_arithmetic_between_int8_ops_is_quantized(op: str) -> None:
     src = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     calib, test = _samples(16, 0), _samples(8, 1)
     qdq = quantize_static(src, calib, tune=False, method="minmax")
-    assert "op" not in {d["node"] for d in qdq.report["float_nodes"]}
+    assert "op" not in {d["node"] for d in qdq.report.to_dict()["float_nodes"]}
     qop = checked(quantize_static(src, calib, tune=False, method="minmax", format="qoperator").model)
     assert f"QLinear{op}" in _ops(qop)
     for feeds in test:

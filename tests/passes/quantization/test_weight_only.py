@@ -12,7 +12,7 @@ from hypothesis.extra import numpy as hnp
 from onnx import TensorProto, helper, numpy_helper
 
 from models import build
-from onnxq import PassManager, PreconditionError, ir, make_pass
+from onnxq import PassContext, PassManager, PreconditionError, ir, make_pass
 from onnxq.errors import ConfigError
 from onnxq.passes.quantization import _blockwise as bw
 from onnxq.runtime import make_session, run_session
@@ -91,8 +91,11 @@ def test_all_zero_block_is_exact_and_searched_weights_improve() -> None:
 
 
 def quantize(src: onnx.ModelProto, **options: object) -> tuple[ir.Model, bool, dict]:
-    res = PassManager([make_pass("quantize-weights-blockwise", options)], check=True).run(ir.load(src))
-    return checked(res.model), res.records[-1].modified, res.records[-1].stats
+    """Run the pass; stats carry its skip records as ``skipped`` {node: reason}."""
+    ctx = PassContext()
+    res = PassManager([make_pass("quantize-weights-blockwise", options)], check=True).run(ir.load(src), ctx)
+    stats = {**res.records[-1].stats, "skipped": {s.node: s.reason for s in ctx.skips}}
+    return checked(res.model), res.records[-1].modified, stats
 
 
 def model_of(nodes: list, inputs: list, outputs: list, inits: list, opset: int = 17) -> onnx.ModelProto:

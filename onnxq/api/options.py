@@ -1,0 +1,225 @@
+"""``ConversionOptions``: every option of a conversion, for every mode, in one frozen, validated dataclass.
+
+The CLI's ``onnxq convert`` flags and the Python API's keyword arguments are the same set (a test
+checks both ways): each field here is one flag (``--activation-dtype`` ↔ ``activation_dtype``).
+Validation happens once, here, for both faces: value ranges, and options that do not apply to the
+chosen mode (``--format qoperator`` with ``--mode dynamic``) or that a recipe would silently
+ignore. An option that does not apply is refused only when it differs from its default, so the
+CLI, which passes every flag, never trips on its own defaults.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from ..config import PassConfig
+from ..errors import ConfigError
+from ..plan import ActivationDtype
+
+__all__ = ["ConversionOptions", "Mode", "MODES", "APPLIES_TO", "option_flag"]
+
+Mode = Literal["static", "dynamic", "weight-only", "fp16", "bf16"]
+#: Conversion modes of ``onnxq convert --mode``.
+MODES: tuple[str, ...] = ("static", "dynamic", "weight-only", "fp16", "bf16")
+
+
+@dataclass(frozen=True)
+class ConversionOptions(PassConfig):
+    """Options of one conversion (``onnxq convert`` / :func:`onnxq.convert`).
+
+    General:
+        mode: static int8 (default), dynamic int8, weight-only int4/int8, fp16 or bf16.
+        recipe: a TOML pipeline replacing the mode's default passes.
+        samples: use at most this many calibration samples (None: all).
+        pass_options: extra options for passes of the pipeline, ``{pass name: {option: value}}``
+            (CLI: ``--pass-option quantize-dynamic.min_weight_elements=0``).
+
+    Static calibration:
+        method: observer (``percentile`` 99.999 measured best on real models; ``minmax``,
+            ``entropy``, ``mse``, ``moving-average``).
+        percentile: the percentile of ``method="percentile"``.
+        max_memory_mb: MB of exposed activations per calibration pass.
+        smooth: SmoothQuant alpha for LayerNorm→MatMul outliers (static, and dynamic with data);
+            0 disables. Not used with precomputed ranges (they were measured without it).
+
+    Static quantization (see :class:`onnxq.plan.QuantizationConfig`):
+        format: ``qdq`` pairs or ``qoperator`` (QLinear ops).
+        activation_dtype, weight_dtype, activation_symmetric, weight_symmetric, per_channel,
+        reduce_range, op_types, exclude_op_types, exclude_nodes, include_nodes, keep_first,
+        keep_last, quantize_activation_matmul, concat_range_ratio.
+
+    Static tuning (see ``tune-latency``):
+        tune: measure int8 against float and keep float where int8 is slower or costs accuracy.
+        threads: threads for timing (also dynamic mode's latency guard).
+        min_agreement / min_cosine: the accuracy guard's targets.
+        max_accuracy_trials / eval_samples: the guard's budget.
+        replay: a previous report whose tuning decisions are re-applied without measuring.
+
+    Weight-only:
+        weight_bits, block_size, symmetric, weight_format (``matmulnbits`` or opset-21 ``qdq``),
+        scale_search (``mse`` clipping search or ``none``), include_gather (also Gather tables;
+        dynamic mode too).
+
+    Dynamic: dynamic_format (``fused`` DynamicQuantizeMatMul or ``standard`` ops).
+
+    fp16 / bf16: keep_io_types (inputs/outputs stay float32).
+    """
+
+    mode: Mode = "static"
+    recipe: str | None = None
+    samples: int | None = None
+    pass_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    method: str = "percentile"
+    percentile: float | None = None
+    max_memory_mb: float | None = None
+    smooth: float = 0.5
+    format: Literal["qdq", "qoperator"] = "qdq"
+    activation_dtype: ActivationDtype = "uint8"
+    weight_dtype: Literal["int8", "uint8"] = "int8"
+    activation_symmetric: bool = False
+    weight_symmetric: bool = True
+    per_channel: bool = True
+    reduce_range: bool = False
+    op_types: tuple[str, ...] = ()
+    exclude_op_types: tuple[str, ...] = ()
+    exclude_nodes: tuple[str, ...] = ()
+    include_nodes: tuple[str, ...] = ()
+    keep_first: int = 0
+    keep_last: int = 0
+    quantize_activation_matmul: bool = False
+    concat_range_ratio: float = 10.0
+    tune: bool = True
+    threads: int = 1
+    min_agreement: float = 0.98
+    min_cosine: float = 0.97
+    max_accuracy_trials: int = 60
+    eval_samples: int = 8
+    replay: str | None = None
+    weight_bits: Literal[4, 8] = 4
+    block_size: Literal[16, 32, 64, 128, 256] = 32
+    symmetric: bool = False
+    weight_format: Literal["matmulnbits", "qdq"] = "matmulnbits"
+    scale_search: Literal["none", "mse"] = "mse"
+    include_gather: bool = False
+    dynamic_format: Literal["fused", "standard"] = "fused"
+    keep_io_types: bool = True
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ConfigError(f"unknown mode '{self.mode}'; valid: {', '.join(MODES)}")
+        for name in ("recipe", "replay"):  # paths are accepted as str or os.PathLike
+            value = getattr(self, name)
+            if isinstance(value, os.PathLike):
+                object.__setattr__(self, name, os.fspath(value))
+        super().__post_init__()
+        from ..calibration.observers import OBSERVERS
+
+        if self.method not in OBSERVERS:
+            raise ConfigError(f"unknown calibration method '{self.method}'; valid: {', '.join(sorted(OBSERVERS))}")
+        _check_ranges(self)
+        _check_applicable(self)
+        for name, opts in self.pass_options.items():
+            if not isinstance(opts, Mapping):
+                raise ConfigError(f"pass_options['{name}'] must be a table of options, got {opts!r}")
+
+    @classmethod
+    def from_values(cls, values: Mapping[str, Any]) -> ConversionOptions:
+        """Build from plain data, refusing unknown names with the valid ones listed."""
+        valid = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - valid)
+        if unknown:
+            raise ConfigError(f"unknown conversion option(s) {', '.join(unknown)}; valid: {', '.join(sorted(valid))}")
+        return cls(**dict(values))
+
+    def as_dict(self) -> dict[str, Any]:
+        """Field → value (tuples as lists), for the report."""
+        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    def changed(self) -> dict[str, Any]:
+        """The options that differ from their defaults."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if getattr(self, f.name) != _default(f)}
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _default(f: dataclasses.Field[Any]) -> Any:
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+
+
+_STATIC = frozenset({"static"})
+_INT8 = frozenset({"static", "dynamic"})
+#: Which modes each option means something in (options absent here apply to every mode).
+APPLIES_TO: dict[str, frozenset[str]] = {
+    **dict.fromkeys(
+        (
+            "method", "percentile", "max_memory_mb", "format", "activation_dtype", "weight_dtype", "activation_symmetric",
+            "weight_symmetric", "op_types", "exclude_op_types", "include_nodes", "keep_first", "keep_last",
+            "quantize_activation_matmul", "concat_range_ratio", "tune", "min_agreement", "min_cosine",
+            "max_accuracy_trials", "eval_samples", "replay",
+        ),
+        _STATIC,
+    ),
+    **dict.fromkeys(("per_channel", "reduce_range", "threads", "smooth"), _INT8),
+    "exclude_nodes": frozenset({"static", "dynamic", "weight-only"}),
+    **dict.fromkeys(("weight_bits", "block_size", "symmetric", "weight_format", "scale_search"), frozenset({"weight-only"})),
+    "include_gather": frozenset({"dynamic", "weight-only"}),
+    "dynamic_format": frozenset({"dynamic"}),
+    "keep_io_types": frozenset({"fp16", "bf16"}),
+}
+#: Options a recipe still honours (it replaces the mode's passes and so every pass option).
+_RECIPE_OPTIONS = frozenset({"mode", "recipe", "samples", "pass_options", "threads"})
+
+
+def option_flag(name: str) -> str:
+    """The CLI spelling of an option (``activation_dtype`` → ``--activation-dtype``)."""
+    return "--" + name.replace("_", "-")
+
+
+def _check_applicable(o: ConversionOptions) -> None:
+    changed = o.changed()
+    if o.recipe is not None:
+        ignored = sorted(set(changed) - _RECIPE_OPTIONS)
+        if ignored:
+            raise ConfigError(
+                f"{', '.join(option_flag(n) for n in ignored)} would be ignored with --recipe (the recipe sets every pass option); "
+                "put them in the recipe instead"
+            )
+        return
+    for name in sorted(changed):
+        modes = APPLIES_TO.get(name)
+        if modes is not None and o.mode not in modes:
+            raise ConfigError(f"{option_flag(name)} does not apply to --mode {o.mode} (it applies to: {', '.join(sorted(modes))})")
+    if o.percentile is not None and o.method != "percentile":
+        raise ConfigError(f"--percentile applies to --method percentile, not '{o.method}'")
+
+
+def _check_ranges(o: ConversionOptions) -> None:
+    problems = []
+    if o.samples is not None and o.samples < 1:
+        problems.append(f"samples must be >= 1, got {o.samples}")
+    if o.percentile is not None and not 50.0 < o.percentile <= 100.0:
+        problems.append(f"percentile must be in (50, 100], got {o.percentile}")
+    if o.max_memory_mb is not None and o.max_memory_mb <= 0:
+        problems.append(f"max_memory_mb must be > 0, got {o.max_memory_mb}")
+    if not 0.0 <= o.smooth <= 1.0:
+        problems.append(f"smooth (SmoothQuant alpha) must be in [0, 1], got {o.smooth}")
+    for name in ("min_agreement", "min_cosine"):
+        value = getattr(o, name)
+        if not 0.0 <= value <= 1.0:
+            problems.append(f"{name} must be in [0, 1], got {value}")
+    for name in ("keep_first", "keep_last", "threads"):
+        if getattr(o, name) < 0:
+            problems.append(f"{name} must be >= 0, got {getattr(o, name)}")
+    for name in ("max_accuracy_trials", "eval_samples"):
+        if getattr(o, name) < 1:
+            problems.append(f"{name} must be >= 1, got {getattr(o, name)}")
+    if o.concat_range_ratio <= 1:
+        problems.append(f"concat_range_ratio must be > 1, got {o.concat_range_ratio}")
+    if problems:
+        raise ConfigError("invalid conversion option: " + "; ".join(problems))

@@ -1,0 +1,160 @@
+"""The default pipeline of each conversion mode, as data built from :class:`ConversionOptions`.
+
+One function per mode in a registry (no if-chain); each returns a list of ``{"pass": name,
+**options}`` steps — the same data a TOML recipe holds — so the CLI, the API and recipes all run
+through :func:`onnxq.api.convert.convert` and the pass manager.
+
+- static: upgrade-opset → cleanup → smooth-activations (with data) → expand-hardswish → calibrate →
+  annotate-quantization → tune-latency → insert-qdq [→ convert-qlinear]
+- dynamic: cleanup → smooth-activations (with data) → quantize-dynamic [→ blockwise Gather tables]
+- weight-only: cleanup → quantize-weights-blockwise
+- fp16 / bf16: cleanup → convert-float16
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import ConfigError
+from .options import ConversionOptions
+from .recipes import load_recipe
+
+__all__ = ["PipelineInputs", "MODE_PIPELINES", "build_steps", "STATIC_OPSET", "WIDE_ACTIVATION_OPSET"]
+
+#: Opset the static pipeline raises models to: cleanup's fusions (HardSwish: 14), per-channel Q/DQ
+#: (13) and LayerNormalization (17) need it.
+STATIC_OPSET = 17
+#: 16-bit QuantizeLinear/DequantizeLinear need opset 21.
+WIDE_ACTIVATION_OPSET = 21
+#: SmoothQuant and tuning budget of the static pipeline (seconds).
+TUNE_BUDGET_S = 15.0
+
+
+@dataclass(frozen=True)
+class PipelineInputs:
+    """What the conversion was given besides options (some steps depend on it)."""
+
+    has_data: bool
+    has_ranges: bool
+
+
+Step = dict[str, Any]
+PipelineBuilder = Callable[[ConversionOptions, PipelineInputs], list[Step]]
+
+_QUANT_FIELDS = (
+    "activation_dtype",
+    "activation_symmetric",
+    "weight_dtype",
+    "weight_symmetric",
+    "per_channel",
+    "reduce_range",
+    "op_types",
+    "exclude_op_types",
+    "exclude_nodes",
+    "include_nodes",
+    "keep_first",
+    "keep_last",
+    "quantize_activation_matmul",
+    "concat_range_ratio",
+)
+
+
+def _static(o: ConversionOptions, given: PipelineInputs) -> list[Step]:
+    target = WIDE_ACTIVATION_OPSET if o.activation_dtype in ("int16", "uint16") else STATIC_OPSET
+    calib: Step = {"pass": "calibrate", "method": o.method, "options": {"percentile": o.percentile} if o.percentile is not None else {}, "samples": o.samples or 0}
+    if o.max_memory_mb is not None:
+        calib["max_memory_mb"] = o.max_memory_mb
+    # Upgrade first: cleanup's fusions and per-channel Q/DQ need the newer opset.
+    steps: list[Step] = [{"pass": "upgrade-opset", "target": target}, {"pass": "cleanup"}]
+    if o.smooth > 0 and not given.has_ranges:  # ranges measured on the unsmoothed model would not fit
+        steps.append({"pass": "smooth-activations", "alpha": o.smooth})
+    steps += [
+        {"pass": "expand-hardswish"},  # no CPU HardSwish kernel: x · HardSigmoid(x) gets a QLinearMul
+        calib,
+        {"pass": "annotate-quantization", **{k: getattr(o, k) for k in _QUANT_FIELDS}},
+    ]
+    if o.tune:
+        steps.append(
+            {
+                "pass": "tune-latency",
+                "threads": o.threads,
+                "budget_s": TUNE_BUDGET_S,
+                "min_agreement": o.min_agreement,
+                "min_cosine": o.min_cosine,
+                "max_accuracy_trials": o.max_accuracy_trials,
+                "eval_samples": o.eval_samples,
+                "replay": o.replay or "",
+            }
+        )
+    steps.append({"pass": "insert-qdq"})
+    if o.format == "qoperator":
+        steps.append({"pass": "convert-qlinear"})
+    return steps
+
+
+def _dynamic(o: ConversionOptions, given: PipelineInputs) -> list[Step]:
+    steps: list[Step] = [{"pass": "cleanup"}]
+    if given.has_data and o.smooth > 0:
+        steps.append({"pass": "smooth-activations", "alpha": o.smooth})
+    steps.append(
+        {"pass": "quantize-dynamic", "per_channel": o.per_channel, "format": o.dynamic_format, "exclude_nodes": o.exclude_nodes, "reduce_range": o.reduce_range, "threads": o.threads}
+    )
+    if o.include_gather:
+        # Embedding tables as 8-bit blocks read by GatherBlockQuantized (only gathered rows are
+        # dequantized), so int8 really quarters models whose embeddings dominate.
+        steps.append({"pass": "quantize-weights-blockwise", "bits": 8, "block_size": 128, "include_gather": True, "scale_search": "mse"})
+    return steps
+
+
+def _weight_only(o: ConversionOptions, given: PipelineInputs) -> list[Step]:
+    return [
+        {"pass": "cleanup"},
+        {
+            "pass": "quantize-weights-blockwise",
+            "bits": o.weight_bits,
+            "block_size": o.block_size,
+            "symmetric": o.symmetric,
+            "format": o.weight_format,
+            "include_gather": o.include_gather,
+            "exclude_names": o.exclude_nodes,
+            "scale_search": o.scale_search,
+            "upgrade_opset": o.weight_format == "qdq",
+        },
+    ]
+
+
+def _half(dtype: str) -> PipelineBuilder:
+    def build(o: ConversionOptions, given: PipelineInputs) -> list[Step]:
+        return [{"pass": "cleanup"}, {"pass": "convert-float16", "dtype": dtype, "keep_io_types": o.keep_io_types}]
+
+    return build
+
+
+#: mode → the function building its default pipeline.
+MODE_PIPELINES: dict[str, PipelineBuilder] = {
+    "static": _static,
+    "dynamic": _dynamic,
+    "weight-only": _weight_only,
+    "fp16": _half("float16"),
+    "bf16": _half("bfloat16"),
+}
+
+
+def build_steps(options: ConversionOptions, given: PipelineInputs) -> list[Step]:
+    """The pipeline a conversion runs: the recipe's steps, or the mode's default, plus ``pass_options``.
+
+    Raises:
+        ConfigError: ``pass_options`` names a pass the pipeline does not run.
+    """
+    steps = load_recipe(options.recipe) if options.recipe is not None else MODE_PIPELINES[options.mode](options, given)
+    return _with_pass_options(steps, options.pass_options)
+
+
+def _with_pass_options(steps: list[Step], extra: Mapping[str, Mapping[str, Any]]) -> list[Step]:
+    names = [s["pass"] for s in steps]
+    unknown = sorted(set(extra) - set(names))
+    if unknown:
+        raise ConfigError(f"pass option(s) for {', '.join(unknown)}, which this pipeline does not run (it runs: {', '.join(names)})")
+    return [{**s, **dict(extra.get(s["pass"], {}))} for s in steps]

@@ -1,0 +1,143 @@
+"""``onnxq convert``: every flag is one field of :class:`~onnxq.api.ConversionOptions`.
+
+The command holds no conversion logic: it maps flags onto options (by name: ``--activation-dtype``
+is ``activation_dtype``), calls :func:`onnxq.api.convert`, writes the model and the report, and
+prints what the report says.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..api import MODES, ConversionOptions, ConversionReport, convert
+from ..calibration.data import parse_dims
+from ..calibration.observers import OBSERVERS
+from ..errors import ConfigError
+from ..progress import progress_enabled
+from ._app import cli
+from ._common import check_output_path, data_options, load_model, maybe_write_report
+from ._output import human_bytes, table
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+__all__ = ["convert_cmd", "parse_pass_options", "CLI_ONLY"]
+
+#: ``convert`` parameters that are not conversion options: the model, the data and where results go
+#: (the API takes the first as arguments of :func:`onnxq.api.convert` and writes the others with
+#: ``ConversionResult.save`` / ``ConversionReport.to_dict``).
+CLI_ONLY = ("model", "output", "data", "ranges", "report", "dims", "image_preprocess", "pass_option")
+
+
+def _split(values: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(v.strip() for item in values for v in item.split(",") if v.strip())
+
+
+def parse_pass_options(items: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """``("quantize-dynamic.min_weight_elements=0",)`` → ``{"quantize-dynamic": {"min_weight_elements": 0}}``.
+
+    Values are read as TOML (numbers, true/false, ["lists"]); anything else is a string.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        name, dot, option = key.strip().rpartition(".")
+        if not sep or not dot or not name or not option:
+            raise ConfigError(f"--pass-option expects PASS.OPTION=VALUE, got '{item}'")
+        try:
+            value = tomllib.loads(f"v = {text}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = text
+        out.setdefault(name, {})[option] = value
+    return out
+
+
+def _int_choice(choices: tuple[int, ...]) -> click.Choice:
+    return click.Choice([str(c) for c in choices])
+
+
+@cli.command("convert")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Where to write the converted model.")
+@click.option("--data", help="Calibration data: folder of .npz/.npy/images, an .npz/.npy file, or 'synthetic[:N]'.")
+@click.option("--ranges", type=click.Path(dir_okay=False), help="Reuse ranges from `onnxq calibrate` (static mode).")
+@click.option("--report", type=click.Path(dir_okay=False), help="Write the conversion report (JSON, with schema_version).")
+@click.option("--mode", type=click.Choice(MODES), default="static", show_default=True, help="static int8, dynamic int8, weight-only int4/int8, fp16 or bf16.")
+@click.option("--recipe", type=click.Path(dir_okay=False), help="TOML pipeline replacing the mode's default passes.")
+@click.option("--pass-option", multiple=True, metavar="PASS.OPTION=VALUE", help="Set an option of one pass of the pipeline (repeatable).")
+@click.option("--method", type=click.Choice(sorted(OBSERVERS)), default="percentile", show_default=True, help="Calibration method (percentile 99.999 measured best on real models).")
+@click.option("--percentile", type=float, help="Percentile for --method percentile.")
+@click.option("--max-memory", "max_memory_mb", type=float, help="MB of activations per calibration pass.")
+@click.option("--smooth", type=float, default=0.5, show_default=True, help="SmoothQuant alpha for LayerNorm→MatMul outliers with --data (static and dynamic; 0 disables).")
+@click.option("--format", "format", type=click.Choice(["qdq", "qoperator"]), default="qdq", show_default=True, help="QDQ pairs or QLinear (QOperator) ops.")
+@click.option("--activation-dtype", "--activation-type", "activation_dtype", type=click.Choice(["uint8", "int8", "uint16", "int16"]), default="uint8", show_default=True)
+@click.option("--weight-dtype", "--weight-type", "weight_dtype", type=click.Choice(["int8", "uint8"]), default="int8", show_default=True)
+@click.option("--activation-symmetric", is_flag=True, help="Symmetric activation ranges.")
+@click.option("--weight-symmetric/--weight-asymmetric", default=True, show_default=True, help="Symmetric weights (zero point 0).")
+@click.option("--per-channel/--per-tensor", default=True, show_default=True, help="Per-channel weight scales.")
+@click.option("--reduce-range", is_flag=True, help="7-bit weights (CPUs without VNNI).")
+@click.option("--op-types", multiple=True, help="Quantize only these op types (comma separated / repeatable).")
+@click.option("--exclude-op-types", multiple=True, help="Keep these op types float.")
+@click.option("--exclude-nodes", multiple=True, metavar="REGEX", help="Keep nodes whose name matches float (repeatable).")
+@click.option("--include-nodes", multiple=True, metavar="REGEX", help="Quantize only nodes whose name matches.")
+@click.option("--keep-first", type=click.IntRange(min=0), default=0, help="Keep the first N compute nodes float.")
+@click.option("--keep-last", type=click.IntRange(min=0), default=0, help="Keep the last N compute nodes float.")
+@click.option("--quantize-activation-matmul", is_flag=True, help="Also quantize MatMul of two activations.")
+@click.option("--concat-range-ratio", type=float, default=10.0, show_default=True, help="A Concat whose input ranges differ by more than this stays float.")
+@click.option("--tune/--no-tune", default=True, show_default=True, help="Measure int8 vs float and keep float where int8 is slower or costs accuracy.")
+@click.option("--threads", type=click.IntRange(min=0), default=1, show_default=True, help="Threads for latency tuning / the dynamic latency guard.")
+@click.option("--min-agreement", type=float, default=0.98, show_default=True, help="Accuracy guard: top-1 agreement with float for class-score outputs.")
+@click.option("--min-cosine", type=float, default=0.97, show_default=True, help="Accuracy guard: cosine with float for other outputs.")
+@click.option("--max-accuracy-trials", type=click.IntRange(min=1), default=60, show_default=True, help="Accuracy guard: candidate plans it may evaluate.")
+@click.option("--eval-samples", type=click.IntRange(min=1), default=8, show_default=True, help="Accuracy guard: calibration samples it evaluates on.")
+@click.option("--replay", type=click.Path(dir_okay=False, exists=True), help="Re-apply the tuning decisions of a previous --report (no timing; byte-identical output).")
+@click.option("--weight-bits", type=_int_choice((4, 8)), default="4", show_default=True, help="weight-only: bits per weight.")
+@click.option("--block-size", type=_int_choice((16, 32, 64, 128, 256)), default="32", show_default=True, help="weight-only: block along the reduction axis.")
+@click.option("--symmetric", is_flag=True, help="weight-only: symmetric blocks (no zero points).")
+@click.option("--weight-format", type=click.Choice(["matmulnbits", "qdq"]), default="matmulnbits", show_default=True, help="weight-only: onnxruntime MatMulNBits or standard opset-21 blocked DequantizeLinear.")
+@click.option("--scale-search", type=click.Choice(["mse", "none"]), default="mse", show_default=True, help="weight-only: search each block's clipping range for the least error (mse) or round to nearest (none).")
+@click.option("--include-gather", is_flag=True, help="weight-only / dynamic: also quantize Gather embedding tables (GatherBlockQuantized).")
+@click.option("--dynamic-format", type=click.Choice(["fused", "standard"]), default="fused", show_default=True, help="dynamic: DynamicQuantizeMatMul or standard DynamicQuantizeLinear+MatMulInteger.")
+@click.option("--keep-io-types/--no-keep-io-types", default=True, show_default=True, help="fp16/bf16: keep inputs/outputs float32.")
+@data_options
+def convert_cmd(model: str, output: str, data: str | None, ranges: str | None, report: str | None, dims: tuple[str, ...], image_preprocess: str | None, pass_option: tuple[str, ...], **values: Any) -> None:
+    """Convert MODEL (static int8 by default) and write it to OUTPUT.
+
+    Default: cleanup → calibrate (percentile) → annotate → tune latency → QDQ with per-channel int8
+    weights and uint8 activations. The report lists every node left float with its reason.
+    Other modes: --mode dynamic | weight-only | fp16 | bf16.
+    """
+    out = check_output_path(model, output)
+    for name in ("op_types", "exclude_op_types"):
+        values[name] = _split(values[name])
+    for name in ("weight_bits", "block_size"):
+        values[name] = int(values[name])
+    options = ConversionOptions.from_values({**values, "pass_options": parse_pass_options(pass_option)})
+    m = load_model(model)
+    result = convert(m, data, ranges=ranges, options=options, dims=parse_dims(dims), image_preprocess=image_preprocess, progress=progress_enabled())
+    result.save(out)
+    _print_summary(result.report, out)
+    maybe_write_report(report, result.report.to_dict())
+
+
+def _print_summary(rep: ConversionReport, out: Path) -> None:
+    table(None, ["pass", "seconds", "modified"], [[r.name, f"{r.seconds:.2f}", r.modified] for r in rep.passes])
+    reasons = rep.float_reasons()
+    if reasons:
+        table("nodes left float", ["nodes", "reason"], sorted(([v, k] for k, v in reasons.items()), reverse=True))
+    for note in rep.notes:
+        click.echo(f"note: {note}", err=True)
+    latency = rep.latency or {}
+    timed = [s for s in latency.get("steps", []) if "float_ms" in s and "int8_ms" in s]
+    if timed:
+        final = timed[-1]
+        click.echo(f"latency ({latency.get('threads')} thread): float {final['float_ms']:.3f} ms, int8 {final['int8_ms']:.3f} ms ({final['step']})")
+    size = out.stat().st_size
+    what = f"{rep.quantized_nodes} nodes quantized, {len(rep.float_nodes)} float" if rep.quantized_nodes is not None else rep.mode
+    click.echo(f"wrote {out}: {human_bytes(rep.bytes_before)} → {human_bytes(size)} ({size / max(rep.bytes_before, 1):.3f}x), {what}, {rep.seconds:.1f} s")

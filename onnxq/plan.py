@@ -1,0 +1,194 @@
+"""The quantization plan and its config: what static quantization will do, as data.
+
+This is the contract between the static-quantization passes: ``annotate-quantization`` writes a
+:class:`QuantPlan` (which activations get a QuantizeLinear/DequantizeLinear pair and with which
+share group, which constants are stored quantized, and a :class:`Decision` per node),
+``tune-latency`` replaces it with a faster or more accurate one, and ``insert-qdq`` materializes
+it. It lives in the framework (beside :class:`~onnxq.calibration.ranges.RangeSet`) because the
+pass context carries it between passes and the conversion report reads it; the per-op quantizers
+that *describe* nodes stay in the pass library.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from .config import PassConfig
+from .errors import ConfigError
+
+__all__ = ["QuantizationConfig", "ActivationDtype", "TensorQuant", "WeightQuant", "Decision", "QuantPlan", "TuningStep", "TuningRecord"]
+
+ActivationDtype = Literal["uint8", "int8", "uint16", "int16"]
+
+
+@dataclass(frozen=True)
+class QuantizationConfig(PassConfig):
+    """Options of static quantization (shared by ``annotate-quantization`` and ``insert-qdq``).
+
+    Attributes:
+        activation_dtype: uint8 (default: fastest on onnxruntime x86 with u8s8 kernels), int8, or
+            int16/uint16 (opset 21).
+        activation_symmetric: symmetric activation ranges (zero point at the grid's middle).
+        weight_dtype / weight_symmetric: int8 symmetric by default.
+        per_channel: per-output-channel weight scales.
+        reduce_range: 7-bit weights for CPUs without VNNI (u8·s8 products can saturate).
+        op_types: quantize only these op types (empty: every op with a quantizer).
+        exclude_op_types / exclude_nodes: keep these float (node names are regexes, full match).
+        include_nodes: quantize only nodes matching these regexes (empty: all).
+        keep_first / keep_last: keep the first/last N compute nodes (Conv/MatMul/Gemm) float.
+        quantize_activation_matmul: also quantize MatMul of two activations (attention scores).
+        concat_range_ratio: a Concat whose input ranges differ by more than this stays float.
+    """
+
+    activation_dtype: ActivationDtype = "uint8"
+    activation_symmetric: bool = False
+    weight_dtype: Literal["int8", "uint8"] = "int8"
+    weight_symmetric: bool = True
+    per_channel: bool = True
+    reduce_range: bool = False
+    op_types: tuple[str, ...] = ()
+    exclude_op_types: tuple[str, ...] = ()
+    exclude_nodes: tuple[str, ...] = ()
+    include_nodes: tuple[str, ...] = ()
+    keep_first: int = 0
+    keep_last: int = 0
+    quantize_activation_matmul: bool = False
+    concat_range_ratio: float = 10.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for pattern in self.exclude_nodes + self.include_nodes:
+            try:
+                re.compile(pattern)
+            except re.error as e:
+                raise ConfigError(f"invalid node-name regex '{pattern}': {e}") from None
+        if self.keep_first < 0 or self.keep_last < 0:
+            raise ConfigError("keep_first / keep_last must be >= 0")
+        if self.concat_range_ratio <= 1:
+            raise ConfigError(f"concat_range_ratio must be > 1, got {self.concat_range_ratio}")
+
+
+@dataclass
+class TensorQuant:
+    """An activation tensor to quantize with a QuantizeLinear/DequantizeLinear pair."""
+
+    name: str
+    dtype: str
+    symmetric: bool
+    #: tensors sharing this tensor's scale/zero point (names, including itself) are one group
+    group: str = ""
+    fixed: tuple[float, float] | None = None
+    #: interval outside which every reader saturates (e.g. [-3, inf) when only HardSwish reads
+    #: it): the quantization range can be narrowed to it at no cost
+    clamp: tuple[float, float] | None = None
+
+
+@dataclass
+class WeightQuant:
+    """A constant input of one node to store quantized (weight or bias)."""
+
+    node: str
+    index: int
+    tensor: str
+    kind: Literal["weight", "bias"]
+    dtype: str
+    symmetric: bool
+    axis: int | None
+    reduce_range: bool = False
+    #: for biases: (activation tensor, weight input index) whose scales multiply
+    derived_from: tuple[str, int] | None = None
+
+
+@dataclass
+class Decision:
+    """Why a node is (not) quantized, for the report."""
+
+    node: str
+    op: str
+    quantized: bool
+    reason: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"node": self.node, "op": self.op, "quantized": self.quantized, "reason": self.reason}
+
+
+@dataclass
+class QuantPlan:
+    """Everything the QDQ pass needs, keyed by tensor and node names."""
+
+    activations: dict[str, TensorQuant] = field(default_factory=dict)
+    weights: list[WeightQuant] = field(default_factory=list)
+    decisions: dict[str, Decision] = field(default_factory=dict)
+    #: share groups: group id → member tensor names
+    groups: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def quantized_nodes(self) -> list[str]:
+        return [d.node for d in self.decisions.values() if d.quantized]
+
+    def float_nodes(self) -> list[Decision]:
+        return [d for d in self.decisions.values() if not d.quantized]
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "quantized_nodes": len(self.quantized_nodes),
+            "float_nodes": len(self.float_nodes()),
+            "activations": len(self.activations),
+            "weights": sum(1 for w in self.weights if w.kind == "weight"),
+            "biases": sum(1 for w in self.weights if w.kind == "bias"),
+        }
+
+
+@dataclass
+class TuningStep:
+    """One measured step of the latency/accuracy tuner (fields that do not apply stay None).
+
+    Attributes:
+        step: what was tried ("full plan", "keep depthwise Conv float", "accuracy check", "final").
+        nodes: how many nodes the step moved to float.
+        float_ms / int8_ms: medians of the float model and of the plan at this step.
+        with_ms / without_ms: medians with and without the step's change (latency trials).
+        speedup: float_ms / int8_ms of the final plan.
+        accepted: whether the change was kept.
+        accuracy: the guard's metrics against float after the step (e.g. agreement, cosine).
+        meets_targets: whether those metrics meet the accuracy targets.
+    """
+
+    step: str
+    nodes: int | None = None
+    float_ms: float | None = None
+    int8_ms: float | None = None
+    with_ms: float | None = None
+    without_ms: float | None = None
+    speedup: float | None = None
+    accepted: bool | None = None
+    accuracy: dict[str, float] = field(default_factory=dict)
+    meets_targets: bool | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"step": self.step}
+        for name in ("nodes", "float_ms", "int8_ms", "with_ms", "without_ms", "speedup", "accepted"):
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = value
+        out.update(self.accuracy)
+        if self.meets_targets is not None:
+            out["meets_targets"] = self.meets_targets
+        return out
+
+
+@dataclass
+class TuningRecord:
+    """What the tuner did: its thread count and steps, or the report whose decisions it replayed."""
+
+    threads: int = 1
+    steps: list[TuningStep] = field(default_factory=list)
+    replayed: str | None = None
+    replayed_nodes: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        if self.replayed is not None:
+            return {"replayed": self.replayed, "nodes": self.replayed_nodes, "steps": []}
+        return {"threads": self.threads, "steps": [s.as_dict() for s in self.steps]}
