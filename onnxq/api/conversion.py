@@ -99,11 +99,11 @@ def convert(
         raise ConfigError("give either options=ConversionOptions(...) or option keywords, not both")
     opts = options if options is not None else ConversionOptions.from_values(option_values)
     start = time.perf_counter()
+    if ranges is not None and opts.mode != "static":
+        raise ConfigError(f"--ranges applies to --mode static, not {opts.mode}")
     source_model = ir.load(model)
     if isinstance(ranges, (str, Path)):
         ranges = RangeSet.load_json(ranges)
-    if ranges is not None and opts.mode != "static":
-        raise ConfigError(f"--ranges applies to --mode static, not {opts.mode}")
     if opts.mode == "static" and data is None and ranges is None:
         raise ConfigError("static quantization needs --data (calibration samples) or --ranges FILE (precomputed ranges)")
     samples = open_conversion_data(data, source_model, samples=opts.samples, dims=dims, image_preprocess=image_preprocess)

@@ -151,6 +151,7 @@ class ConversionReport:
                 bytes_before=int(data.get("bytes_before", 0)),
                 bytes_after=int(data.get("bytes_after", 0)),
                 seconds=float(data.get("seconds", 0.0)),
+                passes=[PassRecord(str(p["pass"]), bool(p["modified"]), float(p["seconds"]), dict(p.get("stats") or {})) for p in data.get("passes") or []],
                 quantized_nodes=data.get("quantized_nodes"),
                 float_nodes=[_skip(d) for d in data.get("float_nodes") or []],
                 qdq_nodes=[_skip(d) for d in data.get("qdq_nodes") or []],

@@ -16,7 +16,7 @@ import click
 from .._version import __version__
 from ..errors import OnnxqError
 
-__all__ = ["cli", "State", "pass_state"]
+__all__ = ["cli", "State"]
 
 
 class State:
@@ -25,9 +25,6 @@ class State:
     def __init__(self, debug: bool = False, verbose: int = 0) -> None:
         self.debug = debug
         self.verbose = verbose
-
-
-pass_state = click.make_pass_decorator(State, ensure=True)
 
 
 class OnnxqGroup(click.Group):

@@ -32,7 +32,7 @@ __all__ = ["convert_cmd", "parse_pass_options", "CLI_ONLY"]
 #: ``convert`` parameters that are not conversion options: the model, the data and where results go
 #: (the API takes the first as arguments of :func:`onnxq.api.convert` and writes the others with
 #: ``ConversionResult.save`` / ``ConversionReport.to_dict``).
-CLI_ONLY = ("model", "output", "data", "ranges", "report", "dims", "image_preprocess", "pass_option")
+CLI_ONLY = ("model", "output", "data", "ranges", "report", "dims", "image_preprocess")
 
 
 def _split(values: tuple[str, ...]) -> tuple[str, ...]:

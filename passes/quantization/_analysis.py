@@ -187,14 +187,3 @@ def connected_glue(
     up = reach(anchors, pred)
     del kept
     return down & up
-
-
-def range_of(ranges: Mapping[str, TensorRange], names: Iterable[str]) -> tuple[float, float] | None:
-    """Union of the ranges of ``names`` (None if any is missing)."""
-    lo, hi = np.inf, -np.inf
-    for n in names:
-        r = ranges.get(n)
-        if r is None:
-            return None
-        lo, hi = min(lo, r.min), max(hi, r.max)
-    return float(lo), float(hi)

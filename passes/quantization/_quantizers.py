@@ -259,8 +259,3 @@ def saturating_interval(node: Node) -> tuple[float, float] | None:
     """The input interval beyond which ``node``'s output saturates (None if it never does)."""
     fn = SATURATING_INPUT.get(node.op)
     return fn(node) if fn is not None and not (node.domain or "") else None
-
-
-def rank_of(t: ir.Tensor) -> int | None:
-    """Rank of a tensor when known."""
-    return _rank(t)
