@@ -21,6 +21,7 @@ import importlib.util
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 from pathlib import Path
 
 import numpy as np
@@ -152,7 +153,7 @@ def export_minilm(out: Path | None = None, *, opset: int = 17, seq: int = 64) ->
             super().__init__()
             self.bert = bert
 
-        def forward(self, input_ids, attention_mask, token_type_ids):  # type: ignore[no-untyped-def]
+        def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any) -> Any:
             hidden = self.bert(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).last_hidden_state
             mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
@@ -196,7 +197,7 @@ def write_samples(folder: Path, sentences: Sequence[str], seq: int = 64, batch: 
     for i in range(0, len(sentences), batch):
         feeds = tokenize(sentences[i : i + batch], seq)
         path = folder / f"batch_{i // batch:03d}.npz"
-        np.savez(path, **feeds)
+        np.savez(path, **feeds)  # type: ignore[arg-type]  # numpy's stub types **kwds like allow_pickle
         paths.append(path)
     return paths
 

@@ -231,7 +231,7 @@ def _measure_missing_shapes(model: Model) -> int:
     try:
         exposed = expose_tensors(model, names)
         sess = make_session(exposed.model, threads=1, optimization="disable")
-        feeds = {t.name: np.zeros(_dims(t), dtype=np.dtype(t.dtype)) for t in inputs}
+        feeds = {t.name: np.zeros(_dims(t) or (), dtype=np.dtype(t.dtype)) for t in inputs}
         outs = list(exposed.output_to_tensor)
         values = sess.run(outs, feeds)
     except Exception:  # best effort: FLOPs stay unknown for these nodes

@@ -66,14 +66,12 @@ def human_bytes(n: float) -> str:
 
 
 def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-    """Print a table (rich when available and on a terminal, aligned text otherwise)."""
+    """Print a table (rich on a terminal, aligned text otherwise)."""
     cells = [[_cell(c) for c in row] for row in rows]
-    try:
-        from rich.console import Console
+    if sys.stdout.isatty():
+        from rich.console import Console  # a dependency (pyproject), imported only for terminals
         from rich.table import Table
-    except ImportError:  # pragma: no cover
-        Console = None  # type: ignore[assignment]
-    if Console is not None and sys.stdout.isatty():
+
         t = Table(title=title, show_lines=False)
         for c in columns:
             t.add_column(c)

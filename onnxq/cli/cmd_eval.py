@@ -30,8 +30,8 @@ def eval_cmd(reference: str, candidate: str, data: str, labels: str | None, thre
     source = open_data(data, ref, samples=samples, dims=dims, image_preprocess=image_preprocess, labels=labels)
     from ..progress import track
 
-    samples = track(source.iter_with_labels(), "evaluating", total=source.num_samples)
-    result = compare_models(reference, candidate, samples, threads=threads, with_labels=True)
+    tracked = track(source.iter_with_labels(), "evaluating", total=source.num_samples)
+    result = compare_models(reference, candidate, tracked, threads=threads, with_labels=True)
     data_out = {
         "reference": reference,
         "candidate": candidate,

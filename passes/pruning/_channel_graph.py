@@ -405,7 +405,7 @@ def _merge(w: _Walker, node: Node, broadcast: bool) -> Layout | None:
         dim = shape[pos] if pos is not None and pos >= 0 else 1
         if broadcast and dim == 1:
             continue
-        if ir.is_constant(t) and dim == base.size:
+        if ir.is_constant(t) and dim == base.size and pos is not None:
             w.cg.edits.append(Edit(node, i, pos, base))  # a per-channel constant: slice it
             continue
         fail(f"{_label(node)} couples the channels with '{t.name}', whose channels cannot be pruned")
@@ -511,7 +511,7 @@ def _resize(w: _Walker, node: Node) -> None:
     if scales is not None and scales.size:
         if scales.size != rank or float(scales[pos]) != 1.0:
             return w.cg.block(lay, f"{_label(node)} scales the channel axis")
-    elif sizes_t is not None and ir.constant_array(sizes_t) is not None and ir.constant_array(sizes_t).size == rank:
+    elif sizes_t is not None and (sizes := ir.constant_array(sizes_t)) is not None and sizes.size == rank:
         w.cg.edits.append(Edit(node, 3, pos, lay, kind="sizes"))
     else:
         return w.cg.block(lay, f"{_label(node)} has run-time scales/sizes")

@@ -139,7 +139,7 @@ def _quantized_weight(node: Node) -> tuple[Constant, Node] | str | None:
         return "DequantizeLinear zero point is not a constant"
     if int(ir.attr(dq, "block_size", 0) or 0):
         return "blocked DequantizeLinear (block_size) is not supported"
-    return q, dq  # type: ignore[return-value]
+    return q, dq
 
 
 def _unique_name(node: Node, tensor: Tensor, taken: set[str]) -> str:

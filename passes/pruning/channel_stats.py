@@ -48,7 +48,8 @@ class _ChannelAccumulator:
             raise CalibrationDataError(f"tensor '{self.name}': channel count changed between samples ({self.abs_sum.size} then {abs_sum.size})")
         else:
             self.abs_sum += abs_sum
-            self.zeros += zeros  # type: ignore[operator]
+            assert self.zeros is not None  # set together with abs_sum
+            self.zeros += zeros
         self.count += moved.shape[1]
 
     def result(self, samples: int) -> dict[str, Any]:
@@ -87,8 +88,8 @@ def collect_channel_stats(
     produced = {t.name: t for node in work.graph.nodes for t in node.outputs if t.name}
     missing = [name for name in axes if name not in produced]
     if missing:
-        sample = ", ".join(list(produced)[:6])
-        raise ConfigError(f"channel statistics: tensor '{missing[0]}' is not computed by any node of {base.source}; e.g. {sample}")
+        examples = ", ".join(list(produced)[:6])
+        raise ConfigError(f"channel statistics: tensor '{missing[0]}' is not computed by any node of {base.source}; e.g. {examples}")
     if not axes:
         return {}
     ir.infer_shapes(work)  # graph outputs need a dtype

@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import numpy as np
@@ -131,7 +132,7 @@ def _weight_scores(cg: ChannelGraph, root: int, order: int) -> np.ndarray:
     return score
 
 
-def _data_scores(cg: ChannelGraph, root: int, stats: dict[str, Any], criterion: str) -> np.ndarray | str:
+def _data_scores(cg: ChannelGraph, root: int, stats: Mapping[str, Any], criterion: str) -> np.ndarray | str:
     score = np.zeros(cg.sizes[root])
     used = 0
     wanted = _stat_tensors(cg, root)
@@ -233,7 +234,7 @@ class PruneChannels(Pass[PruneChannelsConfig]):
         return PassResult(model, bool(keep), jsonable(result))
 
     @staticmethod
-    def _choose(cg: ChannelGraph, cfg: PruneChannelsConfig, stats: dict[str, Any]) -> tuple[dict[int, np.ndarray], dict[str, Any], dict[str, str]]:
+    def _choose(cg: ChannelGraph, cfg: PruneChannelsConfig, stats: Mapping[str, Any]) -> tuple[dict[int, np.ndarray], dict[str, Any], dict[str, str]]:
         keep: dict[int, np.ndarray] = {}
         groups: dict[str, Any] = {}
         skipped: dict[str, str] = {}

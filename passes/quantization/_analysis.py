@@ -50,7 +50,7 @@ def _variance_to_div(var_mean: Node, centered: Tensor) -> list[Node] | None:
     """From ReduceMean(centered²): Add eps → Sqrt → Div(centered, ·) (or Reciprocal → Mul)."""
     chain: list[Node] = []
     t = var_mean.outputs[0]
-    add = next((n for n in _consumers(t, "Add") if _other(n, t) is not None and _is_const(_other(n, t))), None)  # type: ignore[arg-type]
+    add = next((n for n in _consumers(t, "Add") if _other(n, t) is not None and _is_const(_other(n, t))), None)
     if add is None:
         return None
     chain.append(add)

@@ -288,7 +288,7 @@ class _Converter:
             for i in info.group_in:
                 p = ir.producer(info.node.inputs[i])
                 pinfo = self.infos.get(id(p)) if p is not None else None
-                if pinfo is not None and pinfo.half and any(p.outputs[j] is info.node.inputs[i] for j in pinfo.group_out):
+                if p is not None and pinfo is not None and pinfo.half and any(p.outputs[j] is info.node.inputs[i] for j in pinfo.group_out):
                     parent[find(key)] = find(id(p))
         worthy = {find(k) for k in parent if self.infos[k].node.op in HALF_WORTHY_OPS}
         for key in parent:

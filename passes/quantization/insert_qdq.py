@@ -76,8 +76,8 @@ def _weight_qparams(values: np.ndarray, wq: WeightQuant) -> _QParams:
         return _QParams(np.asarray(scale, np.float32), np.asarray(zp, _NP[wq.dtype]))
     axis = wq.axis % values.ndim
     other = tuple(i for i in range(values.ndim) if i != axis)
-    scale, zp = compute_qparams_array(values.min(axis=other), values.max(axis=other), wq.dtype, wq.symmetric, wq.reduce_range)
-    return _QParams(np.asarray(scale, np.float32), np.asarray(zp).astype(_NP[wq.dtype]), axis)
+    scales, zps = compute_qparams_array(values.min(axis=other), values.max(axis=other), wq.dtype, wq.symmetric, wq.reduce_range)
+    return _QParams(np.asarray(scales, np.float32), np.asarray(zps).astype(_NP[wq.dtype]), axis)
 
 
 def guard_bias_overflow(bias: np.ndarray, s_x: float, s_w: np.ndarray) -> tuple[np.ndarray, int]:

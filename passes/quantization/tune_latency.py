@@ -234,10 +234,10 @@ class TuneLatency(Pass[TuneLatencyConfig]):
             ctx.note("latency tuning skipped: no quantization plan")
             return PassResult(model, False, {"skipped": "no quantization plan"})
         if self.config.replay:
-            forced = _replayed(self.config.replay)
-            ctx.plan = build_plan(model, ranges, cfg, forced)
-            ctx.tuning = TuningRecord(threads=self.config.threads, replayed=self.config.replay, replayed_nodes=len(forced))
-            return PassResult(model, False, {"replayed": len(forced)})
+            replayed = _replayed(self.config.replay)
+            ctx.plan = build_plan(model, ranges, cfg, replayed)
+            ctx.tuning = TuningRecord(threads=self.config.threads, replayed=self.config.replay, replayed_nodes=len(replayed))
+            return PassResult(model, False, {"replayed": len(replayed)})
         data = ctx.calibration_data
         samples = list(islice(data, self.config.eval_samples)) if data is not None else []
         if not samples:
