@@ -10,8 +10,7 @@ The Python API mirrors the CLI::
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
-
+from ._version import __version__
 from .errors import (
     CalibrationDataError,
     CalibrationError,
@@ -26,11 +25,6 @@ from .ir import Model, check, clone, load, normalize, save
 from .pass_base import Pass, PassConfig, PassContext, PassResult, make_pass, register_pass, registered_passes
 from .pass_manager import PassManager
 from .pipeline import load_pipeline, pipeline_from_data
-
-try:
-    __version__ = version("onnxq")
-except PackageNotFoundError:  # running from a source tree without installation
-    __version__ = "0.0.0+local"
 
 __all__ = [
     "__version__",

@@ -27,7 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from .. import __version__, ir
+from .. import ir
+from .._version import __version__
 from ..errors import CalibrationError, InvalidModelError
 from ..ir import Model
 from ..progress import track
