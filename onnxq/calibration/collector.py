@@ -29,7 +29,7 @@ import numpy as np
 
 from .. import ir
 from .._version import __version__
-from ..errors import CalibrationError, InvalidModelError
+from ..errors import CalibrationError
 from ..ir import Model
 from ..progress import track
 from ..runtime.session import make_session
@@ -362,11 +362,3 @@ def _model_digest(model: Model) -> str:
             if ir.is_constant(t):
                 h.update(f"{t.name}:{list(t.shape)};".encode())
     return h.hexdigest()
-
-
-def ensure_loadable(model: Model) -> None:
-    """Raise a clear error when onnxruntime cannot load ``model`` (quoting onnxruntime)."""
-    try:
-        make_session(model, threads=1, optimization="disable", where=model.source)
-    except InvalidModelError:
-        raise

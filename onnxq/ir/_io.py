@@ -13,7 +13,6 @@ import os
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import onnx
 import onnx.external_data_helper as exdata
 
@@ -29,7 +28,6 @@ __all__ = [
     "from_proto",
     "MIN_OPSET",
     "MAX_OPSET",
-    "ModelSource",
     "nodes_to_proto",
 ]
 
@@ -42,9 +40,6 @@ MIN_OPSET = 7
 MAX_OPSET = onnx.defs.onnx_opset_version()
 #: A protobuf message cannot exceed 2 GiB; above this we must write external data.
 PROTO_LIMIT = 2**31 - 1
-
-ModelSource = "str | os.PathLike[str] | bytes | onnx.ModelProto | Model"
-
 
 def load(source: str | os.PathLike[str] | bytes | onnx.ModelProto | Model, *, check: bool = True) -> Model:
     """Load and validate a model from a path, serialized bytes, a ModelProto or a Model.
@@ -332,11 +327,6 @@ def _save_with_external_data(proto: onnx.ModelProto, path: Path, threshold: int 
         Path(tmp_data).unlink(missing_ok=True)
         raise
     _atomic_write(path, out.SerializeToString())
-
-
-def array_nbytes(values: np.ndarray) -> int:
-    """Bytes an array occupies once serialized (sub-byte int4 types count half a byte)."""
-    return int(values.nbytes)
 
 
 def nodes_to_proto(
