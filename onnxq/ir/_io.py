@@ -17,8 +17,9 @@ import onnx
 import onnx.external_data_helper as exdata
 
 from ..errors import InvalidModelError
-from ._gs import export_graph, import_graph
-from ._model import ONNX_DOMAIN, Model, gc_paused
+from ._graph import iter_nodes
+from ._gs import export_graph, import_graph, make_graph
+from ._model import ONNX_DOMAIN, Model, clone, gc_paused
 
 __all__ = [
     "load",
@@ -63,8 +64,6 @@ def load(source: str | os.PathLike[str] | bytes | onnx.ModelProto | Model, *, ch
 
 def _load(source: str | os.PathLike[str] | bytes | onnx.ModelProto | Model, check: bool) -> Model:
     if isinstance(source, Model):
-        from ._graph import clone
-
         return clone(source)
     if isinstance(source, onnx.ModelProto):
         proto = onnx.ModelProto()
@@ -191,8 +190,6 @@ def from_proto(
 
 
 def _used_domains(model: Model) -> set[str]:
-    from ._graph import iter_nodes
-
     return {n.domain or ONNX_DOMAIN for n in iter_nodes(model.graph)}
 
 
@@ -342,8 +339,6 @@ def nodes_to_proto(
     Constants read by the nodes become initializers; ``inputs`` (run-time tensors) become graph
     inputs. Used to evaluate constant subgraphs or to time a region of a model in isolation.
     """
-    from ._gs import make_graph
-
     graph = make_graph(list(nodes), list(inputs or []), list(outputs), name="fragment")
     proto_graph = export_graph(graph)
     opset_ids = [onnx.helper.make_opsetid(d, v) for d, v in sorted(opsets.items())]
