@@ -283,7 +283,7 @@ def convert(
         return quantize_static(model, data, ranges=ranges, recipe=recipe, samples=samples, **options)
     m = ir.load(model)
     if data is not None and (isinstance(data, (str, Path)) or not (hasattr(data, "__iter__") or callable(getattr(data, "get_next", None)))):
-        from .calibration.data import open_source
+        from .data import open_source
 
         data = open_source(data, ir.to_proto(m), samples=samples or None)
     if recipe is not None:
@@ -341,7 +341,7 @@ def quantize_static(
     if data is None and ranges is None:
         raise ConfigError("quantize_static needs calibration data or precomputed ranges")
     if data is not None and not hasattr(data, "__iter__") and not callable(getattr(data, "get_next", None)) or isinstance(data, (str, Path)):
-        from .calibration.data import open_source
+        from .data import open_source
 
         data = open_source(data, ir.to_proto(m), samples=samples or None)
     if recipe is not None:

@@ -185,7 +185,7 @@ def collect_ranges(
 
     Args:
         model: the float model (not modified).
-        samples: input feeds, e.g. a :class:`~onnxq.calibration.data.DataSource`.
+        samples: input feeds, e.g. a :class:`~onnxq.data.DataSource`.
         tensors: tensor names to observe.
         method: observer name (``minmax``, ``moving-average``, ``percentile``, ``entropy``, ``mse``).
         options: observer options (e.g. ``{"percentile": 99.99}``).
