@@ -10,19 +10,9 @@ T = TypeVar("T")
 
 __all__ = ["track", "progress_enabled"]
 
-_ENABLED: bool | None = None
-
-
-def set_progress(enabled: bool | None) -> None:
-    """Force progress on/off (``None``: decide from whether stderr is a terminal)."""
-    global _ENABLED
-    _ENABLED = enabled
-
 
 def progress_enabled() -> bool:
-    """True when progress bars should be drawn."""
-    if _ENABLED is not None:
-        return _ENABLED
+    """True when progress bars should be drawn: when stderr is a terminal."""
     return sys.stderr.isatty()
 
 

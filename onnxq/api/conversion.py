@@ -59,7 +59,7 @@ def open_conversion_data(data: Any, model: Model, *, samples: int | None, dims: 
     is_samples = (hasattr(data, "__iter__") or callable(getattr(data, "get_next", None))) and not isinstance(data, (str, Path))
     if is_samples:
         return data
-    from ..calibration.data import open_source
+    from ..data import open_source
 
     return open_source(data, ir.to_proto(model), dims=dict(dims or {}), samples=samples, image_preprocess=image_preprocess)
 

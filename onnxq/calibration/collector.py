@@ -5,9 +5,10 @@ exposed as outputs (:mod:`.expose`), runs onnxruntime sample by sample, and feed
 that tensor's observer before the next sample runs. Memory therefore holds one sample's exposed
 activations plus the observers' fixed-size state, whatever the number of samples.
 
-When one sample's exposed activations would exceed ``max_memory_mb`` the tensors are split into
-groups that fit, and the data is read once per group (sizes come from shape inference on the first
-sample's actual input shapes; unknown sizes count as the largest known one).
+The pieces, one concern each: :mod:`._strategies` decides how activations reach the observers
+(full tensors, or min/max summaries computed in the graph), :mod:`._groups` splits the tensors into
+groups whose exposed activations fit ``max_memory_mb`` (the data is then read once per group), and
+:mod:`._samples` makes one-shot sample sources readable once per group. This module runs the groups.
 
 NaN in an activation is an error naming the sample and the tensor. ±Inf (and |x| >= 1e30, e.g.
 attention masks of -3.4e38) is counted by the observer and leaves the tensor flagged as
@@ -19,23 +20,26 @@ from __future__ import annotations
 import dataclasses
 import logging
 import resource
-from itertools import islice
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any
 
 import numpy as np
 
 from .. import ir
 from .._version import __version__
-from ..errors import CalibrationError, InvalidModelError
+from ..errors import CalibrationError
 from ..ir import Model
 from ..progress import track
 from ..runtime.session import make_session
+from ._groups import plan_groups, plan_tensor_groups
+from ._samples import describe_sample, replayable, sample_count
+from ._strategies import Strategy, choose_strategy
 from .expose import expose_tensors, float_activations
 from .observers import Observer, make_observer
-from .ranges import RangeSet
+from .ranges import RangeSet, TensorRange
 
 __all__ = ["CalibrationStats", "collect_ranges", "plan_groups", "replayable", "DEFAULT_MAX_MEMORY_MB"]
 
@@ -69,105 +73,6 @@ class CalibrationStats:
         }
 
 
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def _tensor_nbytes(model: Model, first: Mapping[str, np.ndarray]) -> dict[str, int | None]:
-    """Estimated bytes of each tensor for one sample shaped like ``first``."""
-    copy = ir.clone(model)
-    for t in copy.graph.inputs:
-        if t.name in first:
-            t.shape = list(first[t.name].shape)
-    ir.infer_shapes(copy)
-    sizes: dict[str, int | None] = {}
-    for g in ir.iter_graphs(copy.graph):
-        for t in list(g.inputs) + [o for n in g.nodes for o in n.outputs]:
-            shape = t.shape
-            if isinstance(shape, (list, tuple)) and all(isinstance(d, int) and d >= 0 for d in shape) and t.dtype is not None:
-                try:
-                    sizes[t.name] = int(np.prod(shape)) * np.dtype(t.dtype).itemsize
-                except TypeError:
-                    sizes[t.name] = None
-            else:
-                sizes.setdefault(t.name, None)
-    return sizes
-
-
-def plan_groups(names: Sequence[str], sizes: Mapping[str, int | None], max_bytes: float) -> list[list[str]]:
-    """Split ``names`` into consecutive groups whose summed sizes stay within ``max_bytes``.
-
-    A tensor larger than the budget on its own gets a group of its own (it must be observed).
-    """
-    known = [s for s in sizes.values() if s]
-    fallback = max(known) if known else 0
-    groups: list[list[str]] = []
-    current: list[str] = []
-    used = 0.0
-    for name in names:
-        size = sizes.get(name) or fallback
-        if current and used + size > max_bytes:
-            groups.append(current)
-            current, used = [], 0.0
-        current.append(name)
-        used += size
-    if current:
-        groups.append(current)
-    return groups
-
-
-def replayable(source: Any, limit: int | None = None) -> "_Replayable":
-    """Wrap samples so several passes can iterate them (one-shot readers are cached as consumed)."""
-    return source if isinstance(source, _Replayable) else _Replayable(source, limit)
-
-
-class _Replayable:
-    """Iterate a sample source several times (once per tensor group).
-
-    Re-iterable sources (our data sources, lists) are simply iterated again. One-shot sources
-    (generators, CalibrationDataReader objects) are cached as they are consumed: inputs are small
-    next to the activations they produce, and the reader cannot be rewound.
-    """
-
-    def __init__(self, source: Any, limit: int | None) -> None:
-        if callable(getattr(source, "get_next", None)) and not hasattr(source, "__iter__"):
-            source = _reader_samples(source)  # onnxruntime's CalibrationDataReader protocol
-        self.source = source
-        self.limit = limit
-        self.one_shot = iter(source) is source
-        self._pending: Iterator[Mapping[str, np.ndarray]] | None = iter(source) if self.one_shot else None
-        self._cache: list[Mapping[str, np.ndarray]] = []
-
-    def __iter__(self) -> Iterator[Mapping[str, np.ndarray]]:
-        if not self.one_shot:
-            for i, sample in enumerate(self.source):
-                if self.limit is not None and i >= self.limit:
-                    return
-                yield sample
-            return
-        i = 0
-        while self.limit is None or i < self.limit:
-            if i < len(self._cache):
-                yield self._cache[i]
-            else:
-                sample = next(self._pending, None) if self._pending is not None else None
-                if sample is None:
-                    self._pending = None
-                    return
-                self._cache.append(sample)
-                yield sample
-            i += 1
-
-
-def _reader_samples(reader: Any) -> Iterator[Mapping[str, np.ndarray]]:
-    while (sample := reader.get_next()) is not None:
-        yield sample
-
-
-def _describe(sample: Any, index: int) -> str:
-    return getattr(sample, "where", None) or f"sample #{index}"
-
-
 def collect_ranges(
     model: Model,
     samples: Iterable[Mapping[str, np.ndarray]],
@@ -185,7 +90,7 @@ def collect_ranges(
 
     Args:
         model: the float model (not modified).
-        samples: input feeds, e.g. a :class:`~onnxq.calibration.data.DataSource`.
+        samples: input feeds, e.g. a :class:`~onnxq.data.DataSource`.
         tensors: tensor names to observe.
         method: observer name (``minmax``, ``moving-average``, ``percentile``, ``entropy``, ``mse``).
         options: observer options (e.g. ``{"percentile": 99.99}``).
@@ -212,70 +117,96 @@ def collect_ranges(
     first = next(iter(replay), None)
     if first is None:
         raise CalibrationError(f"{model.source}: no calibration samples")
-    budget = float("inf") if max_memory_mb is None else max_memory_mb * 2**20
-    summarize_only = method in ("minmax", "moving-average") and per_channel_axis is None
-    sizes = {n: 12 for n in names} if summarize_only else _tensor_nbytes(work, first)
-    groups = plan_groups(names, sizes, budget) if names else []
-    observers: dict[str, Observer] = {}
+    strategy = choose_strategy(method, per_channel_axis)
+    groups = plan_tensor_groups(names, strategy.tensor_sizes(work, names, first), max_memory_mb)
+    run = _Calibration(
+        model=model, work=work, replay=replay, strategy=strategy, method=method,
+        options=dict(options or {}), per_channel_axis=per_channel_axis, threads=threads,
+        progress=progress, total=sample_count(samples, max_samples), max_samples=max_samples,
+    )
     stats = CalibrationStats(tensors=len(names), groups=len(groups))
-    show = progress
-    # Min-max observers only need each tensor's extremes: reduce in the graph, copy three numbers.
-    summarize = summarize_only
     for gi, group in enumerate(groups):
-        exposed = expose_tensors(work, group, summarize=summarize)
-        stats.unreachable.update(exposed.unreachable)
+        label = f"calibrating ({method})" + (f" group {gi + 1}/{len(groups)}" if len(groups) > 1 else "")
+        stats.samples = run.collect_group(group, label, stats.unreachable)
+    return run.result(stats, start)
+
+
+@dataclass(kw_only=True)
+class _Calibration:
+    """One :func:`collect_ranges` call: what every tensor group shares, and the observers so far.
+
+    ``model`` is the caller's model (named in errors and digested into the ranges file); ``work`` is
+    the annotated copy the groups expose tensors of.
+    """
+
+    model: Model
+    work: Model
+    replay: Iterable[Mapping[str, np.ndarray]]
+    strategy: Strategy
+    method: str
+    options: dict[str, Any]
+    per_channel_axis: int | None
+    threads: int
+    progress: bool | None
+    total: int | None
+    max_samples: int | None
+    observers: dict[str, Observer] = field(default_factory=dict)
+
+    def collect_group(self, group: list[str], label: str, unreachable: dict[str, str]) -> int:
+        """Expose ``group``, run every sample through onnxruntime into the observers.
+
+        Returns:
+            The number of samples read.
+        """
+        exposed = expose_tensors(self.work, group, summarize=self.strategy.summarize)
+        unreachable.update(exposed.unreachable)
         # Graph optimizations off: which tensors are exposed changes what onnxruntime may fuse, and
         # ranges must not depend on how tensors were grouped.
-        # The arena stays on for summaries (outputs are three numbers, activations are freed as
-        # onnxruntime's planner sees fit); off for full tensors, whose outputs must not pin memory.
-        session = make_session(exposed.model, threads=threads, optimization="disable", where=model.source, enable_arena=summarize)
+        session = make_session(
+            exposed.model,
+            threads=self.threads,
+            optimization="disable",
+            where=self.model.source,
+            enable_arena=self.strategy.uses_arena(),
+        )
         outputs = list(exposed.output_to_tensor)
-        for name in exposed.output_to_tensor.values():
-            observers.setdefault(name, make_observer(method, per_channel_axis=per_channel_axis, **dict(options or {})))
-        label = f"calibrating ({method})" + (f" group {gi + 1}/{len(groups)}" if len(groups) > 1 else "")
+        tensors = [exposed.output_to_tensor[o] for o in outputs]
+        for name in tensors:
+            if name not in self.observers:
+                self.observers[name] = make_observer(self.method, per_channel_axis=self.per_channel_axis, **self.options)
+        feed = self.strategy.feed(tensors, self.observers)
         count = 0
-        tensors_out = [exposed.output_to_tensor[o] for o in outputs]
-        fast = _MinMaxSummaries(tensors_out) if summarize and method == "minmax" else None
-        for index, sample in enumerate(track(islice(replay, max_samples), label, total=_length(samples, max_samples), enabled=show)):
-            values = _run(session, outputs, sample, index, model.source)
-            if fast is not None:
-                fast.update(values, sample, index)
-            else:
-                for tensor, value in zip(tensors_out, values):
-                    if summarize:
-                        _observe_summary(observers[tensor], value, tensor, sample, index)
-                    else:
-                        _observe(observers[tensor], value, tensor, sample, index)
-            del values
+        samples = islice(self.replay, self.max_samples)
+        for index, sample in enumerate(track(samples, label, total=self.total, enabled=self.progress)):
+            values = _run(session, outputs, sample, index, self.model.source)
+            feed.update(values, sample, index)
+            del values  # before the next sample runs: one sample's activations in memory at a time
             count += 1
-        if fast is not None:
-            fast.feed(observers)
-        stats.samples = count
-        del session
-    ranges = {name: _with_samples(obs) for name, obs in observers.items() if obs.samples}
-    for name, obs in observers.items():
-        if not obs.samples:
-            stats.unreachable[name] = "not computed on any sample (e.g. an If branch never taken)"
-    stats.saturating = sorted(n for n, r in ranges.items() if r.is_saturating)
-    stats.seconds = time.perf_counter() - start
-    stats.peak_rss_mb = _peak_rss_mb()
-    result = RangeSet(
-        ranges,
-        model_name=model.source,
-        model_sha256=_model_digest(model),
-        method=method,
-        num_samples=stats.samples,
-        onnxq_version=__version__,
-    )
-    return result, stats
+        feed.finish()
+        return count
+
+    def result(self, stats: CalibrationStats, start: float) -> tuple[RangeSet, CalibrationStats]:
+        """The ranges of every observed tensor; tensors never computed are reported unreachable."""
+        ranges = {name: _with_samples(obs) for name, obs in self.observers.items() if obs.samples}
+        for name, obs in self.observers.items():
+            if not obs.samples:
+                stats.unreachable[name] = "not computed on any sample (e.g. an If branch never taken)"
+        stats.saturating = sorted(n for n, r in ranges.items() if r.is_saturating)
+        stats.seconds = time.perf_counter() - start
+        stats.peak_rss_mb = _peak_rss_mb()
+        result = RangeSet(
+            ranges,
+            model_name=self.model.source,
+            model_sha256=_model_digest(self.model),
+            method=self.method,
+            num_samples=stats.samples,
+            onnxq_version=__version__,
+        )
+        return result, stats
 
 
-def _length(samples: Any, limit: int | None) -> int | None:
-    try:
-        n = len(samples)
-    except Exception:  # no len, or a CalibrationDataReader whose __len__ is not implemented
-        return limit
-    return min(n, limit) if limit is not None else n
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _run(session: Any, outputs: list[str], sample: Mapping[str, np.ndarray], index: int, source: str) -> list[np.ndarray]:
@@ -284,68 +215,14 @@ def _run(session: Any, outputs: list[str], sample: Mapping[str, np.ndarray], ind
         return session.run(outputs, feeds)
     except Exception as e:
         msg = " ".join(str(e).split())
-        raise CalibrationError(f"{source}: onnxruntime failed on {_describe(sample, index)}: {msg}") from e
+        raise CalibrationError(f"{source}: onnxruntime failed on {describe_sample(sample, index)}: {msg}") from e
 
 
-def _observe(observer: Observer, value: np.ndarray, tensor: str, sample: Any, index: int) -> None:
-    if value.size == 0 or value.dtype.kind != "f":
-        return  # a not-taken If branch yields an empty dummy
-    if np.isnan(np.min(value)):
-        bad = int(np.isnan(value).sum())
-        raise CalibrationError(f"{_describe(sample, index)} produced {bad} NaN value(s) in tensor '{tensor}'")
-    observer.update(value)
-
-
-class _MinMaxSummaries:
-    """Running min/max of many tensors from their in-graph summaries, one vectorized step per sample.
-
-    Per-tensor observer calls cost more than onnxruntime's reductions on models with hundreds of
-    tensors; the running extremes go to the observers once at the end (min-max is order-free).
-    """
-
-    _NOT_RUN = np.array([np.inf, -np.inf, 0.0])
-
-    def __init__(self, names: list[str]) -> None:
-        self.names = names
-        self.lo = np.full(len(names), np.inf)
-        self.hi = np.full(len(names), -np.inf)
-        self.seen = np.zeros(len(names), dtype=np.int64)
-
-    def update(self, values: list[np.ndarray], sample: Any, index: int) -> None:
-        ran = np.array([v.size >= 3 for v in values])
-        arr = np.stack([np.asarray(v[:3], np.float64) if ok else self._NOT_RUN for v, ok in zip(values, ran)])
-        lo, hi, total = arr[:, 0], arr[:, 1], arr[:, 2]
-        bad = ran & (np.isnan(lo) | np.isnan(hi) | (np.isnan(total) & np.isfinite(lo) & np.isfinite(hi)))
-        if bad.any():
-            tensor = self.names[int(np.argmax(bad))]
-            raise CalibrationError(f"{_describe(sample, index)} produced NaN value(s) in tensor '{tensor}'")
-        self.lo = np.minimum(self.lo, np.where(ran, lo, np.inf))
-        self.hi = np.maximum(self.hi, np.where(ran, hi, -np.inf))
-        self.seen += ran
-
-    def feed(self, observers: dict[str, Observer]) -> None:
-        for i, name in enumerate(self.names):
-            if self.seen[i]:
-                obs = observers[name]
-                obs.update(np.array([self.lo[i], self.hi[i]], dtype=np.float32))
-                obs.summarized_samples = int(self.seen[i])  # type: ignore[attr-defined]
-
-
-def _with_samples(obs: Observer) -> Any:
+def _with_samples(obs: Observer) -> TensorRange:
     """The observer's range, with the real sample count when it was fed a summary."""
     r = obs.compute_range()
     seen = getattr(obs, "summarized_samples", None)
     return dataclasses.replace(r, samples=seen) if seen else r
-
-
-def _observe_summary(observer: Observer, value: np.ndarray, tensor: str, sample: Any, index: int) -> None:
-    """Feed ``[min, max, marker]`` (see expose._summary_of) to a min-max observer."""
-    if value.size < 3:
-        return  # a not-taken If branch yields an empty dummy
-    lo, hi, marker = (float(v) for v in value[:3])
-    if np.isnan(lo) or np.isnan(hi) or (np.isnan(marker) and np.isfinite(lo) and np.isfinite(hi)):
-        raise CalibrationError(f"{_describe(sample, index)} produced NaN value(s) in tensor '{tensor}'")
-    observer.update(np.array([lo, hi], dtype=np.float32))
 
 
 def _model_digest(model: Model) -> str:
@@ -362,11 +239,3 @@ def _model_digest(model: Model) -> str:
             if ir.is_constant(t):
                 h.update(f"{t.name}:{list(t.shape)};".encode())
     return h.hexdigest()
-
-
-def ensure_loadable(model: Model) -> None:
-    """Raise a clear error when onnxruntime cannot load ``model`` (quoting onnxruntime)."""
-    try:
-        make_session(model, threads=1, optimization="disable", where=model.source)
-    except InvalidModelError:
-        raise

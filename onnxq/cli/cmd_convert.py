@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from ..api import MODES, ConversionOptions, ConversionReport, convert
-from ..calibration.data import parse_dims
+from ..data import parse_dims
 from ..calibration.observers import OBSERVERS
 from ..errors import ConfigError
 from ..progress import progress_enabled

@@ -14,8 +14,8 @@ import click
 import numpy as np
 
 from .. import ir
-from ..calibration.data import open_source
-from ..calibration.data import parse_dims as parse_data_dims
+from ..data import open_source
+from ..data import parse_dims as parse_data_dims
 from ..errors import ConfigError
 from ..pass_base import PassContext, Skip, make_pass
 from ..pass_manager import PassManager

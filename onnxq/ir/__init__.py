@@ -11,10 +11,8 @@ from __future__ import annotations
 from ._graph import (
     NameGenerator,
     attr,
-    clone,
     consumers,
     foreign_inputs,
-    infer_shapes,
     is_graph_input,
     is_graph_output,
     iter_graphs,
@@ -51,7 +49,8 @@ from ._gs import (
     tensor_proto_of,
 )
 from ._io import MAX_OPSET, MIN_OPSET, check, from_proto, load, nodes_to_proto, save, to_proto
-from ._model import MS_DOMAIN, ONNX_DOMAIN, Model, gc_paused
+from ._model import MS_DOMAIN, ONNX_DOMAIN, Model, clone, gc_paused
+from ._shapes import infer_shapes
 
 __all__ = [
     "Model",

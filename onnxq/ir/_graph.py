@@ -9,7 +9,6 @@ Python's stack on deep graphs.
 from __future__ import annotations
 
 import heapq
-import logging
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -33,10 +32,8 @@ __all__ = [
     "remove_dead_nodes",
     "toposort",
     "normalize",
-    "clone",
     "NameGenerator",
     "names",
-    "infer_shapes",
     "node_graph_index",
     "subgraphs_of",
     "onnx_dtype",
@@ -44,8 +41,6 @@ __all__ = [
     "attr",
     "foreign_inputs",
 ]
-
-log = logging.getLogger(__name__)
 
 
 #: Default-domain ops that can hold graph attributes; other standard ops never do.
@@ -283,11 +278,6 @@ def normalize(model: Model) -> Model:
     return model
 
 
-def clone(model: Model) -> Model:
-    """An independent copy of ``model`` (constant arrays are shared: passes never mutate them)."""
-    return model.replace_graph(model.graph.copy())
-
-
 class NameGenerator:
     """Unique, deterministic names for new nodes and tensors.
 
@@ -351,107 +341,3 @@ def np_dtype(onnx_type: int) -> np.dtype:
 def attr(node: Node, name: str, default: Any = None) -> Any:
     """A node attribute with a default (graph-surgeon stores attributes as python values)."""
     return node.attrs.get(name, default)
-
-
-
-
-def infer_shapes(model: Model) -> bool:
-    """Annotate tensors with dtypes/shapes from onnx's shape inference (round trip through proto).
-
-    Existing concrete dims are kept where inference only knows a symbol. On failure the graph is
-    left unchanged and the reason logged.
-
-    Returns:
-        True when inference ran and annotations were applied.
-    """
-    from ._io import PROTO_LIMIT, to_proto
-
-    proto = to_proto(model)
-    if proto.ByteSize() >= PROTO_LIMIT:
-        log.info("%s: shape inference skipped (model exceeds 2 GiB)", model.source)
-        return False
-    # Infer top-level outputs from scratch: a declared output shape can be wrong (exporters do
-    # that), and the declared value would otherwise hide what the graph really computes.
-    for out in proto.graph.output:
-        if out.type.HasField("tensor_type"):
-            out.type.tensor_type.ClearField("shape")
-    try:
-        inferred = onnx.shape_inference.infer_shapes(proto, check_type=False, strict_mode=False, data_prop=True)
-    except Exception as e:  # onnx raises InferenceError / RuntimeError for unsupported patterns
-        log.info("%s: shape inference failed, graph unchanged: %s", model.source, str(e).splitlines()[0] if str(e) else e)
-        return False
-    infos: dict[str, onnx.ValueInfoProto] = {}
-    for g in _proto_graphs(inferred.graph):
-        for vi in list(g.value_info) + list(g.output):
-            infos[vi.name] = vi
-    declared = {id(t): t.shape for t in model.graph.outputs}
-    for g in iter_graphs(model.graph):
-        for node in g.nodes:
-            for t in node.outputs:
-                vi = infos.get(t.name)
-                if vi is not None and isinstance(t, Variable):
-                    _apply_value_info(t, vi)
-    for t in model.graph.outputs:
-        _reconcile_output(model, t, declared.get(id(t)))
-    return True
-
-
-def _reconcile_output(model: Model, t: Tensor, declared: Any) -> None:
-    """Keep a graph output's declared shape unless it contradicts the computed one (then warn)."""
-    inferred = t.shape
-    if not isinstance(declared, (list, tuple)):
-        return
-    if not isinstance(inferred, (list, tuple)) or len(inferred) != len(declared):
-        if isinstance(inferred, (list, tuple)):
-            log.warning("%s: output '%s' is declared with shape %s but computes rank %d; using the computed shape", model.source, t.name, list(declared), len(inferred))
-        else:
-            t.shape = list(declared)
-        return
-    merged = []
-    conflict = False
-    for d, i in zip(declared, inferred):
-        if isinstance(d, int) and d >= 0 and isinstance(i, int) and i >= 0 and d != i:
-            conflict = True
-            merged.append(i)
-        elif isinstance(i, int) and i >= 0:
-            merged.append(i)
-        else:
-            merged.append(d)
-    if conflict:
-        log.warning("%s: output '%s' is declared with shape %s but computes %s; using the computed shape", model.source, t.name, list(declared), list(inferred))
-    t.shape = merged
-
-
-def _proto_graphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
-    yield graph
-    for node in graph.node:
-        for a in node.attribute:
-            if a.type == onnx.AttributeProto.GRAPH:
-                yield from _proto_graphs(a.g)
-            elif a.type == onnx.AttributeProto.GRAPHS:
-                for g in a.graphs:
-                    yield from _proto_graphs(g)
-
-
-def _apply_value_info(tensor: Variable, vi: onnx.ValueInfoProto) -> None:
-    tt = vi.type.tensor_type if vi.type.HasField("tensor_type") else None
-    if tt is None or tt.elem_type == 0:
-        return
-    try:
-        tensor.dtype = np_dtype(tt.elem_type)
-    except Exception:
-        tensor.dtype = tt.elem_type
-    if not tt.HasField("shape"):
-        return
-    dims: list[int | str | None] = []
-    for d in tt.shape.dim:
-        if d.HasField("dim_value"):
-            dims.append(int(d.dim_value))
-        elif d.HasField("dim_param"):
-            dims.append(d.dim_param)
-        else:
-            dims.append(None)
-    old = tensor.shape
-    if old is not None and len(old) == len(dims):
-        dims = [o if isinstance(o, int) and not isinstance(n, int) else n for o, n in zip(old, dims)]
-    tensor.shape = dims

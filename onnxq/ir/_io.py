@@ -13,13 +13,13 @@ import os
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import onnx
 import onnx.external_data_helper as exdata
 
 from ..errors import InvalidModelError
-from ._gs import export_graph, import_graph
-from ._model import ONNX_DOMAIN, Model, gc_paused
+from ._graph import iter_nodes
+from ._gs import export_graph, import_graph, make_graph
+from ._model import ONNX_DOMAIN, Model, clone, gc_paused
 
 __all__ = [
     "load",
@@ -29,7 +29,6 @@ __all__ = [
     "from_proto",
     "MIN_OPSET",
     "MAX_OPSET",
-    "ModelSource",
     "nodes_to_proto",
 ]
 
@@ -42,9 +41,6 @@ MIN_OPSET = 7
 MAX_OPSET = onnx.defs.onnx_opset_version()
 #: A protobuf message cannot exceed 2 GiB; above this we must write external data.
 PROTO_LIMIT = 2**31 - 1
-
-ModelSource = "str | os.PathLike[str] | bytes | onnx.ModelProto | Model"
-
 
 def load(source: str | os.PathLike[str] | bytes | onnx.ModelProto | Model, *, check: bool = True) -> Model:
     """Load and validate a model from a path, serialized bytes, a ModelProto or a Model.
@@ -68,8 +64,6 @@ def load(source: str | os.PathLike[str] | bytes | onnx.ModelProto | Model, *, ch
 
 def _load(source: str | os.PathLike[str] | bytes | onnx.ModelProto | Model, check: bool) -> Model:
     if isinstance(source, Model):
-        from ._graph import clone
-
         return clone(source)
     if isinstance(source, onnx.ModelProto):
         proto = onnx.ModelProto()
@@ -196,8 +190,6 @@ def from_proto(
 
 
 def _used_domains(model: Model) -> set[str]:
-    from ._graph import iter_nodes
-
     return {n.domain or ONNX_DOMAIN for n in iter_nodes(model.graph)}
 
 
@@ -334,11 +326,6 @@ def _save_with_external_data(proto: onnx.ModelProto, path: Path, threshold: int 
     _atomic_write(path, out.SerializeToString())
 
 
-def array_nbytes(values: np.ndarray) -> int:
-    """Bytes an array occupies once serialized (sub-byte int4 types count half a byte)."""
-    return int(values.nbytes)
-
-
 def nodes_to_proto(
     nodes: list,
     outputs: list,
@@ -352,8 +339,6 @@ def nodes_to_proto(
     Constants read by the nodes become initializers; ``inputs`` (run-time tensors) become graph
     inputs. Used to evaluate constant subgraphs or to time a region of a model in isolation.
     """
-    from ._gs import make_graph
-
     graph = make_graph(list(nodes), list(inputs or []), list(outputs), name="fragment")
     proto_graph = export_graph(graph)
     opset_ids = [onnx.helper.make_opsetid(d, v) for d, v in sorted(opsets.items())]

@@ -20,7 +20,7 @@ import onnx
 if TYPE_CHECKING:  # pragma: no cover
     import onnx_graphsurgeon as gs
 
-__all__ = ["Model", "ONNX_DOMAIN", "MS_DOMAIN", "gc_paused"]
+__all__ = ["Model", "ONNX_DOMAIN", "MS_DOMAIN", "clone", "gc_paused"]
 
 ONNX_DOMAIN = ""
 MS_DOMAIN = "com.microsoft"
@@ -77,6 +77,11 @@ class Model:
             metadata=dict(self.metadata),
             functions=list(self.functions),
         )
+
+
+def clone(model: Model) -> Model:
+    """An independent copy of ``model`` (constant arrays are shared: passes never mutate them)."""
+    return model.replace_graph(model.graph.copy())
 
 
 @contextlib.contextmanager

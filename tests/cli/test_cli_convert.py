@@ -48,7 +48,7 @@ def test_convert_end_to_end(cnn: Path, calib: Path, tmp_path: Path) -> None:
     out2 = tmp_path / "again.onnx"
     invoke("convert", str(cnn), "-o", str(out2), "--data", str(calib), "--no-tune")
     assert out.read_bytes() == out2.read_bytes()
-    from onnxq.calibration.data import open_source
+    from onnxq.data import open_source
 
     api = quantize_static(str(cnn), open_source(str(calib), build("cnn")), tune=False)
     assert ir.to_proto(api.model).SerializeToString() == onnx.load(str(out)).SerializeToString()

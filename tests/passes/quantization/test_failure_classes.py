@@ -14,7 +14,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from models import build
 from onnxq import CalibrationDataError, CalibrationError, PreconditionError, ir
-from onnxq.calibration.data import open_source
+from onnxq.data import open_source
 from onnxq.api import quantize_static
 from onnxq.passes.quantization.insert_qdq import guard_bias_overflow
 from tests.helpers import checked, cosine, random_feeds, run, sqnr_db
@@ -284,7 +284,7 @@ def test_calibration_data_mismatch() -> None:
     source = open_source("synthetic:2", src, dims={"N": 1})
     bad = [{"wrong_name": np.zeros((1, 3, 32, 32), np.float32)}]
     with pytest.raises(CalibrationDataError):
-        from onnxq.calibration.data import ReaderSource, input_specs
+        from onnxq.data import ReaderSource, input_specs
 
         class Reader:
             def __init__(self):

@@ -1,215 +1,39 @@
-"""Calibration and evaluation data: files, synthetic tensors and reader objects as validated samples.
+"""The concrete data sources: .npz/.npy files and folders, synthetic tensors, reader objects.
 
-A *sample* is ``dict[str, np.ndarray]`` keyed by model input name, ready for
-``onnxruntime.InferenceSession.run``. Every source checks every sample against the model's input
-signature (:func:`validate_sample`) before yielding it, because onnxruntime's own errors name neither
-the file nor the sample, and a float64 array or a NaN silently skews calibration ranges. Sources are
-lazy (one file in memory at a time), deterministic (files in natural sorted order, seeded synthetic
-data) and never unpickle anything (``allow_pickle=False`` throughout).
-
-Which source to use is decided by :func:`open_source` from a registry of file kinds.
+Each one only produces raw :class:`Record` s; validation and labels come from :class:`RecordSource`.
+They are lazy (one file in memory at a time), deterministic (files in natural sorted order, seeded
+synthetic data) and never unpickle anything (``allow_pickle=False`` throughout). Image folders live
+in :mod:`onnxq.data.images`; which source a user's argument means is decided by :func:`open_source`.
 """
 
 from __future__ import annotations
 
 import logging
-import re
-from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from itertools import islice
-from os import PathLike
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnx
 
 from onnxq.errors import CalibrationDataError, ConfigError
 
+from ._base import Record, RecordSource
 from ._files import (
     _existing,
     _label_value,
-    _read_npy_header,
-    _natural_key,
     _read_npy,
+    _read_npy_header,
     _read_npz,
     _refuse_stacked,
     _split_label,
     data_files,
-    list_data_files,
-    load_labels,
     require_single_input,
 )
-from ._validation import (
-    _BATCH_NAMES,
-    _as_numeric_array,
-    _check_finite,
-    _require_mapping,
-    IMAGE_SUFFIXES,
-    InputSpec,
-    Label,
-    PathArg,
-    Sample,
-    check_input_names,
-    input_specs,
-    validate_sample,
-)
+from ._validation import _BATCH_NAMES, InputSpec, PathArg, check_input_names
+
 _LOG = logging.getLogger(__name__)
 
-__all__ = [
-    "IMAGE_SUFFIXES",
-    "DataSource",
-    "InputSpec",
-    "LimitedSource",
-    "NpyFolderSource",
-    "NpzFileSource",
-    "NpzFolderSource",
-    "ReaderSource",
-    "Record",
-    "RecordSource",
-    "SyntheticSource",
-    "check_input_names",
-    "data_files",
-    "input_specs",
-    "list_data_files",
-    "load_labels",
-    "open_source",
-    "parse_dims",
-    "require_single_input",
-    "validate_sample",
-]
-
-
-# --------------------------------------------------------------------------------------------------
-# Base classes
-# --------------------------------------------------------------------------------------------------
-
-
-class DataSource(ABC):
-    """An iterable of validated samples, with labels for evaluation and a one-line description."""
-
-    specs: tuple[InputSpec, ...] | None
-
-    @abstractmethod
-    def iter_with_labels(self) -> Iterator[tuple[Sample, Label | None]]:
-        """Yield ``(sample, label)`` pairs; the label is None when the data carries none."""
-
-    @abstractmethod
-    def describe(self) -> str:
-        """One line for logs and the CLI: what the data is and how many samples it holds."""
-
-    @property
-    def num_samples(self) -> int | None:
-        """Number of samples, or None when only iterating can tell (reader objects)."""
-        return None
-
-    def __iter__(self) -> Iterator[Sample]:
-        for sample, _ in self.iter_with_labels():
-            yield sample
-
-    def __len__(self) -> int:
-        count = self.num_samples
-        if count is None:
-            raise TypeError(f"{type(self).__name__} does not know its length before iterating")
-        return count
-
-    def __bool__(self) -> bool:
-        # Without this, bool() would fall back to __len__ and raise for sources of unknown length.
-        return True
-
-
-@dataclass(frozen=True)
-class Record:
-    """One raw, not yet validated sample: where it came from, its arrays and its inline label."""
-
-    where: str
-    sample: Mapping[str, Any]
-    label: Label | None = None
-
-
-class RecordSource(DataSource):
-    """Base of the concrete sources: subclasses yield :class:`Record` s, this class validates them
-    and attaches labels from an optional labels file, so every source behaves the same."""
-
-    def __init__(self, specs: Sequence[InputSpec] | None, labels_file: PathArg | None = None) -> None:
-        self.specs = None if specs is None else tuple(specs)
-        self.labels_file = None if labels_file is None else Path(labels_file)
-
-    @abstractmethod
-    def records(self) -> Iterator[Record]:
-        """Yield raw records lazily, one file in memory at a time."""
-
-    def iter_with_labels(self) -> Iterator[tuple[Sample, Label | None]]:
-        """Validated samples with labels; a labels file must have exactly one label per sample."""
-        external = None if self.labels_file is None else load_labels(self.labels_file)
-        count = 0
-        for count, record in enumerate(self.records(), start=1):
-            sample = (
-                _validate_unbound(record.sample, record.where)
-                if self.specs is None
-                else validate_sample(record.sample, self.specs, record.where)
-            )
-            yield sample, _label_for(record, count - 1, external, self.labels_file)
-        if external is not None and count != len(external):
-            raise CalibrationDataError(
-                f"labels file '{self.labels_file}' has {len(external)} labels but the data has {count} samples"
-            )
-
-
-def _label_for(record: Record, index: int, external: list[Label] | None, labels_file: Path | None) -> Label | None:
-    if external is None:
-        return record.label
-    if record.label is not None:
-        raise CalibrationDataError(
-            f"{record.where}: carries its own label and a labels file '{labels_file}' was given too; use one"
-        )
-    if index >= len(external):
-        raise CalibrationDataError(
-            f"{record.where}: labels file '{labels_file}' has only {len(external)} labels, none for sample #{index}"
-        )
-    return external[index]
-
-
-def _validate_unbound(sample: Mapping[str, Any], where: str) -> Sample:
-    """Checks possible without a model signature (reader objects used on their own)."""
-    _require_mapping(sample, where)
-    arrays = {}
-    for name, value in sample.items():
-        array = _as_numeric_array(value, f"{where}: input '{name}'")
-        _check_finite(array, f"{where}: input '{name}'")
-        arrays[name] = np.require(array, requirements="C")
-    return arrays
-
-
-class LimitedSource(DataSource):
-    """The first ``limit`` samples of another source (``--samples N``)."""
-
-    def __init__(self, source: DataSource, limit: int) -> None:
-        if limit < 1:
-            raise ConfigError(f"the number of samples must be >= 1, got {limit}")
-        self.source = source
-        self.limit = limit
-        self.specs = source.specs
-
-    def iter_with_labels(self) -> Iterator[tuple[Sample, Label | None]]:
-        """The wrapped source's pairs, stopping after ``limit``."""
-        return islice(self.source.iter_with_labels(), self.limit)
-
-    @property
-    def num_samples(self) -> int | None:
-        """``min(limit, len(source))``, unknown when the wrapped source's length is."""
-        inner = self.source.num_samples
-        return None if inner is None else min(inner, self.limit)
-
-    def describe(self) -> str:
-        """The wrapped description with the limit."""
-        return f"first {self.limit} samples of {self.source.describe()}"
-
-
-# --------------------------------------------------------------------------------------------------
-# Sources
-# --------------------------------------------------------------------------------------------------
+__all__ = ["NpyFolderSource", "NpzFileSource", "NpzFolderSource", "ReaderSource", "SyntheticSource"]
 
 
 class NpzFolderSource(RecordSource):
@@ -450,21 +274,6 @@ def _synthetic_shape(spec: InputSpec, dims: Mapping[str, int]) -> tuple[int, ...
     return tuple(shape)
 
 
-def parse_dims(items: Iterable[str]) -> dict[str, int]:
-    """Parse ``--dim`` options (``seq=128``, ``x:2=224``) into the ``dims`` of :class:`SyntheticSource`.
-
-    Raises:
-        ConfigError: an item is not ``NAME=N`` with N >= 1.
-    """
-    dims = {}
-    for item in items:
-        name, sep, value = item.rpartition("=")
-        if not sep or not name or not value.strip().isdigit() or int(value) < 1:
-            raise ConfigError(f"--dim '{item}': expected NAME=N with N >= 1 (e.g. seq=128)")
-        dims[name.strip()] = int(value)
-    return dims
-
-
 class ReaderSource(RecordSource):
     """Any object with onnxruntime's ``CalibrationDataReader`` protocol: ``get_next()`` returns a dict
     or None when exhausted. Calls ``rewind()`` (when the reader has one) before iterating again."""
@@ -497,121 +306,3 @@ class ReaderSource(RecordSource):
     def describe(self) -> str:
         """The reader's class name."""
         return f"data reader {type(self.reader).__name__}"
-
-
-# --------------------------------------------------------------------------------------------------
-# Dispatch
-# --------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _OpenOptions:
-    dims: Mapping[str, int]
-    seed: int
-    image_preprocess: Any
-    labels_file: PathArg | None
-
-
-def _images(path: Path, specs: Sequence[InputSpec], options: _OpenOptions) -> DataSource:
-    # Imported here: images.py builds on this module (and imports Pillow only when used).
-    from onnxq.calibration.images import ImageFolderSource
-
-    return ImageFolderSource(path, specs, options.image_preprocess, labels_file=options.labels_file)
-
-
-_Factory = Callable[[Path, Sequence[InputSpec], _OpenOptions], DataSource]
-
-_SUFFIX_KINDS: dict[str, str] = {".npz": "npz", ".npy": "npy", **{suffix: "image" for suffix in IMAGE_SUFFIXES}}
-_FOLDER_FACTORIES: dict[str, _Factory] = {
-    "npz": lambda path, specs, o: NpzFolderSource(path, specs, labels_file=o.labels_file),
-    "npy": lambda path, specs, o: NpyFolderSource(path, specs, labels_file=o.labels_file),
-    "image": _images,
-}
-_FILE_FACTORIES: dict[str, _Factory] = {
-    "npz": lambda path, specs, o: NpzFileSource(path, specs, labels_file=o.labels_file),
-    "npy": lambda path, specs, o: NpyFolderSource(path, specs, labels_file=o.labels_file),
-    "image": _images,
-}
-_ACCEPTED = ".npz, .npy or image (" + " ".join(sorted(IMAGE_SUFFIXES)) + ") files"
-_SYNTHETIC = re.compile(r"synthetic(?::(.*))?")
-
-
-def open_source(
-    spec: Any,
-    model_or_specs: onnx.ModelProto | Sequence[InputSpec],
-    *,
-    dims: Mapping[str, int] | None = None,
-    samples: int | None = None,
-    seed: int = 0,
-    image_preprocess: Any = None,
-    labels_file: PathArg | None = None,
-) -> DataSource:
-    """Open calibration/evaluation data from what the user gave.
-
-    Args:
-        spec: ``"synthetic"`` / ``"synthetic:N"``; an object with ``get_next()``; a folder of .npz, .npy
-            or image files (one kind per folder); an .npz, .npy or image file; or a DataSource.
-        model_or_specs: the model, or its :func:`input_specs`.
-        dims: symbolic dims for synthetic data.
-        samples: yield at most this many samples (also the synthetic count when none is given).
-        seed: seed of synthetic data.
-        image_preprocess: an ``ImagePreprocess`` or its compact string, for image folders.
-        labels_file: labels for evaluation, one per sample.
-
-    Raises:
-        CalibrationDataError: the data is missing, empty, of an unknown or mixed kind.
-        ConfigError: ``samples`` < 1 or a malformed ``synthetic:N``.
-    """
-    specs = input_specs(model_or_specs) if isinstance(model_or_specs, onnx.ModelProto) else list(model_or_specs)
-    options = _OpenOptions(dict(dims or {}), seed, image_preprocess, labels_file)
-    source = _dispatch(spec, specs, options, samples)
-    if samples is not None:
-        source = LimitedSource(source, samples)
-    _LOG.info("data: %s", source.describe())
-    return source
-
-
-def _dispatch(spec: Any, specs: Sequence[InputSpec], options: _OpenOptions, samples: int | None) -> DataSource:
-    if isinstance(spec, DataSource):
-        return spec
-    if callable(getattr(spec, "get_next", None)):
-        return ReaderSource(spec, specs, labels_file=options.labels_file)
-    if isinstance(spec, str) and (match := _SYNTHETIC.fullmatch(spec.strip())):
-        count = _synthetic_count(match.group(1), samples)
-        return SyntheticSource(specs, count, options.dims, options.seed, labels_file=options.labels_file)
-    if not isinstance(spec, (str, PathLike)):
-        raise CalibrationDataError(
-            f"cannot use a {type(spec).__name__} as data: expected a path, 'synthetic[:N]' or an object with get_next()"
-        )
-    path = _existing(spec)
-    if path.is_dir():
-        return _FOLDER_FACTORIES[_folder_kind(path)](path, specs, options)
-    kind = _SUFFIX_KINDS.get(path.suffix.lower())
-    if kind is None:
-        raise CalibrationDataError(
-            f"calibration data '{path}' is not a supported kind: expected a folder or {_ACCEPTED}, or 'synthetic[:N]'"
-        )
-    return _FILE_FACTORIES[kind](path, specs, options)
-
-
-def _synthetic_count(text: str | None, samples: int | None) -> int:
-    if text is None:
-        return samples or 8
-    if not text.strip().isdigit() or int(text) < 1:
-        raise ConfigError(f"'synthetic:{text}': expected synthetic:N with N >= 1")
-    return int(text)
-
-
-def _folder_kind(folder: Path) -> str:
-    """The one kind of data file in a folder; other files (a labels.txt, a README) are ignored."""
-    found: dict[str, str] = {}
-    for path in sorted(folder.iterdir(), key=_natural_key):
-        kind = _SUFFIX_KINDS.get(path.suffix.lower())
-        if kind and path.is_file() and not path.name.startswith("."):
-            found.setdefault(kind, path.name)
-    if not found:
-        raise CalibrationDataError(f"folder '{folder}' contains no calibration data: expected {_ACCEPTED}")
-    if len(found) > 1:
-        examples = ", ".join(f"{kind} ({name})" for kind, name in found.items())
-        raise CalibrationDataError(f"folder '{folder}' mixes kinds of data files: {examples}; keep one kind per folder")
-    return next(iter(found))

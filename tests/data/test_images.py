@@ -1,4 +1,4 @@
-"""Tests for onnxq.calibration.images: the image pipeline, its options and its errors."""
+"""Tests for onnxq.data.images: the image pipeline, its options and its errors."""
 
 from __future__ import annotations
 
@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from onnxq.calibration.data import InputSpec, open_source
-from onnxq.calibration.images import ImageFolderSource, ImagePreprocess
+from onnxq.data import ImageFolderSource, ImagePreprocess, InputSpec, open_source
 from onnxq.errors import CalibrationDataError, ConfigError
 
 NCHW = [InputSpec("x", np.float32, ("N", 3, 4, 6))]

@@ -23,16 +23,11 @@ from typing import Any, Literal
 
 import numpy as np
 
-from onnxq.calibration.data import (
-    IMAGE_SUFFIXES,
-    InputSpec,
-    PathArg,
-    Record,
-    RecordSource,
-    data_files,
-    require_single_input,
-)
 from onnxq.errors import CalibrationDataError, ConfigError
+
+from ._base import Record, RecordSource
+from ._files import data_files, require_single_input
+from ._validation import IMAGE_SUFFIXES, InputSpec, PathArg
 
 __all__ = ["ImageFolderSource", "ImagePreprocess"]
 
