@@ -1,8 +1,8 @@
 """Scaling benchmark for the foundation: load → cleanup → save on ~10k and ~20k node models.
 
-Each size runs in a fresh subprocess so peak RSS is that size's own. Prints wall time and peak RSS
-per stage, and the time ratio between the two sizes (goal: 10k nodes < 10 s end to end, and
-2x nodes <= 2.3x time).
+Each size runs in a fresh subprocess (``_harness.isolate.run_isolated``) so peak RSS is that size's
+own. Prints wall time and peak RSS per stage, and the time ratio between the two sizes (goal: 10k
+nodes < 10 s end to end, and 2x nodes <= 2.3x time).
 
     python benchmarks/bench_foundation.py [--nodes 10000] [--json out.json]
 """
@@ -12,14 +12,13 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from _harness import onnxq_api
+from _harness.isolate import run_isolated
+from _harness.report import write_json
 
 
 def _rss_mb() -> float:
@@ -31,7 +30,6 @@ def run_one(nodes: int, kind: str) -> dict:
     import onnx
 
     from models import build, deep_cnn_blocks_for
-    from onnxq import PassManager, ir, make_pass
 
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "deep.onnx"
@@ -45,16 +43,16 @@ def run_one(nodes: int, kind: str) -> dict:
         del proto
         stages = {}
         t0 = time.perf_counter()
-        model = ir.load(src)
+        model = onnxq_api.load(src)
         stages["load"] = (time.perf_counter() - t0, _rss_mb())
         t1 = time.perf_counter()
-        result = PassManager([make_pass("cleanup")], check=False).run(model)
+        cleaned = onnxq_api.cleanup(model, copy=False, check=False)
         stages["cleanup"] = (time.perf_counter() - t1, _rss_mb())
         t2 = time.perf_counter()
-        ir.save(result.model, Path(tmp) / "out.onnx")
+        onnxq_api.save(cleaned, Path(tmp) / "out.onnx")
         stages["save"] = (time.perf_counter() - t2, _rss_mb())
         total = time.perf_counter() - t0
-        nodes_after = len(result.model.graph.nodes)
+        nodes_after = onnxq_api.node_count(cleaned)
     return {
         "kind": kind,
         "nodes": total_nodes,
@@ -64,21 +62,24 @@ def run_one(nodes: int, kind: str) -> dict:
     }
 
 
+def _isolated(nodes: int, kind: str) -> dict:
+    r = run_isolated("bench_foundation:run_one", {"nodes": nodes, "kind": kind})
+    if not r.ok:
+        raise RuntimeError(f"{kind} at {nodes} nodes: {r.describe()}; log: {' | '.join(r.log_tail[-3:])}")
+    return r.value
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--nodes", type=int, default=10000)
     ap.add_argument("--kinds", default="cnn,transformer")
     ap.add_argument("--json", dest="json_out")
-    ap.add_argument("--child", nargs=2, metavar=("NODES", "KIND"), help=argparse.SUPPRESS)
+    ap.add_argument("--child", nargs=2, metavar=("NODES", "KIND"), help=argparse.SUPPRESS)  # one size in this process
     args = ap.parse_args()
     if args.child:
         print(json.dumps(run_one(int(args.child[0]), args.child[1])))
         return
-    rows = []
-    for kind in args.kinds.split(","):
-        for n in (args.nodes, 2 * args.nodes):
-            out = subprocess.run([sys.executable, __file__, "--child", str(n), kind], capture_output=True, text=True, check=True)
-            rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    rows = [_isolated(n, kind) for kind in args.kinds.split(",") for n in (args.nodes, 2 * args.nodes)]
     print(f"{'model':<12} {'nodes':>7} {'after':>7} {'load s':>8} {'cleanup s':>10} {'save s':>8} {'total s':>8} {'peak RSS MB':>12}")
     for r in rows:
         s = r["stages"]
@@ -90,7 +91,7 @@ def main() -> None:
         small, big = [r for r in rows if r["kind"] == kind]
         print(f"{kind}: 2x nodes ({small['nodes']} → {big['nodes']}) took {big['total_s'] / small['total_s']:.2f}x the time")
     if args.json_out:
-        Path(args.json_out).write_text(json.dumps(rows, indent=2))
+        write_json(args.json_out, rows)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,9 @@ Text is rendered with Pillow and DejaVu Sans, then preprocessed exactly like
 * CTC: greedy argmax, merge repeats, drop blank; the class table is ``['blank'] + dictionary + [' ']``
   where the dictionary is the rec model's ``metadata_props['character']`` split into lines.
 
-Every function is pure: the same arguments (and seed) give bit-identical arrays.
+Every function is pure: the same arguments (and seed) give bit-identical arrays. This module is the
+one to import; the preprocessing (``_ocr_image``), the metrics (``_ocr_metrics``) and the random text
+(``_ocr_text``) live in sibling modules and are re-exported here.
 
     python benchmarks/ocr_data.py [--n 16] [--seed 0]     # fp32 sanity figures on the zoo models
 """
@@ -32,49 +34,46 @@ from pathlib import Path
 
 import numpy as np
 
+_HERE = str(Path(__file__).resolve().parent)
+if _HERE not in sys.path:  # the sibling modules below, also when imported as ``benchmarks.ocr_data``
+    sys.path.insert(0, _HERE)
+
+from _ocr_image import (  # noqa: E402 - re-exported: ocr_data is the one module to import
+    CLS_SHAPE,
+    DET_LIMIT_SIDE_LEN,
+    DET_MEAN,
+    DET_STD,
+    REC_SHAPE,
+    cls_preprocess,
+    det_preprocess,
+    rec_preprocess,
+    resize_bilinear,
+)
+from _ocr_image import to_bgr as _to_bgr  # noqa: E402
+from _ocr_text import random_text  # noqa: E402
+from _ocr_metrics import (  # noqa: E402
+    CTC_BLANK,
+    DET_THRESH,
+    box_coverage,
+    boxes_mask,
+    char_accuracy,
+    cls_top1,
+    det_mask,
+    edit_distance,
+    mask_iou,
+    rec_decode,
+)
+
 __all__ = [
-    "CLS_LABELS",
-    "CLS_SHAPE",
-    "DEFAULT_CHARSET",
-    "DET_LIMIT_SIDE_LEN",
-    "DET_MEAN",
-    "DET_STD",
-    "DET_THRESH",
-    "FONT_PACKAGE",
-    "FontNotFoundError",
-    "REC_SHAPE",
-    "box_coverage",
-    "boxes_mask",
-    "char_accuracy",
-    "cls_preprocess",
-    "cls_samples",
-    "cls_top1",
-    "default_charset",
-    "det_mask",
-    "det_preprocess",
-    "det_samples",
-    "edit_distance",
-    "find_font",
-    "mask_iou",
-    "random_text",
-    "rec_decode",
-    "rec_dictionary",
-    "rec_preprocess",
-    "rec_samples",
-    "render_line",
-    "resize_bilinear",
-    "save_npz_folder",
+    "CLS_LABELS", "CLS_SHAPE", "DEFAULT_CHARSET", "DET_LIMIT_SIDE_LEN", "DET_MEAN", "DET_STD", "DET_THRESH",
+    "FONT_PACKAGE", "FontNotFoundError", "REC_SHAPE", "box_coverage", "boxes_mask", "char_accuracy",
+    "cls_preprocess", "cls_samples", "cls_top1", "default_charset", "det_mask", "det_preprocess",
+    "det_samples", "edit_distance", "find_font", "mask_iou", "random_text", "rec_decode", "rec_dictionary",
+    "rec_preprocess", "rec_samples", "render_line", "resize_bilinear", "save_npz_folder",
 ]
 
-# ---- constants copied from rapidocr_onnxruntime 1.4.4 -----------------------------------------
-REC_SHAPE = (3, 48, 320)  # config.yaml Rec.rec_img_shape
-CLS_SHAPE = (3, 48, 192)  # config.yaml Cls.cls_image_shape
+# ---- constants copied from rapidocr_onnxruntime 1.4.4 (the others live with their code) ---------
 CLS_LABELS = ("0", "180")  # config.yaml Cls.label_list
-DET_LIMIT_SIDE_LEN = 736  # config.yaml Det.limit_side_len (limit_type: min)
-DET_MEAN = (0.5, 0.5, 0.5)  # config.yaml Det.mean
-DET_STD = (0.5, 0.5, 0.5)  # config.yaml Det.std
-DET_THRESH = 0.3  # config.yaml Det.thresh (DBPostProcess binarisation)
-CTC_BLANK = 0  # ch_ppocr_rec/utils.py: get_ignored_tokens() -> [0]; ' ' is appended last
 
 # ---- fonts -----------------------------------------------------------------------------------
 FONT_PACKAGE = "fonts-dejavu-core"
@@ -152,80 +151,17 @@ def rec_dictionary(model_path: str | Path | None = None) -> list[str]:
     return list(_dictionary_from(str(model_path)))
 
 
-# ---- text and rendering ----------------------------------------------------------------------
-_PUNCT_TAIL = ",.;:!?"
-_WRAPS = ("()", "[]", '""', "''", "{}", "<>")
-_NUMBER_SEPS = ".,:/-"
-_PREFIXES = "$#@+-~*&%="
+# ---- rendering -------------------------------------------------------------------------------
+def _blur_and_noise(image, rng: np.random.Generator, noise: float) -> np.ndarray:
+    """A light random blur (sometimes) and Gaussian pixel noise up to ``noise``: a uint8 gray array."""
+    from PIL import ImageFilter
 
-
-def random_text(rng: np.random.Generator, charset: str, min_len: int, max_len: int, words: bool = True) -> str:
-    """``min_len..max_len`` characters from ``charset`` (the space is always allowed between words).
-
-    ``words=True`` (default) builds word-like text, as OCR sees it: lowercase, Capitalised and
-    UPPER words, numbers such as ``12.50`` or ``2024-05``, some punctuation attached to words,
-    single spaces between tokens. Case and digit runs give the recogniser the context real text
-    has (``0``/``O``, ``l``/``I``/``1`` are ambiguous as isolated glyphs). ``words=False`` draws
-    characters uniformly (a space in ``charset`` then never starts/ends the text nor doubles).
-    """
-    if not charset or min_len < 1 or max_len < min_len:
-        raise ValueError(f"need a non-empty charset and 1 <= min_len <= max_len, got {min_len}, {max_len}")
-    solid = [c for c in dict.fromkeys(charset) if c != " "]
-    if not solid:
-        raise ValueError("charset holds only spaces")
-    length = int(rng.integers(min_len, max_len + 1))
-    lower = [c for c in solid if c in string.ascii_lowercase]
-    upper = [c for c in solid if c in string.ascii_uppercase]
-    digits = [c for c in solid if c in string.digits]
-    if not words or not (lower or upper or digits):
-        chars = solid + ([" "] if " " in charset else [])
-        out: list[str] = []
-        for i in range(length):
-            pool = solid if (i == 0 or i == length - 1 or out[-1] == " ") else chars
-            out.append(pool[int(rng.integers(len(pool)))])
-        return "".join(out)
-
-    def pick(pool: Sequence[str], k: int) -> str:
-        return "".join(pool[int(i)] for i in rng.integers(0, len(pool), size=k))
-
-    def token() -> str:
-        kind = rng.choice(5, p=[0.42, 0.2, 0.08, 0.2, 0.1])
-        if kind == 3 and digits:  # number, maybe with one separator
-            text = pick(digits, int(rng.integers(1, 5)))
-            seps = [c for c in _NUMBER_SEPS if c in solid]
-            if seps and rng.random() < 0.4:
-                text += seps[int(rng.integers(len(seps)))] + pick(digits, int(rng.integers(1, 4)))
-            return text
-        if kind == 4:  # a mixed code such as A7X2 or k9
-            return pick(solid if rng.random() < 0.3 else (upper + digits or solid), int(rng.integers(2, 6)))
-        letters = upper if kind == 2 else lower
-        letters = letters or lower or upper or digits
-        text = pick(letters, int(rng.integers(2 if kind == 2 else 1, 6 if kind == 2 else 9)))
-        if kind == 1 and upper:
-            text = pick(upper, 1) + text[1:]
-        return text
-
-    def decorate(text: str) -> str:
-        roll = rng.random()
-        tails = [c for c in _PUNCT_TAIL if c in solid]
-        wraps = [w for w in _WRAPS if w[0] in solid and w[1] in solid]
-        prefixes = [c for c in _PREFIXES if c in solid]
-        if roll < 0.25 and tails:
-            return text + tails[int(rng.integers(len(tails)))]
-        if roll < 0.33 and wraps:
-            w = wraps[int(rng.integers(len(wraps)))]
-            return w[0] + text + w[1]
-        if roll < 0.40 and prefixes:
-            return prefixes[int(rng.integers(len(prefixes)))] + text
-        return text
-
-    text = decorate(token())[:length]
-    while len(text) < length:
-        nxt = decorate(token())
-        if len(text) + 1 + len(nxt) > length:
-            break
-        text += " " + nxt
-    return text if len(text) >= min_len else text + pick(lower or solid, min_len - len(text))
+    blur = rng.uniform(0.0, 0.6)
+    if blur > 0.25:
+        image = image.filter(ImageFilter.GaussianBlur(blur))
+    pixels = np.asarray(image, dtype=np.float32)
+    pixels = pixels + rng.normal(0.0, rng.uniform(0.0, noise), pixels.shape).astype(np.float32)
+    return np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
 
 
 def render_line(text: str, height: int = 48, seed: int = 0):
@@ -234,7 +170,7 @@ def render_line(text: str, height: int = 48, seed: int = 0):
     Mimics a detector crop: dark gray text on a light gray background, font size 58-72 % of the
     height, small random margins and vertical offset, slight blur and pixel noise.
     """
-    from PIL import Image, ImageDraw, ImageFilter
+    from PIL import Image, ImageDraw
 
     rng = np.random.default_rng(seed)
     size = max(8, int(round(height * rng.uniform(0.58, 0.72))))
@@ -249,104 +185,8 @@ def render_line(text: str, height: int = 48, seed: int = 0):
     top = spare // 2 + int(rng.integers(-max(1, spare // 4), max(1, spare // 4) + 1))
     image = Image.new("L", (width, height), background)
     ImageDraw.Draw(image).text((left, top), text, fill=ink, font=font)
-    blur = rng.uniform(0.0, 0.6)
-    if blur > 0.25:
-        image = image.filter(ImageFilter.GaussianBlur(blur))
-    pixels = np.asarray(image, dtype=np.float32)
-    pixels = pixels + rng.normal(0.0, rng.uniform(0.0, 6.0), pixels.shape).astype(np.float32)
-    gray = np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
+    gray = _blur_and_noise(image, rng, 6.0)
     return Image.fromarray(gray, "L").convert("RGB")
-
-
-def _to_bgr(image) -> np.ndarray:
-    """PIL image → HxWx3 uint8 BGR, as rapidocr's LoadImage does."""
-    return np.ascontiguousarray(np.asarray(image.convert("RGB"), dtype=np.uint8)[..., ::-1])
-
-
-# ---- preprocessing ---------------------------------------------------------------------------
-def _linear_taps(n_in: int, n_out: int, clamp_weights: bool) -> tuple[np.ndarray, ...]:
-    """OpenCV INTER_LINEAR taps (resize.cpp): float32 centre-aligned source position, the two weights
-    each rounded to 1/2048ths (INTER_RESIZE_COEF_BITS = 11). Along x a position outside the image
-    gets weight (1, 0) on the border pixel; along y OpenCV only clamps the row indices."""
-    pos = ((np.arange(n_out) + 0.5) * (1.0 / (n_out / n_in)) - 0.5).astype(np.float32)
-    i0 = np.floor(pos).astype(np.int64)
-    frac = (pos - i0).astype(np.float32)
-    if clamp_weights:
-        low = i0 < 0
-        frac[low], i0[low] = 0, 0
-        high = i0 >= n_in - 1
-        frac[high], i0[high] = 0, n_in - 1
-    i1 = np.clip(i0 + 1, 0, n_in - 1)
-    i0 = np.clip(i0, 0, n_in - 1)
-    c0 = np.rint((np.float32(1) - frac) * 2048).astype(np.int64)
-    c1 = np.rint(frac * 2048).astype(np.int64)
-    return i0, i1, c0, c1
-
-
-def resize_bilinear(image: np.ndarray, width: int, height: int) -> np.ndarray:
-    """Resize an HxWxC uint8 image like ``cv2.resize(img, (width, height))`` (INTER_LINEAR).
-
-    Replicates OpenCV's fixed-point path: horizontal pass in 11-bit integer weights, vertical pass
-    with its SIMD rounding ``((S0 >> 4) * b0 >> 16) + ((S1 >> 4) * b1 >> 16) + 2 >> 2``. Against
-    opencv-python-headless 5.0.0 (x86-64) the output was bit-identical on every size tried.
-    """
-    h, w = image.shape[:2]
-    if (h, w) == (height, width):
-        return image.copy()
-    y0, y1, b0, b1 = _linear_taps(h, height, clamp_weights=False)
-    x0, x1, a0, a1 = _linear_taps(w, width, clamp_weights=True)
-    src = image.astype(np.int64)
-    if src.ndim == 2:
-        src = src[:, :, None]
-    rows = src[:, x0] * a0[None, :, None] + src[:, x1] * a1[None, :, None]
-    out = (((rows[y0] >> 4) * b0[:, None, None]) >> 16) + (((rows[y1] >> 4) * b1[:, None, None]) >> 16)
-    out = np.clip((out + 2) >> 2, 0, 255).astype(np.uint8)
-    return out if image.ndim == 3 else out[:, :, 0]
-
-
-def _resize_norm_pad(image_bgr: np.ndarray, height: int, width: int) -> np.ndarray:
-    """rapidocr TextRecognizer/TextClassifier.resize_norm_img for a fixed target width."""
-    h, w = image_bgr.shape[:2]
-    ratio = w / float(h)
-    resized_w = width if math.ceil(height * ratio) > width else int(math.ceil(height * ratio))
-    resized = resize_bilinear(image_bgr, resized_w, height).astype(np.float32)
-    resized = resized.transpose(2, 0, 1) / 255
-    resized -= 0.5
-    resized /= 0.5
-    padded = np.zeros((3, height, width), dtype=np.float32)
-    padded[:, :, :resized_w] = resized
-    return padded
-
-
-def rec_preprocess(image, width: int = REC_SHAPE[2]) -> np.ndarray:
-    """A PIL image or BGR uint8 array → float32 [3, 48, width] as rapidocr's recogniser."""
-    bgr = image if isinstance(image, np.ndarray) else _to_bgr(image)
-    return _resize_norm_pad(bgr, REC_SHAPE[1], width)
-
-
-def cls_preprocess(image) -> np.ndarray:
-    """A PIL image or BGR uint8 array → float32 [3, 48, 192] as rapidocr's direction classifier."""
-    bgr = image if isinstance(image, np.ndarray) else _to_bgr(image)
-    return _resize_norm_pad(bgr, CLS_SHAPE[1], CLS_SHAPE[2])
-
-
-def det_preprocess(image, limit_side_len: int = DET_LIMIT_SIDE_LEN, limit_type: str = "min") -> np.ndarray:
-    """A PIL image or BGR uint8 array → float32 [1, 3, H, W] as rapidocr's DetPreProcess."""
-    bgr = image if isinstance(image, np.ndarray) else _to_bgr(image)
-    h, w = bgr.shape[:2]
-    if limit_type == "max":
-        ratio = float(limit_side_len) / max(h, w) if max(h, w) > limit_side_len else 1.0
-    else:
-        ratio = float(limit_side_len) / min(h, w) if min(h, w) < limit_side_len else 1.0
-    resize_h = int(round(int(h * ratio) / 32) * 32)
-    resize_w = int(round(int(w * ratio) / 32) * 32)
-    if resize_h <= 0 or resize_w <= 0:
-        raise ValueError(f"image {w}x{h} is too small for the detector")
-    resized = resize_bilinear(bgr, resize_w, resize_h)
-    mean = np.array(DET_MEAN)
-    std = np.array(DET_STD)
-    normed = (resized.astype("float32") * (1 / 255.0) - mean) / std  # float64, like rapidocr
-    return normed.transpose(2, 0, 1)[np.newaxis].astype(np.float32)
 
 
 # ---- recogniser ------------------------------------------------------------------------------
@@ -383,54 +223,6 @@ def rec_samples(
     return inputs, truths
 
 
-def rec_decode(logits: np.ndarray, charset: Sequence[str]) -> list[str]:
-    """Greedy CTC decoding of [N, T, C] scores, as rapidocr's CTCLabelDecode.
-
-    ``charset`` is the recogniser dictionary (``C - 2`` entries, see :func:`rec_dictionary`): class 0
-    is the CTC blank and class ``C - 1`` a space. A full ``C``-entry table (blank first) is used as is.
-    """
-    logits = np.asarray(logits)
-    if logits.ndim != 3:
-        raise ValueError(f"expected logits [N, T, C], got shape {logits.shape}")
-    classes = logits.shape[2]
-    table = list(charset)
-    if len(table) == classes - 2:
-        table = ["blank", *table, " "]
-    elif len(table) != classes:
-        raise ValueError(f"charset has {len(table)} entries; logits have {classes} classes (expected C - 2 or C)")
-    index = logits.argmax(axis=2)
-    keep = np.ones(index.shape, dtype=bool)
-    keep[:, 1:] = index[:, 1:] != index[:, :-1]
-    keep &= index != CTC_BLANK
-    return ["".join(table[i] for i in row[sel]) for row, sel in zip(index, keep)]
-
-
-def edit_distance(a: str, b: str) -> int:
-    """Levenshtein distance (unit insert / delete / substitute), one numpy row per character of ``a``."""
-    if not a or not b:
-        return len(a) + len(b)
-    codes = np.array([ord(c) for c in b], dtype=np.int64)
-    steps = np.arange(len(b) + 1, dtype=np.int64)
-    prev = steps.copy()
-    row = np.empty_like(prev)
-    for i, char in enumerate(a, start=1):
-        row[0] = i
-        np.minimum(prev[:-1] + (codes != ord(char)), prev[1:] + 1, out=row[1:])
-        prev = np.minimum.accumulate(row - steps) + steps  # insertions: row[j] = min(row[j], row[j-1] + 1)
-    return int(prev[-1])
-
-
-def char_accuracy(pred: Sequence[str], truth: Sequence[str]) -> float:
-    """``1 - total edit distance / total ground-truth characters``, clipped at 0."""
-    if len(pred) != len(truth):
-        raise ValueError(f"{len(pred)} predictions for {len(truth)} ground truths")
-    total = sum(len(t) for t in truth)
-    errors = sum(edit_distance(p, t) for p, t in zip(pred, truth))
-    if total == 0:
-        return 1.0 if errors == 0 else 0.0
-    return max(0.0, 1.0 - errors / total)
-
-
 # ---- direction classifier --------------------------------------------------------------------
 def cls_samples(n: int, seed: int = 0, charset: str = DEFAULT_CHARSET) -> tuple[list[np.ndarray], list[int]]:
     """``n`` classifier inputs float32 [1, 3, 48, 192] and labels (1 = rotated 180°, ``CLS_LABELS``).
@@ -453,16 +245,10 @@ def cls_samples(n: int, seed: int = 0, charset: str = DEFAULT_CHARSET) -> tuple[
     return inputs, labels
 
 
-def cls_top1(logits: np.ndarray, labels: Sequence[int]) -> float:
-    """Fraction of rows of [N, 2] scores whose argmax equals the label."""
-    logits = np.asarray(logits).reshape(len(labels), -1)
-    return float(np.mean(logits.argmax(axis=1) == np.asarray(labels))) if len(labels) else 1.0
-
-
 # ---- detector --------------------------------------------------------------------------------
 def _page(size: int, rng: np.random.Generator, charset: str) -> tuple[np.ndarray, np.ndarray]:
     """A light page with 4..10 non-overlapping text lines; returns BGR uint8 and [k, 4] boxes."""
-    from PIL import Image, ImageDraw, ImageFilter
+    from PIL import Image, ImageDraw
 
     background = int(rng.integers(215, 256))
     image = Image.new("L", (size, size), background)
@@ -485,12 +271,7 @@ def _page(size: int, rng: np.random.Generator, charset: str) -> tuple[np.ndarray
             continue
         draw.text((x, y), text, fill=int(rng.integers(0, 80)), font=font)
         boxes.append(tuple(int(v) for v in box))
-    blur = rng.uniform(0.0, 0.6)
-    if blur > 0.25:
-        image = image.filter(ImageFilter.GaussianBlur(blur))
-    pixels = np.asarray(image, dtype=np.float32)
-    pixels = pixels + rng.normal(0.0, rng.uniform(0.0, 5.0), pixels.shape).astype(np.float32)
-    gray = np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
+    gray = _blur_and_noise(image, rng, 5.0)
     return np.repeat(gray[:, :, None], 3, axis=2), np.array(boxes, dtype=np.int64).reshape(-1, 4)
 
 
@@ -512,47 +293,6 @@ def det_samples(
         inputs.append(det_preprocess(page, limit_side_len=size))
         boxes.append(page_boxes)
     return inputs, boxes
-
-
-def det_mask(prob: np.ndarray, thresh: float = DET_THRESH, dilate: bool = False) -> np.ndarray:
-    """Binarise a DB probability map ([N, 1, H, W] → bool [N, H, W]; lower ranks kept as is).
-
-    ``dilate`` applies rapidocr's 2x2 dilation (``use_dilation: true``; cv2 anchor at (1, 1)).
-    """
-    prob = np.asarray(prob)
-    mask = (prob[:, 0] if prob.ndim == 4 else prob) > thresh
-    if dilate:
-        grown = mask.copy()
-        grown[..., 1:, :] |= mask[..., :-1, :]
-        grown[..., :, 1:] |= mask[..., :, :-1]
-        grown[..., 1:, 1:] |= mask[..., :-1, :-1]
-        mask = grown
-    return mask
-
-
-def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
-    """Intersection over union of two same-shape binary masks; two empty masks give 1.0."""
-    a = np.asarray(a, dtype=bool)
-    b = np.asarray(b, dtype=bool)
-    if a.shape != b.shape:
-        raise ValueError(f"mask shapes differ: {a.shape} vs {b.shape}")
-    union = int(np.count_nonzero(a | b))
-    return 1.0 if union == 0 else int(np.count_nonzero(a & b)) / union
-
-
-def boxes_mask(boxes: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Bool [H, W] mask that is True inside any ``x0, y0, x1, y1`` box."""
-    mask = np.zeros(shape, dtype=bool)
-    for x0, y0, x1, y1 in np.asarray(boxes).reshape(-1, 4):
-        mask[y0:y1, x0:x1] = True
-    return mask
-
-
-def box_coverage(mask: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """Per box, the fraction of its pixels set in the [H, W] ``mask``."""
-    mask = np.asarray(mask, dtype=bool)
-    return np.array([mask[y0:y1, x0:x1].mean() if x1 > x0 and y1 > y0 else 0.0
-                     for x0, y0, x1, y1 in np.asarray(boxes).reshape(-1, 4)], dtype=np.float64)
 
 
 # ---- output ----------------------------------------------------------------------------------
