@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from _harness import data
 from _harness.comparison import Feeds
 

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-
-from _harness import metrics, onnxq_api as oq
+from _harness import metrics
+from _harness import onnxq_api as oq
 from _harness.comparison import Settings, side_by_side
 from _harness.timing import RunPlan, TimingSpec
 
@@ -105,7 +105,9 @@ def _facts(model: Any, sub: Subject) -> dict[str, Any]:
             "flops": oq.flops(model, sub.shapes, sub.bench_feeds), "sparsity": oq.weight_sparsity(model)}
 
 
-def _built(sub: Subject, variants: Sequence[tuple[str, Build]], describe: Callable[[Any, dict[str, Any]], dict[str, Any]] | None) -> Iterator[tuple[str, dict[str, Any], Any]]:
+def _built(
+    sub: Subject, variants: Sequence[tuple[str, Build]], describe: Callable[[Any, dict[str, Any]], dict[str, Any]] | None
+) -> Iterator[tuple[str, dict[str, Any], Any]]:
     """Each variant built in turn (a failure is a row with ``error``), with its static figures."""
     for label, build in [(REFERENCE, lambda: (sub.base, {})), *variants]:
         row: dict[str, Any] = {"model": sub.name, "variant": label}
@@ -133,13 +135,25 @@ def _flat(record: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def measure(sub: Subject, variants: Sequence[tuple[str, Build]], cfg: argparse.Namespace, *, latency: bool,
-            describe: Callable[[Any, dict[str, Any]], dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+def measure(
+    sub: Subject,
+    variants: Sequence[tuple[str, Build]],
+    cfg: argparse.Namespace,
+    *,
+    latency: bool,
+    describe: Callable[[Any, dict[str, Any]], dict[str, Any]] | None = None,
+) -> list[dict[str, Any]]:
     """Build, evaluate against fp32 and (``latency``) time every variant; row 0 is the unpruned reference."""
     plan = RunPlan(cfg.bench_budget_s, cfg.min_runs, 200, rule="share", fixed=cfg.runs)
     timing = TimingSpec([1], plan, warmup=cfg.warmup, reuse_sessions=True) if latency else None
-    res = side_by_side(_built(sub, variants, describe), reference=REFERENCE, feeds=sub.eval_samples, metric=sub.metric(),
-                       settings=Settings(None, None, eval_threads=1, timing=timing), where=f"[{sub.name}] ")
+    res = side_by_side(
+        _built(sub, variants, describe),
+        reference=REFERENCE,
+        feeds=sub.eval_samples,
+        metric=sub.metric(),
+        settings=Settings(None, None, eval_threads=1, timing=timing),
+        where=f"[{sub.name}] ",
+    )
     rows = [_flat(r) for r in res["variants"].values()]
     base = rows[0]
     for r in rows[1:]:

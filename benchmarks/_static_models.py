@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from _harness import data
 
 CALIB_SEED = 1001  # calibration and held-out data never share a seed

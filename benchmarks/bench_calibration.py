@@ -68,10 +68,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from _calibration_runs import SEQ, TRANSFORMER, TRANSFORMER_SMALL, Samples, agreement
 from _harness.goals import Goal, print_goals
 from _harness.isolate import RunResult, run_isolated
 from _harness.report import print_table, ratio, write_json
-from _calibration_runs import SEQ, TRANSFORMER, TRANSFORMER_SMALL, Samples, agreement
 
 MODELS = ("rec", "det", "transformer")
 METHODS = ("minmax", "entropy", "percentile")

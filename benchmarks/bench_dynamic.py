@@ -53,12 +53,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from _dynamic_models import SPECS, ModelSpec
 from _harness import cli, incumbent, metrics
 from _harness.comparison import Comparison, Contender, Settings, run_all
 from _harness.goals import Goal, print_goals
 from _harness.report import fmt, latency_median, print_heading, print_markdown, print_table, ratio, write_json
 from _harness.timing import RunPlan, TimingSpec
-from _dynamic_models import SPECS, ModelSpec
 
 FP32 = "fp32"
 #: "Equal speed" band for latency comparisons: interleaved medians of identical graphs differ by ~1-2%.

@@ -41,7 +41,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-
 from _harness import onnxq_api as oq
 from _harness.goals import Goal, print_goals
 from _harness.isolate import run_isolated
@@ -241,13 +240,18 @@ def section_combo(subjects: dict[str, Subject], cfg: argparse.Namespace, out: di
             ("pruned 30% round_to=8 + int8", _int8(sub, cfg, 0.3, 8)),
         ]
         rows = measure(sub, variants, cfg, latency=True, describe=describe)
-        _table(out, f"pruning + int8 (one pipeline) - {sub.name}", ["variant", "flops", "file_bytes", "quantized_nodes", "latency_ms", "speedup"], sub.kind, rows)
+        keys = ["variant", "flops", "file_bytes", "quantized_nodes", "latency_ms", "speedup"]
+        _table(out, f"pruning + int8 (one pipeline) - {sub.name}", keys, sub.kind, rows)
         out["goals"].append(_combo_goal(sub, rows).as_dict())
 
 
 SECTION_FUNCS: dict[str, Callable[[dict[str, Subject], argparse.Namespace, dict[str, Any]], None]] = {
-    "channel": section_channel, "magnitude": section_magnitude, "nm": section_nm,
-    "lowrank": section_lowrank, "cluster": section_cluster, "combo": section_combo,
+    "channel": section_channel,
+    "magnitude": section_magnitude,
+    "nm": section_nm,
+    "lowrank": section_lowrank,
+    "cluster": section_cluster,
+    "combo": section_combo,
 }
 
 
@@ -302,8 +306,10 @@ def run_section(name: str, cfg: dict[str, Any]) -> dict[str, Any]:
         except Exception as e:  # noqa: BLE001 - e.g. the zoo package or the font is missing
             out["errors"][f"model {key}"] = f"skipped: {error_text(e)}"
             continue
-        out["models"][key] = (f"{sub.name}: {oq.node_count(sub.base)} nodes after cleanup, {oq.parameter_count(sub.base) / 1e6:.2f} M params, "
-                              f"{fmt(oq.flops(sub.base, sub.shapes, sub.bench_feeds), 'g')} GFLOPs, prepared in {time.perf_counter() - t0:.1f} s")
+        out["models"][key] = (
+            f"{sub.name}: {oq.node_count(sub.base)} nodes after cleanup, {oq.parameter_count(sub.base) / 1e6:.2f} M params, "
+            f"{fmt(oq.flops(sub.base, sub.shapes, sub.bench_feeds), 'g')} GFLOPs, prepared in {time.perf_counter() - t0:.1f} s"
+        )
     if not subjects or name == "lowrank" and "tfm" not in subjects:
         out["errors"][name] = "skipped: its models could not be prepared"
         return out
@@ -358,8 +364,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         res.setdefault("wall_s", round(time.perf_counter() - t0, 1))
         report["sections"][name] = res
         _show_section(name, res, report, seen_models)
-    print_goals([Goal.from_dict(g) for g in report["goals"]], "# goals" + (" (SMOKE RUN: small models, few runs - not the real verdict)" if cfg.quick else ""),
-                empty="(no goal measured by the selected sections)")
+    print_goals(
+        [Goal.from_dict(g) for g in report["goals"]],
+        "# goals" + (" (SMOKE RUN: small models, few runs - not the real verdict)" if cfg.quick else ""),
+        empty="(no goal measured by the selected sections)",
+    )
     if cfg.json_out:
         write_json(cfg.json_out, report)
     return 0

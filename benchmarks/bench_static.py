@@ -41,7 +41,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-
 from _harness import cli, metrics
 from _harness.comparison import Comparison, Contender, Feeds, Settings, run_all
 from _harness.goals import Goal, check, print_goals, print_losses

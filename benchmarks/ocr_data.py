@@ -50,9 +50,7 @@ from _ocr_image import (  # noqa: E402 - re-exported: ocr_data is the one module
     resize_bilinear,
 )
 from _ocr_image import to_bgr as _to_bgr  # noqa: E402
-from _ocr_text import random_text  # noqa: E402
 from _ocr_metrics import (  # noqa: E402
-    CTC_BLANK,
     DET_THRESH,
     box_coverage,
     boxes_mask,
@@ -63,6 +61,7 @@ from _ocr_metrics import (  # noqa: E402
     mask_iou,
     rec_decode,
 )
+from _ocr_text import random_text  # noqa: E402
 
 __all__ = [
     "CLS_LABELS", "CLS_SHAPE", "DEFAULT_CHARSET", "DET_LIMIT_SIDE_LEN", "DET_MEAN", "DET_STD", "DET_THRESH",

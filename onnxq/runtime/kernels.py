@@ -112,7 +112,7 @@ def _probe_model(
     return ir.nodes_to_proto([node], outputs, opsets, inputs=inputs, ir_version=10)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _probe(
     op_type: str, domain: str, opset: int, types: tuple[str, ...], attrs: tuple[tuple[str, Any], ...], num_outputs: int
 ) -> tuple[str | None, str | None]:

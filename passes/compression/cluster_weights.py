@@ -121,7 +121,14 @@ class ClusterWeights(LayerPass[ClusterWeightsConfig]):
             ir.toposort(model.graph)
         before = sum(r["bytes_before"] for r in report.values())
         after = sum(r["bytes_after"] for r in report.values())
-        stats = {"bits": cfg.bits, "clustered": len(report), "bytes_before": before, "bytes_after": after, "layers": report, "skipped": record_skips(model, ctx, skipped)}
+        stats = {
+            "bits": cfg.bits,
+            "clustered": len(report),
+            "bytes_before": before,
+            "bytes_after": after,
+            "layers": report,
+            "skipped": record_skips(model, ctx, skipped),
+        }
         return PassResult(model, bool(report), jsonable(stats))
 
     @staticmethod

@@ -29,11 +29,11 @@ from onnxq.ir import Model, Node
 from onnxq.pass_base import PassContext, PassResult, register_pass
 
 from ._weights import (
-    record_skips,
     LayerPass,
     LayerSelectionConfig,
     WeightLayer,
     jsonable,
+    record_skips,
     restore_shapes,
     shape_snapshot,
 )

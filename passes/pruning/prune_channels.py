@@ -22,16 +22,16 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 
 from onnxq import ir
+from onnxq.context import Need
 from onnxq.errors import ConfigError, PreconditionError
 from onnxq.ir import Model
-from onnxq.context import Need
 from onnxq.pass_base import Pass, PassConfig, PassContext, PassResult, register_pass
 
 from ._channel_graph import ChannelGraph, Edit, Layout, analyze

@@ -29,13 +29,13 @@ from onnxq.ir import Model
 from onnxq.pass_base import PassContext, PassResult, register_pass
 
 from ._weights import (
-    record_skips,
     LayerPass,
     LayerSelectionConfig,
     WeightLayer,
     check_unit_interval,
     fraction,
     jsonable,
+    record_skips,
     zero_and_report,
 )
 

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-import numpy as np
-
 from onnxq import ir
 from onnxq.calibration.ranges import TensorRange
 from onnxq.ir import Graph, Node, Tensor

@@ -246,7 +246,7 @@ def _gated_mul_interval(node: Node) -> tuple[float, float] | None:
 
 #: For ops that map every input below / above a bound to the same value, the input interval that
 #: matters: quantizing their input beyond it loses nothing (HardSwish(x) = 0 for all x <= -3).
-SATURATING_INPUT: dict[str, Callable[[Node], "tuple[float, float] | None"]] = {
+SATURATING_INPUT: dict[str, Callable[[Node], tuple[float, float] | None]] = {
     "Relu": lambda n: (0.0, np.inf),
     "HardSwish": lambda n: (-3.0, np.inf),
     "Clip": _clip_interval,

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-
 __all__ = ["Act", "Weight", "Bias", "Shared", "Fixed", "OptionalAct", "Role", "NodeQuant"]
 
 

@@ -19,12 +19,11 @@ from onnxq.calibration.ranges import TensorRange
 from onnxq.errors import PreconditionError
 from onnxq.ir import Model, Node
 from onnxq.pass_base import Pass, PassContext, PassResult, register_pass
-
-from ._analysis import connected_glue, disparate_concats, normalization_chains, saturating_tensors
 from onnxq.plan import Decision, QuantizationConfig, QuantPlan, TensorQuant, WeightQuant
 
-from ._roles import Act, Bias, Fixed, NodeQuant, OptionalAct, Shared, Weight
+from ._analysis import connected_glue, disparate_concats, normalization_chains, saturating_tensors
 from ._quantizers import ABSORBABLE_ACTIVATIONS, describe_node, saturating_interval
+from ._roles import Act, Bias, Fixed, NodeQuant, OptionalAct, Shared, Weight
 
 __all__ = ["AnnotateQuantization", "build_plan"]
 

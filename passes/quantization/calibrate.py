@@ -90,7 +90,9 @@ class Calibrate(Pass[CalibrateConfig]):
                 )
             if missing:
                 shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
-                raise CalibrationError(f"the ranges file lacks {len(missing)} tensor(s) this model needs ({shown}); was it made for another model, or without the same cleanup?")
+                raise CalibrationError(
+                    f"the ranges file lacks {len(missing)} tensor(s) this model needs ({shown}); was it made for another model, or without the same cleanup?"
+                )
             return PassResult(model, False, {"tensors": len(names), "reused": True})
         data = ctx.calibration_data
         if data is None:

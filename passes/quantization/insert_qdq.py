@@ -17,17 +17,16 @@ with a clear precondition error (``onnxq convert`` upgrades the opset first).
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
 from onnxq import ir
 from onnxq.calibration.qparams import compute_qparams, compute_qparams_array, quantize
+from onnxq.calibration.ranges import TensorRange
 from onnxq.errors import PreconditionError
 from onnxq.ir import Graph, Model, Tensor
-from collections.abc import Mapping
-
-from onnxq.calibration.ranges import TensorRange
 from onnxq.pass_base import EmptyConfig, Pass, PassContext, PassResult, register_pass
 from onnxq.plan import QuantPlan, WeightQuant
 
@@ -225,7 +224,10 @@ class InsertQDQ(Pass[EmptyConfig]):
         if plan is None or ranges is None:
             raise PreconditionError("insert-qdq needs a quantization plan: run 'calibrate' and 'annotate-quantization' first")
         if model.opset < 13 and any(w.axis is not None for w in plan.weights):
-            raise PreconditionError(f"{model.source}: per-channel DequantizeLinear(axis) needs opset >= 13, model has {model.opset}; run upgrade-opset target=13 or quantize per-tensor")
+            raise PreconditionError(
+                f"{model.source}: per-channel DequantizeLinear(axis) needs opset >= 13, model has {model.opset}; "
+                "run upgrade-opset target=13 or quantize per-tensor"
+            )
         if any(tq.dtype in ("int16", "uint16") for tq in plan.activations.values()) and model.opset < 21:
             raise PreconditionError(f"{model.source}: 16-bit activations need opset >= 21, model has {model.opset}")
         stats = materialize(model, plan, ranges)

@@ -187,7 +187,16 @@ class _Rewriter:
         base = node.name or "lstm"
         c = lambda tag, arr: ir.make_constant(self.namer.new(f"{base}/{tag}"), arr)  # noqa: E731
         optional = [node.inputs[i] if i < len(node.inputs) else ir.make_variable("") for i in range(3, 8)]
-        inputs = [node.inputs[0], c("W_quantized", wq), c("R_quantized", rq), *optional, c("W_scale", ws), c("W_zero_point", np.zeros(ws.shape, np.int8)), c("R_scale", rs), c("R_zero_point", np.zeros(rs.shape, np.int8))]
+        inputs = [
+            node.inputs[0],
+            c("W_quantized", wq),
+            c("R_quantized", rq),
+            *optional,
+            c("W_scale", ws),
+            c("W_zero_point", np.zeros(ws.shape, np.int8)),
+            c("R_scale", rs),
+            c("R_zero_point", np.zeros(rs.shape, np.int8)),
+        ]
         outputs = list(node.outputs)
         node.outputs.clear()
         attrs = {k: v for k, v in node.attrs.items() if k != "layout"}
@@ -262,7 +271,12 @@ class QuantizeDynamic(Pass[QuantizeDynamicConfig]):
                     ctx.skip(node.name or node.op, node.op, reason)
                     skipped += 1
         total = sum(rw.counts.values())
-        stats: dict[str, Any] = {"quantized": total, **{f"quantized.{k}": v for k, v in sorted(rw.counts.items())}, "skipped": skipped, "format": self.config.format}
+        stats: dict[str, Any] = {
+            "quantized": total,
+            **{f"quantized.{k}": v for k, v in sorted(rw.counts.items())},
+            "skipped": skipped,
+            "format": self.config.format,
+        }
         if total and before is not None:
             verdict = _latency_verdict(before, model, ctx, self.config.threads)
             stats["latency"] = verdict

@@ -115,7 +115,9 @@ class SmoothActivations(Pass[SmoothActivationsConfig]):
         if others:
             out = ln.outputs[0]
             restored = ir.make_variable(namer.new(f"{out.name}/unsmoothed"), dtype=out.dtype, shape=out.shape)
-            mul = ir.make_node("Mul", [out, ir.make_constant(namer.new(f"{ln.name}/smooth_scale"), s.astype(np.float32))], [restored], name=namer.new(f"{ln.name}/unsmooth"))
+            mul = ir.make_node(
+                "Mul", [out, ir.make_constant(namer.new(f"{ln.name}/smooth_scale"), s.astype(np.float32))], [restored], name=namer.new(f"{ln.name}/unsmooth")
+            )
             graph.nodes.append(mul)
             for reader in others:
                 for i, t in enumerate(reader.inputs):

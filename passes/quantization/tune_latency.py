@@ -40,16 +40,15 @@ from typing import Any
 import numpy as np
 
 from onnxq import ir
-from onnxq.errors import ConfigError
 from onnxq.calibration.ranges import TensorRange
+from onnxq.errors import ConfigError
 from onnxq.ir import Model, Node
 from onnxq.pass_base import Pass, PassConfig, PassContext, PassResult, register_pass
+from onnxq.plan import QuantizationConfig, QuantPlan, TuningRecord, TuningStep
 from onnxq.progress import status
 from onnxq.runtime.bench import bench_sessions
 from onnxq.runtime.evaluate import compare_outputs
 from onnxq.runtime.session import make_session
-
-from onnxq.plan import QuantizationConfig, QuantPlan, TuningRecord, TuningStep
 
 from .annotate import build_plan
 from .insert_qdq import materialize
@@ -148,7 +147,9 @@ def score_like_outputs(model: Model) -> set[str]:
 class _Trials:
     """Builds sessions for candidate plans, times and evaluates them against float."""
 
-    def __init__(self, model: Model, ranges: Mapping[str, TensorRange], cfg: QuantizationConfig, samples: list[Mapping[str, np.ndarray]], tcfg: TuneLatencyConfig) -> None:
+    def __init__(
+        self, model: Model, ranges: Mapping[str, TensorRange], cfg: QuantizationConfig, samples: list[Mapping[str, np.ndarray]], tcfg: TuneLatencyConfig
+    ) -> None:
         self.model = model
         self.ranges = dict(ranges)
         self.cfg = cfg
@@ -266,7 +267,11 @@ class TuneLatency(Pass[TuneLatencyConfig]):
                 plan = build_plan(model, ranges, cfg, forced)
                 steps.append(TuningStep("whole model float", int8_ms=round(t_final, 4), float_ms=round(t_float, 4), accepted=True))
             else:
-                steps.append(TuningStep("final", int8_ms=round(t_final, 4), float_ms=round(t_float, 4), speedup=round(t_float / t_final, 3), accuracy=trials.accuracy(session)))
+                steps.append(
+                    TuningStep(
+                        "final", int8_ms=round(t_final, 4), float_ms=round(t_float, 4), speedup=round(t_float / t_final, 3), accuracy=trials.accuracy(session)
+                    )
+                )
         ctx.plan = plan
         ctx.tuning = TuningRecord(threads=self.config.threads, steps=steps)
         kept_float = sum(1 for d in plan.float_nodes() if d.reason.startswith(KEPT_FLOAT))
@@ -330,7 +335,9 @@ class TuneLatency(Pass[TuneLatencyConfig]):
     def _gain(before: Mapping[str, float], after: Mapping[str, float]) -> float:
         return (after["agreement"] - before["agreement"]) + (after["cosine"] - before["cosine"])
 
-    def _best_class(self, trials: _Trials, node_of: dict[str, Node], forced: dict[str, str], plan: QuantPlan, acc: Mapping[str, float]) -> tuple[str, list[str]] | None:
+    def _best_class(
+        self, trials: _Trials, node_of: dict[str, Node], forced: dict[str, str], plan: QuantPlan, acc: Mapping[str, float]
+    ) -> tuple[str, list[str]] | None:
         """The node class whose return to float improves accuracy most (None if none does)."""
         best: tuple[float, str, list[str]] | None = None
         for label, predicate in NODE_CLASSES.items():

@@ -13,7 +13,6 @@ from onnxq.data import InputSpec, NpyFolderSource, NpzFileSource, NpzFolderSourc
 from onnxq.errors import CalibrationDataError
 from tests.data._helpers import IMG, error
 
-
 # ------------------------------------------------------------------------------------------ loading
 
 

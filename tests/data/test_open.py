@@ -21,7 +21,6 @@ from onnxq.data import (
 from onnxq.errors import CalibrationDataError, ConfigError
 from tests.data._helpers import IMAGE_MODEL, IMG, TEXT_MODEL, Reader, error, image, npz_folder
 
-
 # ------------------------------------------------------------------------------------------ open_source
 
 

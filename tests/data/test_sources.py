@@ -18,7 +18,6 @@ from onnxq.data import (
 from onnxq.errors import CalibrationDataError, ConfigError
 from tests.data._helpers import IMG, TEXT, Reader, error, ids, image, npz_folder
 
-
 # --------------------------------------------------------------------------------------- npz folder
 
 

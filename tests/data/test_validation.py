@@ -13,7 +13,6 @@ from onnxq.data import InputSpec, NpzFolderSource, input_specs, validate_sample
 from onnxq.errors import CalibrationDataError
 from tests.data._helpers import IMG, TEXT, error, ids, image, npz_folder
 
-
 # ----------------------------------------------------------------------------------------------- specs
 
 

@@ -43,7 +43,13 @@ def test_paddle_batchnorm_as_mul_add_folds_into_conv() -> None:
         ],
         [_vi("x", [1, 3, 8, 8])],
         [_vi("y", [1, 4, 8, 8])],
-        [_arr("w", (4, 3, 3, 3)), _arr("b", (4,)), numpy_helper.from_array(RNG.uniform(0.5, 2, (1, 4, 1, 1)).astype(np.float32), "s"), _arr("t", (4, 1, 1)), numpy_helper.from_array(np.array(6.0, np.float32), "d")],
+        [
+            _arr("w", (4, 3, 3, 3)),
+            _arr("b", (4,)),
+            numpy_helper.from_array(RNG.uniform(0.5, 2, (1, 4, 1, 1)).astype(np.float32), "s"),
+            _arr("t", (4, 1, 1)),
+            numpy_helper.from_array(np.array(6.0, np.float32), "d"),
+        ],
     )
     model, modified, stats = _run(src, "fold-affine")
     assert modified and stats["folded"] >= 1

@@ -29,7 +29,12 @@ def _conv_post(name: str, shape: list[int]) -> Body:
 
 
 def _gemm_post(name: str, shape: list[int]) -> Body:
-    return [helper.make_node("Gemm", [name, "w_post", "b_post"], ["y"], name="post_gemm", transB=1)], [_w("w_post", (3, shape[1])), _w("b_post", (3,))], "y", [shape[0], 3]
+    return (
+        [helper.make_node("Gemm", [name, "w_post", "b_post"], ["y"], name="post_gemm", transB=1)],
+        [_w("w_post", (3, shape[1])), _w("b_post", (3,))],
+        "y",
+        [shape[0], 3],
+    )
 
 
 def _matmul_post(name: str, shape: list[int]) -> Body:
@@ -41,7 +46,13 @@ def _unary(op: str, **attrs) -> Callable[[], tuple[list, list, str, list[int], s
 
 
 def _spec_conv():
-    return [helper.make_node("Conv", ["a", "w_op", "b_op"], ["b"], name="op", pads=[1, 1, 1, 1])], [_w("w_op", (C, C, 3, 3)), _w("b_op", (C,))], "b", [1, C, 8, 8], "conv"
+    return (
+        [helper.make_node("Conv", ["a", "w_op", "b_op"], ["b"], name="op", pads=[1, 1, 1, 1])],
+        [_w("w_op", (C, C, 3, 3)), _w("b_op", (C,))],
+        "b",
+        [1, C, 8, 8],
+        "conv",
+    )
 
 
 def _spec_conv_transpose():
@@ -141,7 +152,9 @@ OP_SPECS: dict[str, Callable[[], tuple[list, list, str, list[int], str]]] = {
     "AveragePool": _spec_shape_op("AveragePool", [], [], [1, C, 4, 4], kernel_shape=[2, 2], strides=[2, 2]),
     "GlobalAveragePool": _spec_shape_op("GlobalAveragePool", [], [], [1, C, 1, 1]),
     "Relu": _unary("Relu"),
-    "Clip": _spec_shape_op("Clip", [numpy_helper.from_array(np.array(0.0, np.float32), "lo"), numpy_helper.from_array(np.array(6.0, np.float32), "hi")], ["lo", "hi"], [1, C, 8, 8]),
+    "Clip": _spec_shape_op(
+        "Clip", [numpy_helper.from_array(np.array(0.0, np.float32), "lo"), numpy_helper.from_array(np.array(6.0, np.float32), "hi")], ["lo", "hi"], [1, C, 8, 8]
+    ),
     "LeakyRelu": _unary("LeakyRelu", alpha=0.1),
     "Sigmoid": _unary("Sigmoid"),
     "HardSigmoid": _unary("HardSigmoid"),

@@ -116,7 +116,9 @@ def weight(name: str, shape: tuple[int, ...], seed: int, scale: float = 0.5) -> 
     return numpy_helper.from_array((np.random.default_rng(seed).standard_normal(shape) * scale).astype(np.float32), name)
 
 
-def make_model(nodes: list[onnx.NodeProto], inputs: list[onnx.ValueInfoProto], outputs: list[onnx.ValueInfoProto], inits: list[onnx.TensorProto], opset: int = 18) -> onnx.ModelProto:
+def make_model(
+    nodes: list[onnx.NodeProto], inputs: list[onnx.ValueInfoProto], outputs: list[onnx.ValueInfoProto], inits: list[onnx.TensorProto], opset: int = 18
+) -> onnx.ModelProto:
     """A checked model from helper-built pieces."""
     graph = helper.make_graph(nodes, "test", inputs, outputs, inits)
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])

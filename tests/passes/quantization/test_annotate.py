@@ -114,7 +114,14 @@ def test_saturating_tensor_keeps_its_nodes_float(bad: object, reason: str) -> No
     [
         ({"exclude_op_types": ("Relu",)}, {"relu1": "op type excluded by the user", "relu2": "op type excluded by the user"}),
         ({"op_types": ("Conv",)}, {"relu1": "op type not in --op-types (Conv)", "relu2": "op type not in --op-types (Conv)"}),
-        ({"exclude_nodes": ("conv[23]",)}, {"conv2": "node excluded by the user", "conv3": "node excluded by the user", "relu2": "not between quantized compute ops (int8 here would only add conversions)"}),
+        (
+            {"exclude_nodes": ("conv[23]",)},
+            {
+                "conv2": "node excluded by the user",
+                "conv3": "node excluded by the user",
+                "relu2": "not between quantized compute ops (int8 here would only add conversions)",
+            },
+        ),
         # node patterns match the whole name: "conv" alone excludes nothing
         ({"exclude_nodes": ("conv",)}, {}),
         ({"include_nodes": ("conv1|relu1|conv2",)}, {"relu2": "node not in the include list", "conv3": "node not in the include list"}),

@@ -14,8 +14,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from models import build
 from onnxq import CalibrationDataError, CalibrationError, PreconditionError, ir
-from onnxq.data import open_source
 from onnxq.api import quantize_static
+from onnxq.data import open_source
 from onnxq.passes.quantization.insert_qdq import guard_bias_overflow
 from tests.helpers import checked, cosine, random_feeds, run, sqnr_db
 
@@ -46,7 +46,12 @@ def _paddle_like(opset: int = 11) -> onnx.ModelProto:
         ]
         x = f"r{i}"
     nodes.append(helper.make_node("GlobalAveragePool", [x], ["y"]))
-    g = helper.make_graph(nodes, "paddle", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 1, 1])])
+    g = helper.make_graph(
+        nodes,
+        "paddle",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 1, 1])],
+    )
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
     m.ir_version = 7
     onnx.checker.check_model(m, full_check=True)
@@ -152,7 +157,11 @@ def test_bias_overflow_handled_end_to_end() -> None:
     w[1] = 0.5
     b = np.array([5e3, 0.1, -4e3, 1.0], np.float32)
     g = helper.make_graph(
-        [helper.make_node("Conv", ["x", "w", "b"], ["c"], name="conv"), helper.make_node("Relu", ["c"], ["r"]), helper.make_node("Conv", ["r", "w2"], ["y"], name="conv2")],
+        [
+            helper.make_node("Conv", ["x", "w", "b"], ["c"], name="conv"),
+            helper.make_node("Relu", ["c"], ["r"]),
+            helper.make_node("Conv", ["r", "w2"], ["y"], name="conv2"),
+        ],
         "g",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 4])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 4, 4])],
@@ -198,7 +207,10 @@ def test_int8_slower_than_float_keeps_float(monkeypatch: pytest.MonkeyPatch) -> 
     assert res.report.to_dict()["quantized_nodes"] == 0
     steps = res.report.to_dict()["latency"]["steps"]
     assert steps[-1]["step"] == "whole model float"
-    assert all("int8" in d["reason"] or "not between" in d["reason"] or "no quantizer" in d["reason"] or "arithmetic" in d["reason"] for d in res.report.to_dict()["float_nodes"])
+    assert all(
+        "int8" in d["reason"] or "not between" in d["reason"] or "no quantizer" in d["reason"] or "arithmetic" in d["reason"]
+        for d in res.report.to_dict()["float_nodes"]
+    )
 
 
 def test_accuracy_guard_returns_classes_to_float(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -256,7 +268,12 @@ def test_unknown_op_left_float_with_reason() -> None:
         """
     )
     rng = np.random.default_rng(0)
-    src.graph.initializer.extend([numpy_helper.from_array(rng.standard_normal((4, 3, 1, 1)).astype(np.float32), "w"), numpy_helper.from_array(rng.standard_normal((4, 4, 1, 1)).astype(np.float32), "w2")])
+    src.graph.initializer.extend(
+        [
+            numpy_helper.from_array(rng.standard_normal((4, 3, 1, 1)).astype(np.float32), "w"),
+            numpy_helper.from_array(rng.standard_normal((4, 4, 1, 1)).astype(np.float32), "w2"),
+        ]
+    )
     res = quantize_static(src, _synthetic(src, 4), tune=False)
     checked(res.model)
     erf = next(d for d in res.report.to_dict()["float_nodes"] if d["op"] == "Erf")

@@ -15,9 +15,9 @@ from onnxq.calibration.ranges import RangeSet
 from onnxq.context import PassContext, Skip
 from onnxq.errors import PreconditionError
 from onnxq.pass_base import make_pass
-from onnxq.plan import QuantizationConfig
 from onnxq.passes.quantization.annotate import build_plan
 from onnxq.passes.quantization.insert_qdq import INT32_MAX, guard_bias_overflow
+from onnxq.plan import QuantizationConfig
 from tests.helpers import run
 from tests.passes.quantization._pass_util import annotate, count, load, measured_ranges, node, parse_with, range_set, run_pass, samples, to_qdq
 from tests.passes.quantization.test_annotate import CHAIN, CHAIN_RANGES, CHAIN_WEIGHTS, SHARED, SHARED_WEIGHTS

@@ -107,8 +107,9 @@ def test_scalar_arithmetic_between_int8_ops_is_quantized(op: str) -> None:
 
 
 def test_per_channel_constant_arithmetic_stays_float() -> None:
-    from onnxq.passes.quantization._quantizers import describe_node
     from onnx import TensorProto, helper, numpy_helper
+
+    from onnxq.passes.quantization._quantizers import describe_node
 
     graph = helper.make_graph(
         [helper.make_node("Mul", ["x", "k"], ["y"], name="op")],
