@@ -61,6 +61,7 @@ from _harness.report import fmt, latency_median, print_heading, print_markdown, 
 from _harness.timing import RunPlan, TimingSpec
 
 FP32 = "fp32"
+RUN_DEFAULTS = cli.RunDefaults(budget=(90.0, 1.0), min_runs=(30, 3), max_runs=(1000, 10), mem_cap_gb=8.0, timeout=1200.0)
 #: "Equal speed" band for latency comparisons: interleaved medians of identical graphs differ by ~1-2%.
 SPEED_TOL = 0.03
 
@@ -325,30 +326,17 @@ def print_failures(results: Sequence[dict[str, Any]]) -> None:
 # ---- main --------------------------------------------------------------------------------------
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    cli.add_common_options(ap, list(SPECS))
+    cli.add_run_options(ap, list(SPECS), RUN_DEFAULTS, budget_help="timed seconds per model and thread count")
     ap.add_argument("--variants", default=",".join(VARIANT_BY_NAME), help="comma list of variants (fp32 is always included)")
-    ap.add_argument("--quick", action="store_true", help="small builder sizes, few held-out feeds and runs: a smoke test, not a measurement")
-    ap.add_argument("--threads", default="1,2", help="thread counts to time; 1 is the reference, others are noisy")
     ap.add_argument("--eval", type=int, help="held-out feeds (builders; default 32/16/4) or sentences (MiniLM; default 64, quick 16)")
-    ap.add_argument("--budget", type=float, help="timed seconds per model and thread count (default 90, quick 1)")
-    ap.add_argument("--min-runs", type=int, help="at least this many interleaved runs (default 30, quick 3)")
-    ap.add_argument("--max-runs", type=int, help="at most this many (default 1000, quick 10)")
     ap.add_argument("--warmup", type=int, help="untimed rounds before timing (default 5, quick 1)")
     ap.add_argument("--ort-accuracy-level", type=int, default=4,
                     help="accuracy_level of onnxruntime's MatMulNBits (default 4 = what onnxq writes; onnxruntime's own default is unset/0)")
-    ap.add_argument("--mem-cap-gb", type=float, default=8.0, help="address-space cap of each conversion subprocess")
-    ap.add_argument("--timeout", type=float, default=1200.0, help="seconds before a conversion is killed")
     args = ap.parse_args(argv)
-    args.models = cli.comma_list(args.models)
-    cli.known_only(ap, args.models, list(SPECS), "model(s)")
+    cli.resolve_run_options(ap, args, list(SPECS), RUN_DEFAULTS)
     args.variants = set(cli.comma_list(args.variants)) | {FP32}
     cli.known_only(ap, sorted(args.variants), list(VARIANT_BY_NAME), "variant(s)")
-    args.threads = sorted({int(t) for t in args.threads.split(",")})
-    q = args.quick
-    args.budget = args.budget if args.budget is not None else (1.0 if q else 90.0)
-    args.min_runs = args.min_runs or (3 if q else 30)
-    args.max_runs = args.max_runs or (10 if q else 1000)
-    args.warmup = args.warmup if args.warmup is not None else (1 if q else 5)
+    args.warmup = args.warmup if args.warmup is not None else (1 if args.quick else 5)
     return args
 
 

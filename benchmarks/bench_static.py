@@ -53,6 +53,7 @@ GB = 1e9
 FP32 = "fp32"
 ORT_METHODS = {"minmax": "MinMax", "percentile": "Percentile"}
 ONNXQ = "onnxq"
+RUN_DEFAULTS = cli.RunDefaults(budget=(2.0, 0.3), min_runs=(10, 3), max_runs=(3000, 3000), mem_cap_gb=10.0, timeout=1800.0)
 
 METRIC_LABEL = {"rec": "char acc", "cls": "top-1 (labels)", "det": "mask IoU mean", "top1": "top-1 agree", "cosine": "cosine"}
 
@@ -259,26 +260,17 @@ def goals(results: Sequence[dict[str, Any]], tolerance: float = 0.0) -> list[Goa
 # ---- main --------------------------------------------------------------------------------------
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    cli.add_common_options(ap, list(SPECS))
-    ap.add_argument("--quick", action="store_true", help="few samples and runs: a smoke test, not a measurement")
-    ap.add_argument("--threads", default="1,2", help="thread counts to time (1 is always included: the goals use it; others are noisy)")
+    cli.add_run_options(ap, list(SPECS), RUN_DEFAULTS, budget_help="timed seconds for the fastest model per thread count")
     ap.add_argument("--incumbent", default="minmax,percentile", help="onnxruntime calibration methods: minmax,percentile")
     ap.add_argument("--calib", type=int, help="calibration samples (default 64, quick 8)")
     ap.add_argument("--eval", type=int, help="held-out samples (default 64, quick 8)")
-    ap.add_argument("--budget", type=float, help="timed seconds for the fastest model per thread count (default 2, quick 0.3)")
-    ap.add_argument("--min-runs", type=int, help="at least this many timed runs (default 10, quick 3)")
-    ap.add_argument("--max-runs", type=int, default=3000)
-    ap.add_argument("--mem-cap-gb", type=float, default=10.0, help="kill a conversion whose RSS passes this (GiB)")
-    ap.add_argument("--timeout", type=float, default=1800.0, help="kill a conversion after this many seconds")
     ap.add_argument("--onnxq-data", choices=("reader", "folder"), default="reader",
                     help="how onnxq gets the calibration set: the same get_next() reader onnxruntime gets (default) "
                          "or the .npz folder path, as `onnxq convert --data DIR` reads it")
     ap.add_argument("--latency-tolerance", type=float, default=0.02,
                     help="onnxq latency within this fraction above the incumbent's counts as a tie (default 0.02)")
     args = ap.parse_args(argv)
-    args.models = cli.comma_list(args.models)
-    cli.known_only(ap, args.models, list(SPECS), "model(s)")
-    args.threads = sorted({1, *(int(t) for t in args.threads.split(",") if t.strip())})  # 1 thread is the reference
+    cli.resolve_run_options(ap, args, list(SPECS), RUN_DEFAULTS)
     args.incumbent = cli.comma_list(args.incumbent)
     bad = [m for m in args.incumbent if m not in ORT_METHODS]
     if bad:
@@ -286,8 +278,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     quick = args.quick
     args.calib = args.calib or (8 if quick else 64)
     args.eval = args.eval or (8 if quick else 64)
-    args.budget = args.budget or (0.3 if quick else 2.0)
-    args.min_runs = args.min_runs or (3 if quick else 10)
     return args
 
 

@@ -12,6 +12,19 @@ import onnxruntime as ort
 from onnxq import ir
 
 
+def vi(name: str, shape: list | None, elem: int = onnx.TensorProto.FLOAT) -> onnx.ValueInfoProto:
+    """A graph input/output declaration (float by default)."""
+    return onnx.helper.make_tensor_value_info(name, elem, shape)
+
+
+def model_of(nodes: list, inputs: list, outputs: list, inits: list, opset: int = 17) -> onnx.ModelProto:
+    """A ModelProto of one graph (ir_version 8), already through the full checker."""
+    m = onnx.helper.make_model(onnx.helper.make_graph(nodes, "g", inputs, outputs, inits), opset_imports=[onnx.helper.make_opsetid("", opset)])
+    m.ir_version = 8
+    onnx.checker.check_model(m, full_check=True)
+    return m
+
+
 def parse(text: str, ir_version: int = 8) -> onnx.ModelProto:
     """A ModelProto from onnx's textual syntax (checked)."""
     model = onnx.parser.parse_model(text)

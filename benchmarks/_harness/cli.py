@@ -10,13 +10,17 @@ import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .data import Skip
 from .report import one_line
 
-__all__ = ["add_common_options", "comma_list", "known_only", "onnxruntime_version", "run_models", "work_folder"]
+__all__ = [
+    "RunDefaults", "add_common_options", "add_run_options", "comma_list", "known_only", "onnxruntime_version", "resolve_run_options",
+    "run_models", "work_folder",
+]
 
 
 def comma_list(text: str) -> list[str]:
@@ -29,6 +33,42 @@ def add_common_options(ap: argparse.ArgumentParser, models: Sequence[str]) -> No
     ap.add_argument("--models", default=",".join(models), help=f"comma list (default all): {','.join(models)}")
     ap.add_argument("--json", dest="json_out", help="write every measurement here")
     ap.add_argument("--keep", help="keep the fp32 and converted files in this folder")
+
+
+@dataclass(frozen=True)
+class RunDefaults:
+    """Defaults of the options every side-by-side script has, as ``(full run, --quick)`` pairs."""
+
+    budget: tuple[float, float]
+    min_runs: tuple[int, int]
+    max_runs: tuple[int, int]
+    mem_cap_gb: float
+    timeout: float
+
+
+def add_run_options(ap: argparse.ArgumentParser, models: Sequence[str], d: RunDefaults, *, budget_help: str) -> None:
+    """:func:`add_common_options` plus ``--quick``, ``--threads``, the run plan (``--budget``,
+    ``--min-runs``, ``--max-runs``) and the conversion subprocess limits (``--mem-cap-gb``, ``--timeout``)."""
+    add_common_options(ap, models)
+    ap.add_argument("--quick", action="store_true", help="small sizes, few samples and runs: a smoke test, not a measurement")
+    ap.add_argument("--threads", default="1,2", help="thread counts to time (1 is always included: it is the reference; others are noisy)")
+    ap.add_argument("--budget", type=float, help=f"{budget_help} (default {d.budget[0]:g}, quick {d.budget[1]:g})")
+    ap.add_argument("--min-runs", type=int, help=f"at least this many interleaved runs (default {d.min_runs[0]}, quick {d.min_runs[1]})")
+    ap.add_argument("--max-runs", type=int, help=f"at most this many (default {d.max_runs[0]}, quick {d.max_runs[1]})")
+    ap.add_argument("--mem-cap-gb", type=float, default=d.mem_cap_gb, help="address-space cap of each conversion subprocess (GiB)")
+    ap.add_argument("--timeout", type=float, default=d.timeout, help="seconds before a conversion is killed")
+
+
+def resolve_run_options(ap: argparse.ArgumentParser, args: argparse.Namespace, models: Sequence[str], d: RunDefaults) -> None:
+    """Turn the options of :func:`add_run_options` into values: model and thread lists checked, the
+    run plan filled from the full or quick defaults."""
+    args.models = comma_list(args.models)
+    known_only(ap, args.models, list(models), "model(s)")
+    args.threads = sorted({1, *(int(t) for t in comma_list(args.threads))})
+    pick = 1 if args.quick else 0
+    args.budget = args.budget if args.budget is not None else d.budget[pick]
+    args.min_runs = args.min_runs or d.min_runs[pick]
+    args.max_runs = args.max_runs or d.max_runs[pick]
 
 
 def known_only(ap: argparse.ArgumentParser, values: Sequence[str], known: Sequence[str], what: str) -> None:

@@ -159,27 +159,7 @@ def cpu_kernel_error(
     *,
     native: bool = True,
 ) -> str | None:
-    """Why onnxruntime's CPU provider cannot run this node as asked, or None when it can.
-
-    See :func:`has_cpu_kernel` for the arguments.
-    """
-    types = _expand_types(tuple(input_types), num_inputs)
-    load_error, native_error = _probe(op_type, domain or "", int(opset), types, _freeze_attrs(attrs), int(num_outputs))
-    return native_error if native else load_error
-
-
-def has_cpu_kernel(
-    op_type: str,
-    domain: str = "",
-    opset: int = 17,
-    input_types: tuple[str, ...] = ("float",),
-    attrs: Mapping[str, Any] | None = None,
-    num_inputs: int | None = None,
-    num_outputs: int = 1,
-    *,
-    native: bool = True,
-) -> bool:
-    """True when onnxruntime's CPU provider has a kernel for ``op_type`` with these input types.
+    """Why onnxruntime's CPU provider cannot run ``op_type`` with these input types, or None when it can.
 
     By default (``native=True``) the kernel must really compute in the requested types: for float16
     nodes without a float16 CPU kernel onnxruntime silently inserts Cast-to-float32 around the node
@@ -200,6 +180,14 @@ def has_cpu_kernel(
         native: require a kernel for exactly these types (see above).
 
     Returns:
-        Whether a session with that node could be created (cached per argument set).
+        None when a session with that node could be created, else the reason (cached per argument set).
     """
-    return cpu_kernel_error(op_type, domain, opset, input_types, attrs, num_inputs, num_outputs, native=native) is None
+    types = _expand_types(tuple(input_types), num_inputs)
+    load_error, native_error = _probe(op_type, domain or "", int(opset), types, _freeze_attrs(attrs), int(num_outputs))
+    return native_error if native else load_error
+
+
+def has_cpu_kernel(op_type: str, *args: Any, **kwargs: Any) -> bool:
+    """True when onnxruntime's CPU provider has a kernel for ``op_type`` with these input types:
+    :func:`cpu_kernel_error` found no reason against it (same arguments)."""
+    return cpu_kernel_error(op_type, *args, **kwargs) is None

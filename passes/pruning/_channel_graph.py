@@ -180,6 +180,12 @@ def _rank(t: Tensor, layout: Layout | None) -> int | None:
     return None if shape is None else len(shape)
 
 
+def _data_layout(w: _Walker, node: Node) -> tuple[Layout | None, int | None]:
+    """The channel layout of a node's data input (input 0) and its rank, where known."""
+    lay = w.layout(node.inputs[0])
+    return lay, _rank(node.inputs[0], lay)
+
+
 def _float_const(t: Tensor | None) -> np.ndarray | None:
     v = ir.constant_array(t)
     return v if v is not None and v.dtype.kind == "f" else None
@@ -458,9 +464,7 @@ def _flatten(w: _Walker, node: Node) -> None:
 
 def _axis_op(w: _Walker, node: Node) -> None:
     """Softmax / LogSoftmax / Hardmax / LayerNormalization: fine unless they act on the channel axis."""
-    x = node.inputs[0]
-    lay = w.layout(x)
-    rank = _rank(x, lay)
+    lay, rank = _data_layout(w, node)
     if lay is None:
         return w.block_inputs(node, f"{_label(node)} reads channels as a parameter")
     if rank is None:
@@ -476,9 +480,7 @@ def _axis_op(w: _Walker, node: Node) -> None:
 
 
 def _reduce(w: _Walker, node: Node) -> None:
-    x = node.inputs[0]
-    lay = w.layout(x)
-    rank = _rank(x, lay)
+    lay, rank = _data_layout(w, node)
     axes_t = _optional(node, 1)
     axes = ir.attr(node, "axes", None) if axes_t is None else ir.constant_array(axes_t)
     if lay is None or rank is None or axes is None or len(np.atleast_1d(axes)) == 0:
@@ -493,9 +495,7 @@ def _reduce(w: _Walker, node: Node) -> None:
 
 
 def _resize(w: _Walker, node: Node) -> None:
-    x = node.inputs[0]
-    lay = w.layout(x)
-    rank = _rank(x, lay)
+    lay, rank = _data_layout(w, node)
     if lay is None or rank is None or any(w.layout(t) is not None for t in node.inputs[1:]):
         return w.block_inputs(node, f"{_label(node)}: channels cannot be mapped")
     pos = rank + lay.axis
@@ -519,9 +519,7 @@ def _resize(w: _Walker, node: Node) -> None:
 
 
 def _pad(w: _Walker, node: Node) -> None:
-    x = node.inputs[0]
-    lay = w.layout(x)
-    rank = _rank(x, lay)
+    lay, rank = _data_layout(w, node)
     pads = ir.attr(node, "pads", None) if len(node.inputs) < 2 else ir.constant_array(_optional(node, 1))
     axes_t = _optional(node, 3)
     if lay is None or rank is None or pads is None or axes_t is not None or any(w.layout(t) is not None for t in node.inputs[1:]):

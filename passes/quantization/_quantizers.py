@@ -13,7 +13,7 @@ import numpy as np
 from onnxq import ir
 from onnxq.ir import Node
 
-from ._roles import Act, Bias, Fixed, NodeQuant, OptionalAct, Shared, Weight
+from ._roles import Act, Bias, Fixed, NodeQuant, OptionalAct, Role, Shared, Weight
 
 __all__ = ["QUANTIZERS", "quantizer", "describe_node", "saturating_interval", "ANCHOR_OPS", "ABSORBABLE_ACTIVATIONS"]
 
@@ -65,18 +65,24 @@ def _rank(t: ir.Tensor) -> int | None:
     return len(t.shape) if isinstance(t.shape, (list, tuple)) else None
 
 
+def _with_weight_and_bias(node: Node, weight_axis: int) -> NodeQuant | str:
+    """Conv / ConvTranspose: activation in and out, the weight per channel along ``weight_axis`` (its
+    output channels), the optional bias int32 (scale of input 0 times that of the weight)."""
+    inputs: dict[int, Role] = {0: Act(), 1: Weight(axis=weight_axis)}
+    if len(node.inputs) > 2 and node.inputs[2].name:
+        if not _float_weight(node.inputs[2]):
+            return "bias is not a float constant"
+        inputs[2] = Bias(0, 1)
+    return NodeQuant(inputs, {0: Act()}, anchor=True)
+
+
 @quantizer("Conv")
 def _conv(node: Node) -> NodeQuant | str:
     if len(node.inputs) < 2 or not _float_weight(node.inputs[1]):
         return "weight is not a float constant"
     if not _is_float_activation(node.inputs[0]):
         return "input is not a float activation"
-    inputs: dict[int, object] = {0: Act(), 1: Weight(axis=0)}
-    if len(node.inputs) > 2 and node.inputs[2].name:
-        if not _float_weight(node.inputs[2]):
-            return "bias is not a float constant"
-        inputs[2] = Bias(0, 1)
-    return NodeQuant(inputs, {0: Act()}, anchor=True)  # type: ignore[arg-type]
+    return _with_weight_and_bias(node, weight_axis=0)
 
 
 @quantizer("ConvTranspose")
@@ -85,12 +91,7 @@ def _conv_transpose(node: Node) -> NodeQuant | str:
         return "weight is not a float constant"
     if int(node.attrs.get("group", 1)) != 1:
         return "grouped ConvTranspose (per-channel axis would span groups)"
-    inputs: dict[int, object] = {0: Act(), 1: Weight(axis=1)}
-    if len(node.inputs) > 2 and node.inputs[2].name:
-        if not _float_weight(node.inputs[2]):
-            return "bias is not a float constant"
-        inputs[2] = Bias(0, 1)
-    return NodeQuant(inputs, {0: Act()}, anchor=True)  # type: ignore[arg-type]
+    return _with_weight_and_bias(node, weight_axis=1)
 
 
 @quantizer("MatMul")

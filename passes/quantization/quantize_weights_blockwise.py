@@ -389,9 +389,7 @@ class QuantizeWeightsBlockwise(Pass[QuantizeWeightsBlockwiseConfig]):
                 inputs.append(ir.make_variable(""))
             inputs.append(self._const(f"{base}/bias", t.bias))
         attrs = {"K": int(k), "N": int(n), "bits": c.bits, "block_size": c.block_size, "accuracy_level": c.accuracy_level}
-        name = self._namer.new(f"{t.node.name or base}/MatMulNBits")
-        model.set_opset(ir.MS_DOMAIN, 1)
-        return [ir.make_node("MatMulNBits", inputs, outputs, name=name, attrs=attrs, domain=ir.MS_DOMAIN)]
+        return [self._contrib_node(model, "MatMulNBits", t, inputs, outputs, attrs)]
 
     def _emit_gbq(self, model: Model, t: _Target, dtype: np.dtype, stats: _Stats) -> list[Node]:
         c = self.config
@@ -419,10 +417,13 @@ class QuantizeWeightsBlockwise(Pass[QuantizeWeightsBlockwiseConfig]):
             model.ir_version = max(model.ir_version, 10)  # int4/uint4 initializers need IR 10
         attrs = {"bits": c.bits, "block_size": c.block_size, "quantize_axis": 1, "gather_axis": 0}
         inputs = [consts[0], t.node.inputs[1], *consts[1:]]
-        outputs = _detach_outputs(t.node)
-        name = self._namer.new(f"{t.node.name or base}/GatherBlockQuantized")
+        return [self._contrib_node(model, "GatherBlockQuantized", t, inputs, _detach_outputs(t.node), attrs)]
+
+    def _contrib_node(self, model: Model, op: str, t: _Target, inputs: list[Tensor], outputs: list[Tensor], attrs: dict[str, Any]) -> Node:
+        """A com.microsoft ``op`` node replacing ``t.node`` (the model gains that domain at version 1)."""
         model.set_opset(ir.MS_DOMAIN, 1)
-        return [ir.make_node("GatherBlockQuantized", inputs, outputs, name=name, attrs=attrs, domain=ir.MS_DOMAIN)]
+        name = self._namer.new(f"{t.node.name or t.weight.name}/{op}")
+        return ir.make_node(op, inputs, outputs, name=name, attrs=attrs, domain=ir.MS_DOMAIN)
 
     def _emit_qdq(self, model: Model, t: _Target, dtype: np.dtype, stats: _Stats) -> list[Node]:
         c = self.config

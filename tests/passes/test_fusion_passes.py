@@ -8,7 +8,7 @@ import pytest
 from onnx import helper, numpy_helper
 
 from onnxq import PassManager, ir, make_pass
-from tests.helpers import assert_same_outputs, checked, op_count, random_feeds
+from tests.helpers import assert_same_outputs, checked, model_of, op_count, random_feeds, vi
 
 RNG = np.random.default_rng(0)
 
@@ -22,15 +22,8 @@ def bn_params(c: int, prefix: str = "bn") -> list[onnx.TensorProto]:
     ]
 
 
-def model_of(nodes: list, inputs: list, outputs: list, inits: list, opset: int = 17) -> onnx.ModelProto:
-    m = helper.make_model(helper.make_graph(nodes, "g", inputs, outputs, inits), opset_imports=[helper.make_opsetid("", opset)])
-    m.ir_version = 8
-    onnx.checker.check_model(m, full_check=True)
-    return m
 
 
-def vi(name: str, shape: list) -> onnx.ValueInfoProto:
-    return helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, shape)
 
 
 def fold(src: onnx.ModelProto) -> tuple[ir.Model, bool, dict]:

@@ -9,24 +9,17 @@ import onnx
 from onnx import helper, numpy_helper
 
 from onnxq import PassContext, PassManager, ir, make_pass
+from tests.helpers import model_of, vi
 
 RNG_SEED = 0
 
 
-def vi(name: str, shape: list, elem: int = onnx.TensorProto.FLOAT) -> onnx.ValueInfoProto:
-    return helper.make_tensor_value_info(name, elem, shape)
 
 
 def init(name: str, array: np.ndarray) -> onnx.TensorProto:
     return numpy_helper.from_array(np.asarray(array), name)
 
 
-def model_of(nodes: list, inputs: list, outputs: list, inits: list, opset: int = 17) -> onnx.ModelProto:
-    """A checked ModelProto (ir_version 8)."""
-    m = helper.make_model(helper.make_graph(nodes, "g", inputs, outputs, inits), opset_imports=[helper.make_opsetid("", opset)])
-    m.ir_version = 8
-    onnx.checker.check_model(m, full_check=True)
-    return m
 
 
 def run_pass(src: Any, name: str, options: dict | None = None, ctx: PassContext | None = None, shapes: bool = True) -> tuple[ir.Model, bool, dict]:

@@ -33,11 +33,6 @@ def dtypes_of(model: ir.Model, op: str) -> set:
 
 
 @pytest.fixture(scope="module")
-def transformer() -> onnx.ModelProto:
-    return build("transformer")
-
-
-@pytest.fixture(scope="module")
 def transformer_ref(transformer: onnx.ModelProto) -> tuple[dict, list]:
     feeds = random_feeds(transformer, dims=DIMS)
     return feeds, run(transformer, feeds)

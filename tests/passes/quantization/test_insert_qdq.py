@@ -132,37 +132,28 @@ def test_share_group_gets_one_scale_over_the_union_of_its_ranges() -> None:
     assert np.asarray(ir.constant_array(_activation_q(model, "x").inputs[1])) == _uint8(-1, 1)[0]
 
 
-FIXED = """
+def _conv_act_conv(act: str) -> ir.Model:
+    """conv1 -> ``act`` -> conv2 on a [1, 4, 6, 6] input, tensors ``c`` (conv1) and ``h`` (the activation)."""
+    text = f"""
 <ir_version: 8, opset_import: ["" : 18]>
-fixed (float[1,4,6,6] x) => (float[1,4,6,6] y) {
+g (float[1,4,6,6] x) => (float[1,4,6,6] y) {{
   [conv1] c = Conv (x, w1)
-  [sigmoid] s = Sigmoid (c)
-  [conv2] y = Conv (s, w2)
-}
+  [act] h = {act} (c)
+  [conv2] y = Conv (h, w2)
+}}
 """
+    return load(parse_with(text, {"w1": (4, 4, 1, 1), "w2": (4, 4, 1, 1)}))
 
 
 def test_fixed_range_overrides_the_calibrated_one() -> None:
-    model = load(parse_with(FIXED, {"w1": (4, 4, 1, 1), "w2": (4, 4, 1, 1)}))
-    model, _ = to_qdq(model, range_set({"x": (-1, 1), "c": (-3, 3), "s": (0.1, 0.4), "y": (-1, 1)}))
-    q = _activation_q(model, "s")
+    model, _ = to_qdq(_conv_act_conv("Sigmoid"), range_set({"x": (-1, 1), "c": (-3, 3), "h": (0.1, 0.4), "y": (-1, 1)}))
+    q = _activation_q(model, "h")
     assert np.asarray(ir.constant_array(q.inputs[1])) == np.float32(1 / 255)
     assert int(np.asarray(ir.constant_array(q.inputs[2]))) == 0
 
 
-HARDSWISH = """
-<ir_version: 8, opset_import: ["" : 18]>
-hs (float[1,4,6,6] x) => (float[1,4,6,6] y) {
-  [conv1] c = Conv (x, w1)
-  [hswish] h = HardSwish (c)
-  [conv2] y = Conv (h, w2)
-}
-"""
-
-
 def test_tensor_read_only_by_hardswish_is_clamped_to_its_live_interval() -> None:
-    model = load(parse_with(HARDSWISH, {"w1": (4, 4, 1, 1), "w2": (4, 4, 1, 1)}))
-    model, _ = to_qdq(model, range_set({"x": (-1, 1), "c": (-10, 4), "h": (-0.375, 4), "y": (-1, 1)}))
+    model, _ = to_qdq(_conv_act_conv("HardSwish"), range_set({"x": (-1, 1), "c": (-10, 4), "h": (-0.375, 4), "y": (-1, 1)}))
     # HardSwish(x) = 0 for every x <= -3: the grid need not cover [-10, -3)
     assert np.asarray(ir.constant_array(_activation_q(model, "c").inputs[1])) == _uint8(-3, 4)[0]
 

@@ -9,14 +9,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper, numpy_helper
 
 from models import build
 from onnxq import PassContext, PassManager, PreconditionError, ir, make_pass
 from onnxq.errors import ConfigError
 from onnxq.passes.quantization import _blockwise as bw
 from onnxq.runtime import make_session, run_session
-from tests.helpers import checked, cosine, op_count, random_feeds, run
+from tests.helpers import checked, cosine, model_of, op_count, random_feeds, run, vi
 
 FAST = settings(max_examples=60, deadline=None)
 RNG = np.random.default_rng(0)
@@ -98,25 +98,13 @@ def quantize(src: onnx.ModelProto, **options: object) -> tuple[ir.Model, bool, d
     return checked(res.model), res.records[-1].modified, stats
 
 
-def model_of(nodes: list, inputs: list, outputs: list, inits: list, opset: int = 17) -> onnx.ModelProto:
-    m = helper.make_model(helper.make_graph(nodes, "g", inputs, outputs, inits), opset_imports=[helper.make_opsetid("", opset)])
-    m.ir_version = 8
-    onnx.checker.check_model(m, full_check=True)
-    return m
 
 
-def vi(name: str, shape: list) -> onnx.ValueInfoProto:
-    return helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
 
 
 def init_bytes(model: ir.Model | onnx.ModelProto, names: set[str] | None = None) -> int:
     proto = model if isinstance(model, onnx.ModelProto) else ir.to_proto(model)
     return sum(len(t.raw_data) for t in proto.graph.initializer if names is None or t.name in names)
-
-
-@pytest.fixture(scope="module")
-def transformer() -> onnx.ModelProto:
-    return build("transformer")
 
 
 @pytest.fixture(scope="module")
