@@ -71,22 +71,22 @@ def test_per_position_constant_does_not_fold() -> None:
     assert not modified
 
 
-def test_matmul_scale_folds_but_shift_does_not() -> None:
-    src = _model(
-        [helper.make_node("MatMul", ["x", "w"], ["m"]), helper.make_node("Mul", ["m", "s"], ["y"])],
+def _matmul_then(op: str) -> onnx.ModelProto:
+    """x[2, 5, 8] @ w[8, 6], then ``op`` with a per-column constant."""
+    return _model(
+        [helper.make_node("MatMul", ["x", "w"], ["m"]), helper.make_node(op, ["m", "c"], ["y"])],
         [_vi("x", [2, 5, 8])],
         [_vi("y", [2, 5, 6])],
-        [_arr("w", (8, 6)), _arr("s", (6,))],
+        [_arr("w", (8, 6)), _arr("c", (6,))],
     )
+
+
+def test_matmul_scale_folds_but_shift_does_not() -> None:
+    src = _matmul_then("Mul")
     model, modified, _ = _run(src, "fold-affine")
     assert modified and op_count(model, "Mul") == 0
     assert_same_outputs(src, checked(model), random_feeds(src), atol=1e-4)
-    shift = _model(
-        [helper.make_node("MatMul", ["x", "w"], ["m"]), helper.make_node("Add", ["m", "t"], ["y"])],
-        [_vi("x", [2, 5, 8])],
-        [_vi("y", [2, 5, 6])],
-        [_arr("w", (8, 6)), _arr("t", (6,))],
-    )
+    shift = _matmul_then("Add")
     _, modified, _ = _run(shift, "fold-affine")
     assert not modified  # MatMul has no bias input; the Add stays (fuse-matmul-add handles 2-D)
 

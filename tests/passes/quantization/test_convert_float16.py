@@ -15,7 +15,7 @@ from onnxq import PassManager, ir, make_pass
 from onnxq.errors import ConfigError
 from tests.helpers import checked, cosine, op_count, random_feeds, run
 
-DIMS = {"batch": 2, "seq": 16, "N": 3}
+FEEDS_DIMS = {"batch": 2, "seq": 16, "N": 3}
 
 
 def convert(src: onnx.ModelProto | ir.Model, **options: object) -> tuple[ir.Model, bool, dict]:
@@ -30,12 +30,6 @@ def float_bytes(proto: onnx.ModelProto) -> int:
 
 def dtypes_of(model: ir.Model, op: str) -> set:
     return {ir.np_dtype(t) if isinstance(t, int) else np.dtype(t) for n in model.graph.nodes if n.op == op for t in [n.inputs[0].dtype] if t is not None}
-
-
-@pytest.fixture(scope="module")
-def transformer_ref(transformer: onnx.ModelProto) -> tuple[dict, list]:
-    feeds = random_feeds(transformer, dims=DIMS)
-    return feeds, run(transformer, feeds)
 
 
 def test_auto_on_cpu_stores_weights_in_fp16_and_keeps_fp32_compute(transformer: onnx.ModelProto, transformer_ref: tuple) -> None:
@@ -80,7 +74,7 @@ def test_keep_io_types_false_and_second_run_unmodified() -> None:
     assert modified and stats["casts_inserted"] == 0 and op_count(model, "Cast") == 0
     assert proto.graph.input[0].type.tensor_type.elem_type == TensorProto.FLOAT16
     assert proto.graph.output[0].type.tensor_type.elem_type == TensorProto.FLOAT16
-    feeds = random_feeds(src, dims=DIMS)
+    feeds = random_feeds(src, dims=FEEDS_DIMS)
     out = run(model, {"input": feeds["input"].astype(np.float16)})[0]
     assert cosine(run(src, feeds)[0], out.astype(np.float32)) >= 0.999
     _, again, stats = convert(proto)
@@ -105,7 +99,7 @@ def test_blocked_ops_stay_fp32_with_casts_around() -> None:
     assert dtypes_of(model, "Pow") == {np.dtype(np.float32)} and dtypes_of(model, "Sqrt") == {np.dtype(np.float16)}
     pow_node = next(n for n in model.graph.nodes if n.op == "Pow")
     assert ir.producer(pow_node.inputs[0]).op == "Cast" and all(c.op == "Cast" for c in pow_node.outputs[0].outputs)
-    feeds = random_feeds(src, dims=DIMS)
+    feeds = random_feeds(src, dims=FEEDS_DIMS)
     assert cosine(run(src, feeds)[0], run(model, feeds)[0]) >= 0.999
     _, _, stats = convert(src, storage_only=False, node_block_list=["layer1/fc/matmul"])
     assert stats["float_reasons"] == {"op_block_list": 2, "node_block_list": 1}
@@ -116,7 +110,7 @@ def test_subgraphs_stay_float32() -> None:
     model, _, stats = convert(src, storage_only=False)
     assert stats["subgraph_nodes_left_float32"] > 0
     assert stats["float_reasons"]["holds subgraphs (If/Loop/Scan bodies stay float32)"] == 1
-    feeds = random_feeds(src, dims=DIMS)
+    feeds = random_feeds(src, dims=FEEDS_DIMS)
     for a, b in zip(run(src, feeds), run(model, feeds)):
         assert cosine(a, b) >= 0.999
 

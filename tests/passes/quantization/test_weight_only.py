@@ -107,12 +107,6 @@ def init_bytes(model: ir.Model | onnx.ModelProto, names: set[str] | None = None)
     return sum(len(t.raw_data) for t in proto.graph.initializer if names is None or t.name in names)
 
 
-@pytest.fixture(scope="module")
-def transformer_ref(transformer: onnx.ModelProto) -> tuple[dict, list]:
-    feeds = random_feeds(transformer, dims=FEEDS_DIMS)
-    return feeds, run(transformer, feeds)
-
-
 def test_transformer_int4_matmulnbits_structure_size_and_accuracy(transformer: onnx.ModelProto, transformer_ref: tuple) -> None:
     model, modified, stats = quantize(transformer)
     assert modified and stats["quantized_by_op"] == {"MatMul": 6}
