@@ -33,7 +33,9 @@ class QuantizationConfig(PassConfig):
         activation_symmetric: symmetric activation ranges (zero point at the grid's middle).
         weight_dtype / weight_symmetric: int8 symmetric by default.
         per_channel: per-output-channel weight scales.
-        reduce_range: 7-bit weights for CPUs without VNNI (u8·s8 products can saturate).
+        reduce_range: 7-bit weights. None (default) decides by measurement: on when onnxruntime's
+            8-bit GEMM on this CPU saturates for the activation × weight types (x86 without VNNI,
+            see :func:`onnxq.runtime.kernels.int8_products_saturate`), off otherwise.
         op_types: quantize only these op types (empty: every op with a quantizer).
         exclude_op_types / exclude_nodes: keep these float (node names are regexes, full match).
         include_nodes: quantize only nodes matching these regexes (empty: all).
@@ -47,7 +49,7 @@ class QuantizationConfig(PassConfig):
     weight_dtype: Literal["int8", "uint8"] = "int8"
     weight_symmetric: bool = True
     per_channel: bool = True
-    reduce_range: bool = False
+    reduce_range: bool | None = None
     op_types: tuple[str, ...] = ()
     exclude_op_types: tuple[str, ...] = ()
     exclude_nodes: tuple[str, ...] = ()

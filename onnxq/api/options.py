@@ -83,7 +83,7 @@ class ConversionOptions(PassConfig):
     activation_symmetric: bool = False
     weight_symmetric: bool = True
     per_channel: bool = True
-    reduce_range: bool = False
+    reduce_range: bool | None = None
     op_types: tuple[str, ...] = ()
     exclude_op_types: tuple[str, ...] = ()
     exclude_nodes: tuple[str, ...] = ()

@@ -34,7 +34,7 @@ from onnx import TensorProto
 
 from .. import ir
 
-__all__ = ["has_cpu_kernel", "cpu_kernel_error", "tensor_type"]
+__all__ = ["has_cpu_kernel", "cpu_kernel_error", "tensor_type", "int8_products_saturate", "resolve_reduce_range"]
 
 log = logging.getLogger(__name__)
 
@@ -191,3 +191,84 @@ def has_cpu_kernel(op_type: str, *args: Any, **kwargs: Any) -> bool:
     """True when onnxruntime's CPU provider has a kernel for ``op_type`` with these input types:
     :func:`cpu_kernel_error` found no reason against it (same arguments)."""
     return cpu_kernel_error(op_type, *args, **kwargs) is None
+
+
+#: Dot-product length of the saturation probe: long enough to reach the kernel's vector loop.
+_SATURATION_K = 64
+
+
+@functools.cache
+def int8_products_saturate(activation_dtype: str = "uint8", weight_dtype: str = "int8") -> bool:
+    """Does onnxruntime's 8-bit GEMM on this CPU saturate for these operand types? Measured, not guessed.
+
+    On x86 CPUs without VNNI (AVX2, AVX-512 without VNNI) MLAS multiplies 8-bit operands with
+    ``VPMADDUBSW``, which adds two adjacent products into a *saturating* int16: 2·255·127 = 64,770
+    does not fit in 32,767, so activations near the top of the grid times weights near ±127 come
+    out clipped (int8 activations are shifted to uint8 first, so int8·int8 QDQ saturates too).
+    Every int8 Conv/MatMul/Gemm (QLinearConv, QGemm, MatMulInteger, DynamicQuantizeMatMul) goes
+    through that kernel; onnxruntime documents the hazard and the cure, 7-bit weights
+    (``reduce_range``: 2·255·64 fits). VNNI CPUs (``VPDPBUSD`` accumulates in int32) and ARM do not
+    saturate, and uint8·uint8 widens to int16 before multiplying.
+
+    Rather than read CPU flags (which do not say which kernel onnxruntime picks after its graph
+    fusions), this runs the form onnxq writes — Q → DQ → MatMul(DQ(int8 weight)) → Q → DQ, fused by
+    onnxruntime at full optimization — on the extremes of both grids, where the exact result needs
+    the int32 accumulator, and compares. Cached per process.
+
+    Args:
+        activation_dtype / weight_dtype: the 8-bit operand types (``"uint8"`` / ``"int8"``); other
+            types never saturate (16-bit and float kernels accumulate wider).
+    """
+    if activation_dtype not in ("uint8", "int8") or weight_dtype not in ("uint8", "int8"):
+        return False
+    import numpy as np
+
+    a_np, w_np = np.dtype(activation_dtype), np.dtype(weight_dtype)
+    a_max, w_max = int(np.iinfo(a_np).max), int(np.iinfo(w_np).max)
+    exact = _SATURATION_K * a_max * w_max
+    out_scale = float(2 ** int(np.ceil(np.log2(exact / 100))))  # the exact result lands near 100 on the output grid
+    one = np.array(1.0, np.float32)
+    x = ir.make_variable("x", dtype=np.float32, shape=[1, _SATURATION_K])
+    xq, xd, wd, c, cq, y = (ir.make_variable(n) for n in ("xq", "xd", "wd", "c", "cq", "y"))
+    a_zp, w_zp = ir.make_constant("a_zp", np.zeros((), a_np)), ir.make_constant("w_zp", np.zeros((), w_np))
+    y_scale, unit = ir.make_constant("y_scale", np.array(out_scale, np.float32)), ir.make_constant("unit", one)
+    weight = ir.make_constant("w", np.full((_SATURATION_K, 8), w_max, w_np))
+    nodes = [
+        ir.make_node("QuantizeLinear", [x, unit, a_zp], [xq]),
+        ir.make_node("DequantizeLinear", [xq, unit, a_zp], [xd]),
+        ir.make_node("DequantizeLinear", [weight, unit, w_zp], [wd]),
+        ir.make_node("MatMul", [xd, wd], [c]),
+        ir.make_node("QuantizeLinear", [c, y_scale, a_zp], [cq]),
+        ir.make_node("DequantizeLinear", [cq, y_scale, a_zp], [y]),
+    ]
+    y.dtype = np.float32
+    proto = ir.nodes_to_proto(nodes, [y], {ir.ONNX_DOMAIN: 13}, inputs=[x])
+    so = ort.SessionOptions()
+    so.log_severity_level = 4
+    so.intra_op_num_threads = 1
+    try:
+        session = ort.InferenceSession(proto.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        got = float(session.run(None, {"x": np.full((1, _SATURATION_K), a_max, np.float32)})[0].ravel()[0])
+    except Exception as e:  # no kernel for these types: nothing runs them, nothing saturates
+        log.debug("saturation probe %s x %s: %s", activation_dtype, weight_dtype, e)
+        return False
+    expected = float(np.rint(exact / out_scale) * out_scale)
+    saturates = abs(got - expected) > out_scale / 2
+    log.debug("saturation probe %s x %s: got %s, exact %s", activation_dtype, weight_dtype, got, expected)
+    return saturates
+
+
+def resolve_reduce_range(setting: bool | None, activation_dtype: str, weight_dtype: str) -> tuple[bool, str | None]:
+    """The ``reduce_range`` to use: the user's choice, or (``None``) what this CPU needs.
+
+    Returns:
+        (reduce_range, a sentence for the report when it was switched on automatically, else None).
+    """
+    if setting is not None:
+        return setting, None
+    if int8_products_saturate(activation_dtype, weight_dtype):
+        return True, (
+            f"7-bit weights (reduce_range): onnxruntime's {activation_dtype}·{weight_dtype} kernel on this CPU saturates "
+            "(no VNNI; measured); pass --no-reduce-range for a VNNI deployment target"
+        )
+    return False, None

@@ -9,6 +9,7 @@ nodes get deterministic names (the plan and the report refer to nodes by name).
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Mapping
 
@@ -20,6 +21,7 @@ from onnxq.errors import PreconditionError
 from onnxq.ir import Model, Node
 from onnxq.pass_base import Pass, PassContext, PassResult, register_pass
 from onnxq.plan import Decision, QuantizationConfig, QuantPlan, TensorQuant, WeightQuant
+from onnxq.runtime.kernels import resolve_reduce_range
 
 from ._analysis import connected_glue, disparate_concats, normalization_chains, saturating_tensors
 from ._quantizers import ABSORBABLE_ACTIVATIONS, describe_node, saturating_interval
@@ -272,7 +274,11 @@ class AnnotateQuantization(Pass[QuantizationConfig]):
         if ranges is None:
             raise PreconditionError("annotate-quantization needs calibration ranges: run the 'calibrate' pass first (or pass --ranges)")
         renamed = _name_nodes(model)
-        plan = build_plan(model, dict(ranges), self.config)
+        reduce_range, note = resolve_reduce_range(self.config.reduce_range, self.config.activation_dtype, self.config.weight_dtype)
+        config = dataclasses.replace(self.config, reduce_range=reduce_range)
+        plan = build_plan(model, dict(ranges), config)
+        if note and plan.weights:
+            ctx.note(note)
         ctx.plan = plan
-        ctx.quant_config = self.config
+        ctx.quant_config = config
         return PassResult(model, renamed, plan.summary())

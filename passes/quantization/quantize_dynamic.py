@@ -30,6 +30,7 @@ from onnxq.calibration.qparams import compute_qparams_array
 from onnxq.errors import ConfigError
 from onnxq.ir import Graph, Model, Node, Tensor
 from onnxq.pass_base import Pass, PassConfig, PassContext, PassResult, register_pass
+from onnxq.runtime.kernels import resolve_reduce_range
 
 __all__ = ["QuantizeDynamic", "QuantizeDynamicConfig", "quantize_weight_int8"]
 
@@ -48,7 +49,7 @@ class QuantizeDynamicConfig(PassConfig):
         exclude_nodes: node-name regexes kept float.
         min_weight_elements: weights smaller than this stay float (quantizing the activation each
             run costs more than a tiny int8 product saves).
-        reduce_range: 7-bit weights (CPUs without VNNI).
+        reduce_range: 7-bit weights; None: on where this CPU's u8·s8 kernel saturates (measured).
         guard_latency: with sample inputs available (calibration data), time the float and the
             quantized model on onnxruntime (interleaved, ``threads`` threads) and keep the float
             model when dynamic quantization is not faster.
@@ -59,7 +60,7 @@ class QuantizeDynamicConfig(PassConfig):
     op_types: tuple[str, ...] = ("MatMul", "Gemm", "LSTM")
     exclude_nodes: tuple[str, ...] = ()
     min_weight_elements: int = 4096
-    reduce_range: bool = False
+    reduce_range: bool | None = None
     guard_latency: bool = True
     threads: int = 1
 
@@ -123,6 +124,8 @@ class _Rewriter:
     def __init__(self, model: Model, cfg: QuantizeDynamicConfig) -> None:
         self.model = model
         self.cfg = cfg
+        # Dynamic quantization always feeds uint8 activations to the int8 weight GEMM.
+        self.reduce_range, self.reduce_range_note = resolve_reduce_range(cfg.reduce_range, "uint8", "int8")
         self.namer = ir.names(model)
         self.cache: dict[tuple[int, bool], tuple[Tensor, Tensor, Tensor]] = {}
         self.counts: dict[str, int] = {}
@@ -133,7 +136,7 @@ class _Rewriter:
         if key not in self.cache:
             w = np.asarray(ir.const_value(w_tensor), np.float32)
             w = w.T if transpose else w
-            q, s = quantize_weight_int8(w, 1 if self.cfg.per_channel else None, self.cfg.reduce_range)
+            q, s = quantize_weight_int8(w, 1 if self.cfg.per_channel else None, self.reduce_range)
             zp = np.zeros(s.shape, np.int8)
             base = w_tensor.name
             self.cache[key] = (
@@ -209,7 +212,7 @@ class _Rewriter:
         """[dirs, 4H, in] → int8 [dirs, in, 4H] and scales [dirs] or [dirs, 4H]."""
         qs, ss = [], []
         for d in range(w.shape[0]):
-            q, s = quantize_weight_int8(w[d], 0 if axis is not None else None, self.cfg.reduce_range)
+            q, s = quantize_weight_int8(w[d], 0 if axis is not None else None, self.reduce_range)
             qs.append(q.T)
             ss.append(s)
         return np.stack(qs), np.stack(ss).astype(np.float32)
@@ -271,6 +274,8 @@ class QuantizeDynamic(Pass[QuantizeDynamicConfig]):
                     ctx.skip(node.name or node.op, node.op, reason)
                     skipped += 1
         total = sum(rw.counts.values())
+        if total and rw.reduce_range_note:
+            ctx.note(rw.reduce_range_note)
         stats: dict[str, Any] = {
             "quantized": total,
             **{f"quantized.{k}": v for k, v in sorted(rw.counts.items())},

@@ -61,8 +61,8 @@ def test_cli_defaults_are_the_api_defaults() -> None:
             cli_default = int(cli_default)
         if param.multiple:
             cli_default = tuple(cli_default or ())
-        if isinstance(param, click.Option) and param.is_flag and cli_default is None:
-            cli_default = False
+        if isinstance(param, click.Option) and param.is_flag and cli_default is None and not param.secondary_opts:
+            cli_default = False  # a plain flag's "unset" is False; an --x/--no-x pair may default to None (auto)
         assert cli_default == getattr(defaults, name), f"--{name}: CLI default {cli_default!r} != API default {getattr(defaults, name)!r}"
 
 

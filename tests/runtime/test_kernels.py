@@ -65,3 +65,57 @@ def test_type_names_and_input_expansion() -> None:
     assert kernels._expand_types(("float16",), 3) == ("float16",) * 3
     assert kernels._expand_types(("float", "int64", "int64"), 2) == ("float", "int64")
     assert not has_cpu_kernel("Add", input_types=("float7",), num_inputs=2)
+
+
+def _qdq_matmul_error(activation: str, weight_max: int, k: int = 64) -> float:
+    """|onnxruntime − exact| of a fused QDQ MatMul at the top of both grids, in output steps."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    a_np = np.dtype(activation)
+    a_max = int(np.iinfo(a_np).max)
+    exact = k * a_max * weight_max
+    step = 1024.0
+    inits = [
+        numpy_helper.from_array(np.array(1.0, np.float32), "one"),
+        numpy_helper.from_array(np.zeros((), a_np), "azp"),
+        numpy_helper.from_array(np.full((k, 4), weight_max, np.int8), "w"),
+        numpy_helper.from_array(np.zeros((), np.int8), "wzp"),
+        numpy_helper.from_array(np.array(step, np.float32), "ys"),
+        numpy_helper.from_array(np.zeros((), np.int32), "yzp"),
+    ]
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "one", "azp"], ["xq"]),
+        helper.make_node("DequantizeLinear", ["xq", "one", "azp"], ["xd"]),
+        helper.make_node("DequantizeLinear", ["w", "one", "wzp"], ["wd"]),
+        helper.make_node("MatMul", ["xd", "wd"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, k])], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], inits
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.checker.check_model(model, full_check=True)
+    from tests.helpers import session
+
+    got = session(model).run(None, {"x": np.full((1, k), a_max, np.float32)})[0]
+    return float(np.max(np.abs(got - exact)))
+
+
+@pytest.mark.parametrize("activation", ["uint8", "int8"])
+def test_saturation_probe_predicts_the_kernel(activation: str) -> None:
+    """The probe's verdict is what a full-range int8 MatMul does here; 7-bit weights are always exact."""
+    saturates = kernels.int8_products_saturate(activation, "int8")
+    full = _qdq_matmul_error(activation, 127)
+    assert (full > 0.5) == saturates, f"probe says saturates={saturates}, full-range error {full}"
+    assert _qdq_matmul_error(activation, 64) < 0.5  # reduce_range's grid fits VPMADDUBSW's int16
+
+
+def test_reduce_range_auto_follows_the_probe_and_explains_itself() -> None:
+    on, note = kernels.resolve_reduce_range(None, "uint8", "int8")
+    assert on == kernels.int8_products_saturate("uint8", "int8")
+    assert (note is not None) == on and (note is None or "saturates" in note)
+    assert kernels.resolve_reduce_range(False, "uint8", "int8") == (False, None)
+    assert kernels.resolve_reduce_range(True, "uint8", "int8") == (True, None)
+    assert kernels.resolve_reduce_range(None, "uint16", "int8") == (False, None)
