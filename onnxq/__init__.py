@@ -19,6 +19,15 @@ runtime) never imports the pass library (:mod:`onnxq.passes`); the application l
 from __future__ import annotations
 
 from ._version import __version__
+from .api import (  # noqa: E402,I001  (last: importing the application layer registers the pass library)
+    ConversionOptions,
+    ConversionReport,
+    ConversionResult,
+    convert,
+    load_recipe,
+    quantize_dynamic,
+    quantize_static,
+)
 from .context import Skip
 from .errors import (
     CalibrationDataError,
@@ -34,16 +43,6 @@ from .ir import Model, check, clone, load, normalize, save
 from .pass_base import Pass, PassConfig, PassContext, PassResult, make_pass, register_pass, registered_passes
 from .pass_manager import PassManager
 from .pipeline import load_pipeline, pipeline_from_data
-
-from .api import (  # noqa: E402,I001  (last: importing the application layer registers the pass library)
-    ConversionOptions,
-    ConversionReport,
-    ConversionResult,
-    convert,
-    load_recipe,
-    quantize_dynamic,
-    quantize_static,
-)
 
 __all__ = [
     "__version__",

@@ -84,7 +84,7 @@ def _matmul_flops(node: Node) -> int | None:
     return 2 * out * int(k)
 
 
-_FLOPS: dict[str, Callable[[Node], "int | None"]] = {
+_FLOPS: dict[str, Callable[[Node], int | None]] = {
     "Conv": _conv_flops,
     "ConvTranspose": _conv_transpose_flops,
     "MatMul": _matmul_flops,

@@ -79,7 +79,9 @@ class PassManager:
             for passes that enable each other (e.g. constant folding and Identity removal).
     """
 
-    def __init__(self, passes: Sequence[Pass[Any] | PassManager], *, check: bool | None = None, normalize: bool = True, steps: int = 1, name: str = "pipeline") -> None:
+    def __init__(
+        self, passes: Sequence[Pass[Any] | PassManager], *, check: bool | None = None, normalize: bool = True, steps: int = 1, name: str = "pipeline"
+    ) -> None:
         self.passes = list(passes)
         self.check = checks_enabled_by_default() if check is None else check
         self.normalize = normalize

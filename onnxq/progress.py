@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterable, Iterator
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -38,7 +38,7 @@ class status:  # noqa: N801  (used as a context manager, like rich's)
     def __init__(self, message: str, enabled: bool | None = None) -> None:
         self.message = message
         self.enabled = progress_enabled() if enabled is None else enabled
-        self._status = None
+        self._status: Any = None
 
     def __enter__(self) -> status:
         if self.enabled:

@@ -63,7 +63,12 @@ _QUANT_FIELDS = (
 
 def _static(o: ConversionOptions, given: PipelineInputs) -> list[Step]:
     target = WIDE_ACTIVATION_OPSET if o.activation_dtype in ("int16", "uint16") else STATIC_OPSET
-    calib: Step = {"pass": "calibrate", "method": o.method, "options": {"percentile": o.percentile} if o.percentile is not None else {}, "samples": o.samples or 0}
+    calib: Step = {
+        "pass": "calibrate",
+        "method": o.method,
+        "options": {"percentile": o.percentile} if o.percentile is not None else {},
+        "samples": o.samples or 0,
+    }
     if o.max_memory_mb is not None:
         calib["max_memory_mb"] = o.max_memory_mb
     # Upgrade first: cleanup's fusions and per-channel Q/DQ need the newer opset.
@@ -99,7 +104,14 @@ def _dynamic(o: ConversionOptions, given: PipelineInputs) -> list[Step]:
     if given.has_data and o.smooth > 0:
         steps.append({"pass": "smooth-activations", "alpha": o.smooth})
     steps.append(
-        {"pass": "quantize-dynamic", "per_channel": o.per_channel, "format": o.dynamic_format, "exclude_nodes": o.exclude_nodes, "reduce_range": o.reduce_range, "threads": o.threads}
+        {
+            "pass": "quantize-dynamic",
+            "per_channel": o.per_channel,
+            "format": o.dynamic_format,
+            "exclude_nodes": o.exclude_nodes,
+            "reduce_range": o.reduce_range,
+            "threads": o.threads,
+        }
     )
     if o.include_gather:
         # Embedding tables as 8-bit blocks read by GatherBlockQuantized (only gathered rows are

@@ -76,7 +76,9 @@ class ConversionReport:
     onnxq_version: str = __version__
 
     @classmethod
-    def from_context(cls, *, model: str, mode: str, options: dict[str, Any], pipeline: list[dict[str, Any]], ctx: PassContext, records: list[PassRecord], notes: list[str]) -> ConversionReport:
+    def from_context(
+        cls, *, model: str, mode: str, options: dict[str, Any], pipeline: list[dict[str, Any]], ctx: PassContext, records: list[PassRecord], notes: list[str]
+    ) -> ConversionReport:
         """Build the report of a finished run from its pass context and pass records."""
         plan, ranges = ctx.plan, ctx.ranges
         entries: dict[str, RangeEntry] = {}

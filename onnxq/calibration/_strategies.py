@@ -55,7 +55,7 @@ class Feed(ABC):
             CalibrationError: an activation holds NaN.
         """
 
-    def finish(self) -> None:
+    def finish(self) -> None:  # noqa: B027 (a hook: most feeds have nothing to finish)
         """Called once after the group's last sample."""
 
 

@@ -60,9 +60,12 @@ def data_options(fn: Any) -> Any:
     return fn
 
 
-def open_data(spec: str, model: ir.Model, *, samples: int | None, dims: tuple[str, ...], image_preprocess: str | None, labels: str | None = None, seed: int = 0) -> Any:
+def open_data(
+    spec: str, model: ir.Model, *, samples: int | None, dims: tuple[str, ...], image_preprocess: str | None, labels: str | None = None, seed: int = 0
+) -> Any:
     """Open a data source for ``model`` from CLI options."""
-    from ..data import open_source, parse_dims as parse_data_dims
+    from ..data import open_source
+    from ..data import parse_dims as parse_data_dims
 
     return open_source(
         spec,

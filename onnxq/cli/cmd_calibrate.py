@@ -27,7 +27,14 @@ def method_options(method: str, percentile: float | None) -> dict:
 @click.option("--percentile", type=float, help="Percentile for --method percentile (default 99.999).")
 @click.option("--per-channel-axis", type=int, help="Observe ranges per channel along this axis.")
 @click.option("--threads", type=int, default=0, show_default=True, help="onnxruntime threads (0: all cores).")
-@click.option("--max-memory", "max_memory", type=float, default=DEFAULT_MAX_MEMORY_MB, show_default=True, help="MB of one sample's exposed activations per pass; more are split into groups.")
+@click.option(
+    "--max-memory",
+    "max_memory",
+    type=float,
+    default=DEFAULT_MAX_MEMORY_MB,
+    show_default=True,
+    help="MB of one sample's exposed activations per pass; more are split into groups.",
+)
 @click.option("--no-cleanup", is_flag=True, help="Calibrate the model as is (ranges then match the raw model's tensor names).")
 @click.option("--report", type=click.Path(dir_okay=False), help="Write run statistics as JSON.")
 @data_options

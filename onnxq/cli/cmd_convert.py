@@ -14,8 +14,8 @@ from typing import Any
 import click
 
 from ..api import MODES, ConversionOptions, ConversionReport, convert
-from ..data import parse_dims
 from ..calibration.observers import OBSERVERS
+from ..data import parse_dims
 from ..errors import ConfigError
 from ..progress import progress_enabled
 from ._app import cli
@@ -71,17 +71,29 @@ def _int_choice(choices: tuple[int, ...]) -> click.Choice:
 @click.option("--mode", type=click.Choice(MODES), default="static", show_default=True, help="static int8, dynamic int8, weight-only int4/int8, fp16 or bf16.")
 @click.option("--recipe", type=click.Path(dir_okay=False), help="TOML pipeline replacing the mode's default passes.")
 @click.option("--pass-option", multiple=True, metavar="PASS.OPTION=VALUE", help="Set an option of one pass of the pipeline (repeatable).")
-@click.option("--method", type=click.Choice(sorted(OBSERVERS)), default="percentile", show_default=True, help="Calibration method (percentile 99.999 measured best on real models).")
+@click.option(
+    "--method",
+    type=click.Choice(sorted(OBSERVERS)),
+    default="percentile",
+    show_default=True,
+    help="Calibration method (percentile 99.999 measured best on real models).",
+)
 @click.option("--percentile", type=float, help="Percentile for --method percentile.")
 @click.option("--max-memory", "max_memory_mb", type=float, help="MB of activations per calibration pass.")
-@click.option("--smooth", type=float, default=0.5, show_default=True, help="SmoothQuant alpha for LayerNorm→MatMul outliers with --data (static and dynamic; 0 disables).")
+@click.option(
+    "--smooth", type=float, default=0.5, show_default=True, help="SmoothQuant alpha for LayerNorm→MatMul outliers with --data (static and dynamic; 0 disables)."
+)
 @click.option("--format", "format", type=click.Choice(["qdq", "qoperator"]), default="qdq", show_default=True, help="QDQ pairs or QLinear (QOperator) ops.")
-@click.option("--activation-dtype", "--activation-type", "activation_dtype", type=click.Choice(["uint8", "int8", "uint16", "int16"]), default="uint8", show_default=True)
+@click.option(
+    "--activation-dtype", "--activation-type", "activation_dtype", type=click.Choice(["uint8", "int8", "uint16", "int16"]), default="uint8", show_default=True
+)
 @click.option("--weight-dtype", "--weight-type", "weight_dtype", type=click.Choice(["int8", "uint8"]), default="int8", show_default=True)
 @click.option("--activation-symmetric", is_flag=True, help="Symmetric activation ranges.")
 @click.option("--weight-symmetric/--weight-asymmetric", default=True, show_default=True, help="Symmetric weights (zero point 0).")
 @click.option("--per-channel/--per-tensor", default=True, show_default=True, help="Per-channel weight scales.")
-@click.option("--reduce-range/--no-reduce-range", default=None, help="7-bit weights (default: on where onnxruntime's u8·s8 kernel saturates on this CPU, measured).")
+@click.option(
+    "--reduce-range/--no-reduce-range", default=None, help="7-bit weights (default: on where onnxruntime's u8·s8 kernel saturates on this CPU, measured)."
+)
 @click.option("--op-types", multiple=True, help="Quantize only these op types (comma separated / repeatable).")
 @click.option("--exclude-op-types", multiple=True, help="Keep these op types float.")
 @click.option("--exclude-nodes", multiple=True, metavar="REGEX", help="Keep nodes whose name matches float (repeatable).")
@@ -96,17 +108,47 @@ def _int_choice(choices: tuple[int, ...]) -> click.Choice:
 @click.option("--min-cosine", type=float, default=0.97, show_default=True, help="Accuracy guard: cosine with float for other outputs.")
 @click.option("--max-accuracy-trials", type=click.IntRange(min=1), default=60, show_default=True, help="Accuracy guard: candidate plans it may evaluate.")
 @click.option("--eval-samples", type=click.IntRange(min=1), default=8, show_default=True, help="Accuracy guard: calibration samples it evaluates on.")
-@click.option("--replay", type=click.Path(dir_okay=False, exists=True), help="Re-apply the tuning decisions of a previous --report (no timing; byte-identical output).")
+@click.option(
+    "--replay", type=click.Path(dir_okay=False, exists=True), help="Re-apply the tuning decisions of a previous --report (no timing; byte-identical output)."
+)
 @click.option("--weight-bits", type=_int_choice((4, 8)), default="4", show_default=True, help="weight-only: bits per weight.")
 @click.option("--block-size", type=_int_choice((16, 32, 64, 128, 256)), default="32", show_default=True, help="weight-only: block along the reduction axis.")
 @click.option("--symmetric", is_flag=True, help="weight-only: symmetric blocks (no zero points).")
-@click.option("--weight-format", type=click.Choice(["matmulnbits", "qdq"]), default="matmulnbits", show_default=True, help="weight-only: onnxruntime MatMulNBits or standard opset-21 blocked DequantizeLinear.")
-@click.option("--scale-search", type=click.Choice(["mse", "none"]), default="mse", show_default=True, help="weight-only: search each block's clipping range for the least error (mse) or round to nearest (none).")
+@click.option(
+    "--weight-format",
+    type=click.Choice(["matmulnbits", "qdq"]),
+    default="matmulnbits",
+    show_default=True,
+    help="weight-only: onnxruntime MatMulNBits or standard opset-21 blocked DequantizeLinear.",
+)
+@click.option(
+    "--scale-search",
+    type=click.Choice(["mse", "none"]),
+    default="mse",
+    show_default=True,
+    help="weight-only: search each block's clipping range for the least error (mse) or round to nearest (none).",
+)
 @click.option("--include-gather", is_flag=True, help="weight-only / dynamic: also quantize Gather embedding tables (GatherBlockQuantized).")
-@click.option("--dynamic-format", type=click.Choice(["fused", "standard"]), default="fused", show_default=True, help="dynamic: DynamicQuantizeMatMul or standard DynamicQuantizeLinear+MatMulInteger.")
+@click.option(
+    "--dynamic-format",
+    type=click.Choice(["fused", "standard"]),
+    default="fused",
+    show_default=True,
+    help="dynamic: DynamicQuantizeMatMul or standard DynamicQuantizeLinear+MatMulInteger.",
+)
 @click.option("--keep-io-types/--no-keep-io-types", default=True, show_default=True, help="fp16/bf16: keep inputs/outputs float32.")
 @data_options
-def convert_cmd(model: str, output: str, data: str | None, ranges: str | None, report: str | None, dims: tuple[str, ...], image_preprocess: str | None, pass_option: tuple[str, ...], **values: Any) -> None:
+def convert_cmd(
+    model: str,
+    output: str,
+    data: str | None,
+    ranges: str | None,
+    report: str | None,
+    dims: tuple[str, ...],
+    image_preprocess: str | None,
+    pass_option: tuple[str, ...],
+    **values: Any,
+) -> None:
     """Convert MODEL (static int8 by default) and write it to OUTPUT.
 
     Default: cleanup → calibrate (percentile) → annotate → tune latency → QDQ with per-channel int8

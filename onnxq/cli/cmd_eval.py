@@ -23,7 +23,18 @@ from ._output import echo_json, human_bytes, table
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.option("--report", type=click.Path(dir_okay=False), help="Write the metrics as JSON.")
 @data_options
-def eval_cmd(reference: str, candidate: str, data: str, labels: str | None, threads: int, as_json: bool, report: str | None, samples: int | None, dims: tuple[str, ...], image_preprocess: str | None) -> None:
+def eval_cmd(
+    reference: str,
+    candidate: str,
+    data: str,
+    labels: str | None,
+    threads: int,
+    as_json: bool,
+    report: str | None,
+    samples: int | None,
+    dims: tuple[str, ...],
+    image_preprocess: str | None,
+) -> None:
     """Compare CANDIDATE with REFERENCE on the same inputs: cosine, SQNR, errors, top-1 agreement."""
     ref = load_model(reference)
     load_model(candidate)
@@ -58,7 +69,8 @@ def eval_cmd(reference: str, candidate: str, data: str, labels: str | None, thre
             ]
         )
     table(f"{result.samples} samples", ["output", "cosine", "min cosine", "SQNR dB", "max abs", "mean abs", "top-1 agree", "top-1 acc"], rows)
-    click.echo(f"size: {human_bytes(data_out['reference_bytes'])} → {human_bytes(data_out['candidate_bytes'])} ({data_out['candidate_bytes'] / max(data_out['reference_bytes'], 1):.3f}x)")
+    ratio = data_out["candidate_bytes"] / max(data_out["reference_bytes"], 1)
+    click.echo(f"size: {human_bytes(data_out['reference_bytes'])} → {human_bytes(data_out['candidate_bytes'])} ({ratio:.3f}x)")
 
 
 @cli.command("bench")
@@ -70,7 +82,18 @@ def eval_cmd(reference: str, candidate: str, data: str, labels: str | None, thre
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--report", type=click.Path(dir_okay=False))
 @data_options
-def bench_cmd(models: tuple[str, ...], threads: int, runs: int, warmup: int, data: str | None, as_json: bool, report: str | None, samples: int | None, dims: tuple[str, ...], image_preprocess: str | None) -> None:
+def bench_cmd(
+    models: tuple[str, ...],
+    threads: int,
+    runs: int,
+    warmup: int,
+    data: str | None,
+    as_json: bool,
+    report: str | None,
+    samples: int | None,
+    dims: tuple[str, ...],
+    image_preprocess: str | None,
+) -> None:
     """Time MODELS interleaved on the same inputs; report median, p90 and the ratio to the first."""
     loaded = [load_model(p) for p in models]
     source = open_data(data or "synthetic:1", loaded[0], samples=1, dims=dims, image_preprocess=image_preprocess)

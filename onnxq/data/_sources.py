@@ -41,6 +41,7 @@ class NpzFolderSource(RecordSource):
 
     def __init__(self, folder: PathArg, specs: Sequence[InputSpec], *, labels_file: PathArg | None = None) -> None:
         super().__init__(specs, labels_file)
+        self.model_specs: tuple[InputSpec, ...] = tuple(specs)
         self.folder = Path(folder)
         self.files = data_files(self.folder, {".npz"}, ".npz")
 
@@ -53,8 +54,8 @@ class NpzFolderSource(RecordSource):
         """Read one file at a time."""
         for path in self.files:
             where = str(path)
-            inputs, label = _split_label(_read_npz(path), self.specs, where)
-            _refuse_stacked(inputs, self.specs, where, "to stack samples along a leading axis pass one .npz file")
+            inputs, label = _split_label(_read_npz(path), self.model_specs, where)
+            _refuse_stacked(inputs, self.model_specs, where, "to stack samples along a leading axis pass one .npz file")
             yield Record(where, inputs, None if label is None else _label_value(label))
 
     def describe(self) -> str:
@@ -70,19 +71,18 @@ class NpzFileSource(RecordSource):
 
     def __init__(self, path: PathArg, specs: Sequence[InputSpec], *, labels_file: PathArg | None = None) -> None:
         super().__init__(specs, labels_file)
+        self.model_specs: tuple[InputSpec, ...] = tuple(specs)
         self.path = _existing(path)
         self._loaded: tuple[dict[str, np.ndarray], np.ndarray | None, int | None] | None = None
 
     def _load(self) -> tuple[dict[str, np.ndarray], np.ndarray | None, int | None]:
         if self._loaded is None:
             where = str(self.path)
-            inputs, label = _split_label(_read_npz(self.path), self.specs, where)
-            check_input_names(inputs, self.specs, where)
-            count = _stacked_count(inputs, self.specs, where)
+            inputs, label = _split_label(_read_npz(self.path), self.model_specs, where)
+            check_input_names(inputs, self.model_specs, where)
+            count = _stacked_count(inputs, self.model_specs, where)
             if count is not None and label is not None and (label.ndim == 0 or label.shape[0] != count):
-                raise CalibrationDataError(
-                    f"{where}: labels have shape {label.shape}, expected one label per sample ({count} along axis 0)"
-                )
+                raise CalibrationDataError(f"{where}: labels have shape {label.shape}, expected one label per sample ({count} along axis 0)")
             self._loaded = (inputs, label, count)
         return self._loaded
 
@@ -100,9 +100,7 @@ class NpzFileSource(RecordSource):
             return
         for index in range(count):
             sample = {name: array[index] for name, array in inputs.items()}
-            yield Record(
-                f"{self.path} sample #{index}", sample, None if label is None else _label_value(label[index])
-            )
+            yield Record(f"{self.path} sample #{index}", sample, None if label is None else _label_value(label[index]))
 
     def describe(self) -> str:
         """E.g. ``calib.npz: 100 samples``."""
@@ -130,8 +128,7 @@ def _stacked_count(arrays: Mapping[str, np.ndarray], specs: Sequence[InputSpec],
     stacked = {name: count for name, count in counts.items() if count is not None}
     if single and stacked:
         raise CalibrationDataError(
-            f"{where}: input '{single[0]}' holds one sample but '{next(iter(stacked))}' has a leading axis "
-            "of samples; store every input the same way"
+            f"{where}: input '{single[0]}' holds one sample but '{next(iter(stacked))}' has a leading axis of samples; store every input the same way"
         )
     if len(set(stacked.values())) > 1:
         found = ", ".join(f"'{name}' has {count}" for name, count in stacked.items())
@@ -147,7 +144,8 @@ class NpyFolderSource(RecordSource):
 
     def __init__(self, path: PathArg, specs: Sequence[InputSpec], *, labels_file: PathArg | None = None) -> None:
         super().__init__(specs, labels_file)
-        self.spec = require_single_input(self.specs, ".npy data", "save one .npz per sample with one array per input")
+        self.model_specs: tuple[InputSpec, ...] = tuple(specs)
+        self.spec = require_single_input(self.model_specs, ".npy data", "save one .npz per sample with one array per input")
         self.path = Path(path)
         self.files = data_files(self.path, {".npy"}, ".npy")
 
@@ -169,7 +167,7 @@ class NpyFolderSource(RecordSource):
         if self.path.is_dir():
             for path in self.files:
                 array = _read_npy(path, mmap=False)
-                _refuse_stacked({name: array}, self.specs, str(path), "to stack samples pass that .npy file alone")
+                _refuse_stacked({name: array}, self.model_specs, str(path), "to stack samples pass that .npy file alone")
                 yield Record(str(path), {name: array})
             return
         array = _read_npy(self.path, mmap=True)
@@ -209,17 +207,16 @@ class SyntheticSource(RecordSource):
         labels_file: PathArg | None = None,
     ) -> None:
         super().__init__(specs, labels_file)
+        self.model_specs: tuple[InputSpec, ...] = tuple(specs)
         if count < 1 or seed < 0 or int_high < 1:
-            raise ConfigError(
-                f"synthetic data needs count >= 1, seed >= 0 and int_high >= 1; got {count}, {seed}, {int_high}"
-            )
+            raise ConfigError(f"synthetic data needs count >= 1, seed >= 0 and int_high >= 1; got {count}, {seed}, {int_high}")
         self.count, self.seed, self.int_high = count, seed, int_high
         self.dims = dict(dims or {})
-        self.shapes = {spec.name: _synthetic_shape(spec, self.dims) for spec in self.specs}
-        for spec in self.specs:
+        self.shapes = {spec.name: _synthetic_shape(spec, self.dims) for spec in self.model_specs}
+        for spec in self.model_specs:
             if spec.dtype.kind not in "biuf":
                 raise CalibrationDataError(f"input '{spec.name}' has dtype {spec.dtype}; synthetic data cannot make it")
-        used = {d for spec in self.specs for d in spec.shape or () if isinstance(d, str)}
+        used = {d for spec in self.model_specs for d in spec.shape or () if isinstance(d, str)}
         unused = sorted(k for k in self.dims if k not in used and ":" not in k)
         if unused:
             _LOG.warning("--dim %s: the model has no such symbolic dim", ", ".join(unused))
@@ -233,7 +230,7 @@ class SyntheticSource(RecordSource):
         """Generate sample ``k`` from a generator seeded with ``(seed, k)``."""
         for index in range(self.count):
             rng = np.random.default_rng([self.seed, index])
-            sample = {spec.name: self._tensor(spec, rng) for spec in self.specs}
+            sample = {spec.name: self._tensor(spec, rng) for spec in self.model_specs}
             yield Record(f"synthetic sample #{index}", sample)
 
     def _tensor(self, spec: InputSpec, rng: np.random.Generator) -> np.ndarray:
@@ -268,9 +265,7 @@ def _synthetic_shape(spec: InputSpec, dims: Mapping[str, int]) -> tuple[int, ...
         elif isinstance(dim, str):
             raise CalibrationDataError(f"input '{spec.name}' has symbolic dim '{dim}'; pass --dim {dim}=N")
         else:
-            raise CalibrationDataError(
-                f"input '{spec.name}' axis {axis} is dynamic and unnamed; pass --dim {key}=N"
-            )
+            raise CalibrationDataError(f"input '{spec.name}' axis {axis} is dynamic and unnamed; pass --dim {key}=N")
     return tuple(shape)
 
 
@@ -278,9 +273,7 @@ class ReaderSource(RecordSource):
     """Any object with onnxruntime's ``CalibrationDataReader`` protocol: ``get_next()`` returns a dict
     or None when exhausted. Calls ``rewind()`` (when the reader has one) before iterating again."""
 
-    def __init__(
-        self, reader: Any, specs: Sequence[InputSpec] | None = None, *, labels_file: PathArg | None = None
-    ) -> None:
+    def __init__(self, reader: Any, specs: Sequence[InputSpec] | None = None, *, labels_file: PathArg | None = None) -> None:
         super().__init__(specs, labels_file)
         if not callable(getattr(reader, "get_next", None)):
             raise CalibrationDataError(f"{type(reader).__name__} has no get_next() method; it is not a data reader")

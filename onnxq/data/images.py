@@ -86,7 +86,7 @@ class ImagePreprocess:
             raise ConfigError(f"image std must not contain 0, got {self.std}")
         if self.crop is not None and self.size is None:
             raise ConfigError("image crop needs size (the image is resized to size, then cropped)")
-        if self.crop is not None and (self.crop[0] > self.size[0] or self.crop[1] > self.size[1]):
+        if self.crop is not None and self.size is not None and (self.crop[0] > self.size[0] or self.crop[1] > self.size[1]):
             raise ConfigError(f"image crop {_hw(self.crop)} is larger than size {_hw(self.size)}")
         if self.keep_aspect_pad and (self.crop is not None or self.resize != "stretch"):
             raise ConfigError("keep_aspect_pad replaces resize/crop; do not combine them")
@@ -103,9 +103,7 @@ class ImagePreprocess:
             key, sep, text = item.partition("=")
             key = key.strip().lower()
             if not sep or key not in _PARSERS:
-                raise ConfigError(
-                    f"image preprocessing '{item}': unknown option; valid: {', '.join(_PARSERS)} (as key=value)"
-                )
+                raise ConfigError(f"image preprocessing '{item}': unknown option; valid: {', '.join(_PARSERS)} (as key=value)")
             field, parse = _PARSERS[key]
             try:
                 values[field] = parse(text.strip())
@@ -192,9 +190,7 @@ class _Geometry:
 
 def _resolve_geometry(spec: InputSpec, pre: ImagePreprocess) -> _Geometry:
     if spec.shape is None or len(spec.shape) not in (3, 4):
-        raise CalibrationDataError(
-            f"input '{spec.name}' has shape {spec.shape_text()}; image data needs an NCHW/NHWC (or CHW/HWC) input"
-        )
+        raise CalibrationDataError(f"input '{spec.name}' has shape {spec.shape_text()}; image data needs an NCHW/NHWC (or CHW/HWC) input")
     batched = len(spec.shape) == 4
     dims = spec.shape[1:] if batched else spec.shape
     layout = pre.layout or ("NHWC" if dims[0] not in (1, 3) and dims[2] in (1, 3) else "NCHW")
@@ -210,23 +206,22 @@ def _resolve_geometry(spec: InputSpec, pre: ImagePreprocess) -> _Geometry:
         raise CalibrationDataError(f"input '{spec.name}' {spec.shape_text()} expects 1 channel but grayscale=false")
     for name, values in (("mean", pre.mean), ("std", pre.std)):
         if len(values) not in (0, 1, channels):
-            raise CalibrationDataError(
-                f"image {name} has {len(values)} values, expected 1 or {channels} for input '{spec.name}'"
-            )
+            raise CalibrationDataError(f"image {name} has {len(values)} values, expected 1 or {channels} for input '{spec.name}'")
     if spec.dtype.kind in "iu" and (pre.scale != 1 or pre.mean or pre.std):
-        raise CalibrationDataError(
-            f"input '{spec.name}' takes {spec.dtype} pixels: pass scale=1 and no mean/std"
-        )
+        raise CalibrationDataError(f"input '{spec.name}' takes {spec.dtype} pixels: pass scale=1 and no mean/std")
     if spec.dtype.kind not in "iuf":
         raise CalibrationDataError(f"input '{spec.name}' has dtype {spec.dtype}; images need a float or int input")
     final = pre.crop or pre.size
     model_hw = (h, w) if isinstance(h, int) and isinstance(w, int) else None
     if final is None and model_hw is None and not (pre.keep_aspect_pad and isinstance(h, int)):
-        raise CalibrationDataError(
-            f"input '{spec.name}' {spec.shape_text()} has a dynamic height or width; pass size=HxW"
-        )
-    height, width = final or model_hw or (h, None)
-    resize_to = None if pre.keep_aspect_pad else (pre.size or (height, width))
+        raise CalibrationDataError(f"input '{spec.name}' {spec.shape_text()} has a dynamic height or width; pass size=HxW")
+    fixed_hw = final or model_hw
+    if fixed_hw is not None:
+        height, width = fixed_hw
+        resize_to = None if pre.keep_aspect_pad else (pre.size or fixed_hw)
+    else:  # keep_aspect_pad on a model with a fixed height and any width (checked above)
+        assert isinstance(h, int)
+        height, width, resize_to = h, None, None
     return _Geometry(layout, batched, channels, grayscale, height, width, resize_to)
 
 
@@ -311,7 +306,7 @@ class ImageFolderSource(RecordSource):
         labels_file: PathArg | None = None,
     ) -> None:
         super().__init__(specs, labels_file)
-        self.spec = require_single_input(self.specs, "image data")
+        self.spec = require_single_input(tuple(specs), "image data")
         if isinstance(preprocess, str):
             preprocess = ImagePreprocess.parse(preprocess)
         self.preprocess = preprocess or ImagePreprocess()

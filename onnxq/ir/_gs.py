@@ -220,7 +220,7 @@ def freeze(tensor: gs.Variable, values: np.ndarray) -> gs.Constant:
         node.outputs = [t for t in node.outputs if t is not tensor]
     tensor.inputs.clear()
     tensor.to_constant(np.asarray(values))
-    return tensor  # type: ignore[return-value]
+    return tensor
 
 
 def constant_array(tensor: gs.Tensor | None) -> np.ndarray | None:

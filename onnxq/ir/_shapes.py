@@ -71,7 +71,9 @@ def _reconcile_output(model: Model, t: Tensor, declared: Any) -> None:
         return
     if not isinstance(inferred, (list, tuple)) or len(inferred) != len(declared):
         if isinstance(inferred, (list, tuple)):
-            log.warning("%s: output '%s' is declared with shape %s but computes rank %d; using the computed shape", model.source, t.name, list(declared), len(inferred))
+            log.warning(
+                "%s: output '%s' is declared with shape %s but computes rank %d; using the computed shape", model.source, t.name, list(declared), len(inferred)
+            )
         else:
             t.shape = list(declared)
         return

@@ -77,8 +77,8 @@ def _reshape(node: Node) -> Tensor | None:
     if target is None or not _static(x.shape):
         return None
     allowzero = node.attrs.get("allowzero", 0)
-    target = [int(d) for d in target.reshape(-1)]
-    resolved = [x.shape[i] if d == 0 and not allowzero and i < len(x.shape) else d for i, d in enumerate(target)]
+    dims = [int(d) for d in target.reshape(-1)]
+    resolved = [x.shape[i] if d == 0 and not allowzero and i < len(x.shape) else d for i, d in enumerate(dims)]
     if -1 in resolved:
         known = int(np.prod([d for d in resolved if d != -1]))
         total = int(np.prod(x.shape))

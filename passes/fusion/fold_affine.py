@@ -44,9 +44,10 @@ def channel_vector(producer: Node, const: np.ndarray, channels: int) -> np.ndarr
     rank = _output_rank(producer)
     if rank is None or const.ndim > rank:
         return None
-    full = const.reshape((1,) * (rank - const.ndim) + const.shape)
+    full: np.ndarray = const.reshape((1,) * (rank - const.ndim) + tuple(const.shape))
     axis = _CHANNEL_AXIS[producer.op] % rank
-    if full.shape[axis] != channels or any(d != 1 for i, d in enumerate(full.shape) if i != axis):
+    dims = [int(n) for n in full.shape]
+    if dims[axis] != channels or any(d != 1 for i, d in enumerate(dims) if i != axis):
         return None
     return full.reshape(-1).astype(np.float64)
 

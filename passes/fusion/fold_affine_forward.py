@@ -51,8 +51,9 @@ def input_channel_affine(node: Node, x: Tensor, channels: int, rank: int) -> tup
     const = ir.constant_array(node.inputs[1 - idx])
     if const is None or const.dtype.kind != "f" or const.ndim > rank or (node.op in ("Sub", "Div") and idx != 0):
         return None
-    full = const.reshape((1,) * (rank - const.ndim) + const.shape)
-    if any(d != 1 for i, d in enumerate(full.shape) if i != 1) or full.shape[1] not in (1, channels):
+    full: np.ndarray = const.reshape((1,) * (rank - const.ndim) + tuple(const.shape))
+    dims = [int(n) for n in full.shape]
+    if any(d != 1 for i, d in enumerate(dims) if i != 1) or dims[1] not in (1, channels):
         return None
     affine = scale_shift(node.op, np.broadcast_to(full.reshape(-1).astype(np.float64), (channels,)).copy())
     return None if isinstance(affine, str) else affine

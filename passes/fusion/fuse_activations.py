@@ -46,11 +46,11 @@ def _clip_bounds(clip: Node) -> tuple[float | None, float | None]:
 def _divides_by_six(node: Node, t: Tensor) -> bool:
     c = _scalar(node.inputs[1]) if node.inputs[0] is t and len(node.inputs) == 2 else None
     if node.op == "Div":
-        return c is not None and np.isclose(c, 6.0)
+        return c is not None and bool(np.isclose(c, 6.0))
     if node.op == "Mul":
         other = _other(node, t)
         c = _scalar(other) if other is not None else None
-        return c is not None and np.isclose(c, 1 / 6, rtol=1e-5)
+        return c is not None and bool(np.isclose(c, 1 / 6, rtol=1e-5))
     return False
 
 
@@ -135,10 +135,11 @@ class FuseActivations(Pass[EmptyConfig]):
     def _hardswish_from_hardsigmoid(graph: Graph, mul: Node, opset: int) -> tuple[str, Tensor, list[Node], Tensor, dict] | None:
         if mul.op != "Mul" or opset < 14 or len(mul.inputs) != 2:
             return None
+        out = mul.outputs[0]
         for hs_out, x in ((mul.inputs[0], mul.inputs[1]), (mul.inputs[1], mul.inputs[0])):
             hs = ir.producer(hs_out)
             if hs is None or hs.op != "HardSigmoid" or hs.inputs[0] is not x or ir.only_consumer(graph, hs_out) is not mul:
                 continue
             if np.isclose(hs.attrs.get("alpha", 0.2), 1 / 6, rtol=1e-4) and np.isclose(hs.attrs.get("beta", 0.5), 0.5):
-                return "HardSwish", x, [hs, mul], mul.outputs[0], {}
+                return "HardSwish", x, [hs, mul], out, {}
         return None

@@ -167,7 +167,7 @@ def _resolve_tensors(
                     groups.union(t.name, node.inputs[role.index].name)
             elif isinstance(role, Weight):
                 axis = role.axis if cfg.per_channel else None
-                plan.weights.append(WeightQuant(node.name, i, t.name, "weight", cfg.weight_dtype, cfg.weight_symmetric, axis, cfg.reduce_range))
+                plan.weights.append(WeightQuant(node.name, i, t.name, "weight", cfg.weight_dtype, cfg.weight_symmetric, axis, bool(cfg.reduce_range)))
             elif isinstance(role, Bias):
                 weight_role = desc.inputs[role.weight_index]
                 axis = 0 if cfg.per_channel and isinstance(weight_role, Weight) and weight_role.axis is not None else None
@@ -261,9 +261,7 @@ class AnnotateQuantization(Pass[QuantizationConfig]):
 
         found = sorted({n.op for n in ir.iter_nodes(model.graph) if n.op in QUANT_OPS or n.op.startswith("QLinear")})
         if found:
-            raise PreconditionError(
-                f"{model.source}: the model is already quantized (found {', '.join(found)}); quantize the float model instead"
-            )
+            raise PreconditionError(f"{model.source}: the model is already quantized (found {', '.join(found)}); quantize the float model instead")
         if self.config.activation_dtype in ("int16", "uint16") and model.opset < 21:
             raise PreconditionError(
                 f"{model.source}: {self.config.activation_dtype} activations need opset >= 21 (model has {model.opset}); run upgrade-opset target=21 first"

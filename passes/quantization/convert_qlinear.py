@@ -203,7 +203,13 @@ def _matmul(graph: Graph, node: Node, namer: ir.NameGenerator) -> str | None:
         return m
     a, b = m.inputs[0], m.inputs[1]
     if m.output is None:
-        new = ir.make_node("MatMulIntegerToFloat", [a.value, b.value, a.scale, b.scale, a.zero_point, b.zero_point], [], name=_name(namer, node, "MatMulIntegerToFloat"), domain=MS)
+        new = ir.make_node(
+            "MatMulIntegerToFloat",
+            [a.value, b.value, a.scale, b.scale, a.zero_point, b.zero_point],
+            [],
+            name=_name(namer, node, "MatMulIntegerToFloat"),
+            domain=MS,
+        )
     else:
         new = ir.make_node("QLinearMatMul", _qargs(a) + _qargs(b) + [m.output.scale, m.output.zero_point], [], name=_name(namer, node, "QLinearMatMul"))
     _finish(graph, m, new)
@@ -310,10 +316,10 @@ class ConvertQLinear(Pass[EmptyConfig]):
             graph.opset = model.opset
             for node in list(graph.nodes):
                 if node.op not in QLINEAR_RULES or (node.domain or "") or not node.outputs:
-                    if node.op == "ConvTranspose" and any(ir.producer(t) is not None and ir.producer(t).op == "DequantizeLinear" for t in node.inputs):
+                    if node.op == "ConvTranspose" and _reads_dequantized(node):
                         skipped[node.name] = (node.op, "no QLinearConvTranspose kernel in onnxruntime's CPU provider (kept QDQ)")
                     continue
-                if not any(ir.producer(t) is not None and ir.producer(t).op == "DequantizeLinear" for t in node.inputs if t.name):
+                if not _reads_dequantized(node):
                     continue
                 reason = QLINEAR_RULES[node.op](graph, node, namer)
                 if reason is None:
@@ -327,3 +333,8 @@ class ConvertQLinear(Pass[EmptyConfig]):
             ctx.skip(name, op, reason, kept="qdq")
         total = sum(converted.values())
         return PassResult(model, total > 0, {"converted": total, **{f"converted.{k}": v for k, v in sorted(converted.items())}, "kept_qdq": len(skipped)})
+
+
+def _reads_dequantized(node: Node) -> bool:
+    """Some input of ``node`` comes out of a DequantizeLinear (the node sits in a QDQ region)."""
+    return any((p := ir.producer(t)) is not None and p.op == "DequantizeLinear" for t in node.inputs if t.name)

@@ -9,8 +9,8 @@ import pytest
 from models import build
 from onnxq import CalibrationError, InvalidModelError, ir
 from onnxq.calibration.collector import collect_ranges, plan_groups
-from onnxq.data import open_source
 from onnxq.calibration.expose import expose_tensors, float_activations
+from onnxq.data import open_source
 from tests.helpers import parse, random_feeds
 
 

@@ -51,7 +51,7 @@ def test_every_cli_option_has_an_api_twin_and_back() -> None:
 def test_cli_defaults_are_the_api_defaults() -> None:
     params = _cli_params()
     defaults = ConversionOptions()
-    for name, f in _option_fields().items():
+    for name in _option_fields():
         param = params["pass_option" if name == "pass_options" else name]
         cli_default = None if "UNSET" in repr(param.default) else param.default  # click 8.3 marks "no default"
         if name == "pass_options":
@@ -75,7 +75,9 @@ def test_api_int16_activations_raise_the_opset_like_the_cli(tmp_path: Path) -> N
     assert any(np.asarray(ir.constant_array(n.inputs[2])).dtype == np.int16 for n in dq)
     path = tmp_path / "cnn.onnx"
     path.write_bytes(src.SerializeToString())
-    code, _, err = invoke("convert", str(path), "-o", str(tmp_path / "cli.onnx"), "--data", "synthetic:4", "--dim", "N=1", "--activation-type", "int16", "--no-tune")
+    code, _, err = invoke(
+        "convert", str(path), "-o", str(tmp_path / "cli.onnx"), "--data", "synthetic:4", "--dim", "N=1", "--activation-type", "int16", "--no-tune"
+    )
     assert code == 0, err
     assert onnx.load(str(tmp_path / "cli.onnx")).opset_import[0].version == api.model.opset
     feeds = random_feeds(src, seed=9, dims={"N": 1})

@@ -15,10 +15,6 @@ from onnxq.cli import cli
 from tests.helpers import assert_same_outputs, invoke, random_feeds
 
 
-
-
-
-
 def test_version() -> None:
     code, out, _ = invoke("--version")
     assert code == 0 and "onnxq, version" in out

@@ -15,12 +15,6 @@ from onnxq.passes.pruning import check_nm_sparsity
 from tests.helpers import invoke, random_feeds, run
 
 
-
-
-
-
-
-
 def _written(path: Path, src: Path) -> onnx.ModelProto:
     proto = onnx.load(str(path))
     onnx.checker.check_model(proto, full_check=True)

@@ -76,12 +76,12 @@ def _scan(x: np.ndarray, axis: int | None, extreme_abs: float) -> _Batch:
     finite_mask = moderate_mask = None
     if not (np.isfinite(lo).all() and np.isfinite(hi).all()):
         finite_mask = np.isfinite(x)
-        nonfinite = per_channel - reduce(np.count_nonzero(finite_mask, axis=red)).astype(np.int64)
+        nonfinite = per_channel - reduce(np.asarray(np.count_nonzero(finite_mask, axis=red))).astype(np.int64)
         lo = reduce(np.min(x, axis=red, where=finite_mask, initial=np.inf))
         hi = reduce(np.max(x, axis=red, where=finite_mask, initial=-np.inf))
     if (lo <= -extreme_abs).any() or (hi >= extreme_abs).any():
         moderate_mask = np.abs(x) < extreme_abs  # False for NaN/Inf too
-        moderate = reduce(np.count_nonzero(moderate_mask, axis=red)).astype(np.int64)
+        moderate = reduce(np.asarray(np.count_nonzero(moderate_mask, axis=red))).astype(np.int64)
         extreme = per_channel - nonfinite - moderate
     return _Batch(lo, hi, count, nonfinite, extreme, finite_mask, moderate_mask)
 
@@ -144,9 +144,7 @@ class Observer(ABC):
     method: ClassVar[str] = ""
 
     def __init__(self, *, per_channel_axis: int | None = None, extreme_abs: float = EXTREME_ABS) -> None:
-        if per_channel_axis is not None and (
-            isinstance(per_channel_axis, bool) or not isinstance(per_channel_axis, int)
-        ):
+        if per_channel_axis is not None and (isinstance(per_channel_axis, bool) or not isinstance(per_channel_axis, int)):
             raise ConfigError(f"per_channel_axis must be an int or None, found {per_channel_axis!r}")
         if not (isinstance(extreme_abs, (int, float)) and 0 < extreme_abs < math.inf):
             raise ConfigError(f"extreme_abs must be a positive finite number, found {extreme_abs!r}")
@@ -235,13 +233,9 @@ class Observer(ABC):
             CalibrationError: ``other`` is of another class, has other options or another channel layout.
         """
         if type(other) is not type(self) or other._config() != self._config():
-            raise CalibrationError(
-                f"cannot merge {type(other).__name__}{other._config()} into {type(self).__name__}{self._config()}"
-            )
+            raise CalibrationError(f"cannot merge {type(other).__name__}{other._config()} into {type(self).__name__}{self._config()}")
         if other._stats is not None and self._stats is not None and other._shape_key != self._shape_key:
-            raise CalibrationError(
-                f"cannot merge observers of different layouts (ndim, channels): {self._shape_key} vs {other._shape_key}"
-            )
+            raise CalibrationError(f"cannot merge observers of different layouts (ndim, channels): {self._shape_key} vs {other._shape_key}")
         self._samples += other._samples
         if other._stats is None:
             return
