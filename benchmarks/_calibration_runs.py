@@ -126,13 +126,9 @@ def _minmax_agreement(common: Sequence[str], ours: Mapping[str, Sequence[float]]
         elif not (a0 == b0 and a1 == b1):
             nonfinite += 1
     worst.sort(reverse=True)
-    return {
-        "max_abs_diff": max(diffs) if diffs else 0.0,
-        "identical": identical,
-        "nonfinite_mismatch": nonfinite,
-        "all_identical": identical == len(common),
-        "worst": [{"tensor": n, "abs_diff": d, "onnxq": ours[n], "incumbent": theirs[n]} for d, n in worst[:5] if d > 0],
-    }
+    return {"max_abs_diff": max(diffs) if diffs else 0.0, "identical": identical, "nonfinite_mismatch": nonfinite,
+            "all_identical": identical == len(common),
+            "worst": [{"tensor": n, "abs_diff": d, "onnxq": ours[n], "incumbent": theirs[n]} for d, n in worst[:5] if d > 0]}
 
 
 def _width_agreement(common: Sequence[str], ours: Mapping[str, Sequence[float]], theirs: Mapping[str, Sequence[float]]) -> dict[str, Any]:
@@ -148,11 +144,8 @@ def _width_agreement(common: Sequence[str], ours: Mapping[str, Sequence[float]],
         rel.append((r, name))
     values = [r for r, _ in rel]
     rel.sort(reverse=True)
-    return {
-        "median_rel_width_diff": statistics.median(values),
-        "within_5pct": sum(r <= WITHIN for r in values) / len(values),
-        "worst": [{"tensor": n, "rel_width_diff": r, "onnxq": ours[n], "incumbent": theirs[n]} for r, n in rel[:5]],
-    }
+    return {"median_rel_width_diff": statistics.median(values), "within_5pct": sum(r <= WITHIN for r in values) / len(values),
+            "worst": [{"tensor": n, "rel_width_diff": r, "onnxq": ours[n], "incumbent": theirs[n]} for r, n in rel[:5]]}
 
 
 def agreement(method: str, ours: Mapping[str, Sequence[float]], theirs: Mapping[str, Sequence[float]]) -> dict[str, Any]:

@@ -67,7 +67,8 @@ class ModelSpec:
 TEXT_INPUTS = ("input_ids", "attention_mask")
 
 
-def _transformer_spec(name: str, full: dict[str, Any], quick: dict[str, Any], seq: tuple[int, int], what: str, **flags: Any) -> ModelSpec:
+def _transformer_spec(name: str, full: dict[str, Any], quick: dict[str, Any], seq: tuple[int, int], what: str,
+                      **flags: Any) -> ModelSpec:
     def kw(q: bool) -> dict[str, Any]:
         return quick if q else full
 
@@ -79,27 +80,19 @@ def _transformer_spec(name: str, full: dict[str, Any], quick: dict[str, Any], se
 
     def describe(q: bool) -> str:
         k = kw(q)
-        return (
-            f"{what}: builder transformer vocab {k['vocab']}, hidden {k['hidden']}, heads {k['heads']}, "
-            f"{k['layers']} layers, max_seq {k['max_seq']}; seq {seq[1] if q else seq[0]} (padded tail), batch 1"
-        )
+        return (f"{what}: builder transformer vocab {k['vocab']}, hidden {k['hidden']}, heads {k['heads']}, "
+                f"{k['layers']} layers, max_seq {k['max_seq']}; seq {seq[1] if q else seq[0]} (padded tail), batch 1")
 
     return ModelSpec(name, lambda w, q: data.builder_file(w, "transformer", kw(q)), feeds, describe, has_gather=True, **flags)
 
 
-def _float_spec(
-    name: str,
-    builder: str,
-    full: tuple[dict[str, Any], tuple[int, ...]],
-    quick: tuple[dict[str, Any], tuple[int, ...]],
-    what: str,
-    n_eval: tuple[int, int],
-    **flags: Any,
-) -> ModelSpec:
+def _float_spec(name: str, builder: str, full: tuple[dict[str, Any], tuple[int, ...]], quick: tuple[dict[str, Any], tuple[int, ...]],
+                what: str, n_eval: tuple[int, int], **flags: Any) -> ModelSpec:
     def feeds(path: Path, q: bool, n: int | None) -> Feeds:
         shape = (quick if q else full)[1]
         calib = [{"input": np.random.default_rng(CALIB_SEED + i).standard_normal(shape).astype(np.float32)} for i in range(4)]
-        held = [{"input": np.random.default_rng(EVAL_SEED + i).standard_normal(shape).astype(np.float32)} for i in range(n or (n_eval[1] if q else n_eval[0]))]
+        held = [{"input": np.random.default_rng(EVAL_SEED + i).standard_normal(shape).astype(np.float32)}
+                for i in range(n or (n_eval[1] if q else n_eval[0]))]
         return Feeds(calib, held, timed=held[0], shapes=f"input {list(shape)}")
 
     def describe(q: bool) -> str:
@@ -111,7 +104,7 @@ def _float_spec(
 
 def _minilm_batches(sentences: Sequence[str]) -> list[dict[str, np.ndarray]]:
     tokenize = data.minilm_module().tokenize
-    return [tokenize(sentences[i : i + MINILM_BATCH], MINILM_SEQ) for i in range(0, len(sentences), MINILM_BATCH)]
+    return [tokenize(sentences[i:i + MINILM_BATCH], MINILM_SEQ) for i in range(0, len(sentences), MINILM_BATCH)]
 
 
 def _minilm_sentences(quick: bool, n_eval: int | None) -> list[str]:
@@ -130,42 +123,20 @@ def _minilm_data(path: Path, quick: bool, n_eval: int | None) -> Feeds:
 
 def _minilm_describe(quick: bool) -> str:
     n = len(_minilm_sentences(quick, None))
-    return (
-        f"all-MiniLM-L6-v2 export (models/minilm.py), batches of {MINILM_BATCH} x {MINILM_SEQ} tokens; "
-        f"{n} held-out sentences (SENTENCES), {len(CALIB_SENTENCES)} calibration sentences (disjoint)"
-    )
+    return (f"all-MiniLM-L6-v2 export (models/minilm.py), batches of {MINILM_BATCH} x {MINILM_SEQ} tokens; "
+            f"{n} held-out sentences (SENTENCES), {len(CALIB_SENTENCES)} calibration sentences (disjoint)")
 
 
-SPECS: dict[str, ModelSpec] = {
-    s.name: s
-    for s in (
-        _transformer_spec(
-            "transformer",
-            {"vocab": 30522, "hidden": 384, "heads": 12, "layers": 6, "max_seq": 512},
-            {"vocab": 30522, "hidden": 128, "heads": 4, "layers": 2, "max_seq": 128},
-            (128, 64),
-            "MiniLM-sized",
-        ),
-        ModelSpec("minilm", lambda w, q: data.minilm_file(), _minilm_data, _minilm_describe, output="sentence_embedding", has_gather=True, minilm=True),
-        _float_spec(
-            "lstm", "lstm", ({"input_size": 128, "hidden": 512}, (50, 4, 128)), ({"input_size": 64, "hidden": 128}, (20, 4, 64)), "LSTM classifier", (16, 4)
-        ),
-        _transformer_spec(
-            "matmul",
-            {"vocab": 1000, "hidden": 384, "heads": 12, "layers": 6, "max_seq": 128},
-            {"vocab": 1000, "hidden": 256, "heads": 4, "layers": 2, "max_seq": 64},
-            (128, 64),
-            "MatMul-dominated (small vocab)",
-            matmul_dominated=True,
-        ),
-        _float_spec(
-            "mlp",
-            "mlp",
-            ({"in_features": 784, "hidden": (1024, 1024, 1024)}, (256, 784)),
-            ({"in_features": 784, "hidden": (512, 512)}, (32, 784)),
-            "MLP",
-            (4, 4),
-            matmul_dominated=True,
-        ),
-    )
-}
+SPECS: dict[str, ModelSpec] = {s.name: s for s in (
+    _transformer_spec("transformer", {"vocab": 30522, "hidden": 384, "heads": 12, "layers": 6, "max_seq": 512},
+                      {"vocab": 30522, "hidden": 128, "heads": 4, "layers": 2, "max_seq": 128}, (128, 64), "MiniLM-sized"),
+    ModelSpec("minilm", lambda w, q: data.minilm_file(), _minilm_data, _minilm_describe, output="sentence_embedding",
+              has_gather=True, minilm=True),
+    _float_spec("lstm", "lstm", ({"input_size": 128, "hidden": 512}, (50, 4, 128)), ({"input_size": 64, "hidden": 128}, (20, 4, 64)),
+                "LSTM classifier", (16, 4)),
+    _transformer_spec("matmul", {"vocab": 1000, "hidden": 384, "heads": 12, "layers": 6, "max_seq": 128},
+                      {"vocab": 1000, "hidden": 256, "heads": 4, "layers": 2, "max_seq": 64}, (128, 64),
+                      "MatMul-dominated (small vocab)", matmul_dominated=True),
+    _float_spec("mlp", "mlp", ({"in_features": 784, "hidden": (1024, 1024, 1024)}, (256, 784)),
+                ({"in_features": 784, "hidden": (512, 512)}, (32, 784)), "MLP", (4, 4), matmul_dominated=True),
+)}

@@ -107,4 +107,5 @@ def boxes_mask(boxes: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 def box_coverage(mask: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     """Per box, the fraction of its pixels set in the [H, W] ``mask``."""
     mask = np.asarray(mask, dtype=bool)
-    return np.array([mask[y0:y1, x0:x1].mean() if x1 > x0 and y1 > y0 else 0.0 for x0, y0, x1, y1 in np.asarray(boxes).reshape(-1, 4)], dtype=np.float64)
+    return np.array([mask[y0:y1, x0:x1].mean() if x1 > x0 and y1 > y0 else 0.0
+                     for x0, y0, x1, y1 in np.asarray(boxes).reshape(-1, 4)], dtype=np.float64)

@@ -90,7 +90,7 @@ def make_tfm(cfg: argparse.Namespace) -> Subject:
 
     def sample() -> dict[str, np.ndarray]:
         mask = np.ones((1, seq), dtype=np.int64)
-        mask[0, int(seq * 0.9) :] = 0  # some padding, as in a real batch
+        mask[0, int(seq * 0.9):] = 0  # some padding, as in a real batch
         return {"input_ids": rng.integers(0, vocab, (1, seq), dtype=np.int64), "attention_mask": mask}
 
     evals = [sample() for _ in range(cfg.tfm_eval_n)]
@@ -101,13 +101,8 @@ def make_tfm(cfg: argparse.Namespace) -> Subject:
 # ---- measuring a set of variants of one subject -----------------------------------------------
 def _facts(model: Any, sub: Subject) -> dict[str, Any]:
     data = oq.proto_bytes(model)
-    return {
-        "file_bytes": len(data),
-        "deflate_bytes": len(zlib.compress(data, 6)),
-        "params": oq.parameter_count(model),
-        "flops": oq.flops(model, sub.shapes, sub.bench_feeds),
-        "sparsity": oq.weight_sparsity(model),
-    }
+    return {"file_bytes": len(data), "deflate_bytes": len(zlib.compress(data, 6)), "params": oq.parameter_count(model),
+            "flops": oq.flops(model, sub.shapes, sub.bench_feeds), "sparsity": oq.weight_sparsity(model)}
 
 
 def _built(

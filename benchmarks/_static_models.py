@@ -46,13 +46,8 @@ def _builder_spec(name: str, kwargs: dict[str, Any], shapes: dict[str, tuple[int
 
 
 def _transformer_spec() -> ModelSpec:
-    spec = _builder_spec(
-        "transformer",
-        {"vocab": 30522, "hidden": 384, "heads": 12, "layers": 6, "max_seq": 512},
-        {},
-        "cosine",
-        "builder transformer hidden 384, 6 layers, 12 heads, seq 128 (padded tail), batch 1",
-    )
+    spec = _builder_spec("transformer", {"vocab": 30522, "hidden": 384, "heads": 12, "layers": 6, "max_seq": 512}, {}, "cosine",
+                         "builder transformer hidden 384, 6 layers, 12 heads, seq 128 (padded tail), batch 1")
     spec.data = lambda path, n, seed: (data.text_feeds(data.input_names(path), n, seed, seq=128, vocab=30522), None)
     return spec
 
@@ -68,8 +63,8 @@ def _cls_data(path: Path, n: int, seed: int) -> Samples:
     import ocr_data
 
     xs, labels = ocr_data.cls_samples(n * OCR_BATCH, seed)
-    feeds = [{"x": np.concatenate(xs[i : i + OCR_BATCH])} for i in range(0, len(xs), OCR_BATCH)]
-    return feeds, [labels[i : i + OCR_BATCH] for i in range(0, len(labels), OCR_BATCH)]
+    feeds = [{"x": np.concatenate(xs[i:i + OCR_BATCH])} for i in range(0, len(xs), OCR_BATCH)]
+    return feeds, [labels[i:i + OCR_BATCH] for i in range(0, len(labels), OCR_BATCH)]
 
 
 def _det_data(path: Path, n: int, seed: int) -> Samples:
@@ -105,59 +100,27 @@ def _zoo_spec(name: str, sample: Callable[[Path, int, int], Samples], metric: st
 
 
 #: Model name -> spec. Sizes: one fp32 run of each builder is ~5-50 ms at 1 thread.
-SPECS: dict[str, ModelSpec] = {
-    s.name: s
-    for s in (
-        _builder_spec(
-            "cnn",
-            {"width": 64, "blocks": 3, "input_size": 112, "num_classes": 1000},
-            {"input": (1, 3, 112, 112)},
-            "top1",
-            "builder cnn width 64, 3 blocks, 112x112, 1000 classes, batch 1",
-        ),
-        _builder_spec("mlp", {"in_features": 784, "hidden": (1024, 1024, 1024)}, {"input": (256, 784)}, "top1", "builder mlp 784-1024x3-10, batch 256"),
-        _transformer_spec(),
-        _builder_spec(
-            "lstm",
-            {"input_size": 128, "hidden": 512, "bidirectional": True},
-            {"input": (100, 4, 128)},
-            "top1",
-            "builder lstm bidirectional hidden 512, seq 100, batch 4",
-        ),
-        _builder_spec(
-            "mobilenet", {"input_size": 224, "width": 32}, {"input": (4, 3, 224, 224)}, "top1", "builder mobilenet-v3-like width 32, 224x224, batch 4"
-        ),
-        _builder_spec(
-            "detector",
-            {"input_size": 640, "width": 32, "num_classes": 80},
-            {"input": (1, 3, 640, 640)},
-            "cosine",
-            "builder detector 640x640, width 32, 80 classes (boxes+scores Concat)",
-        ),
-        _builder_spec(
-            "layernorm-classifier",
-            {"in_features": 256, "hidden": 768, "layers": 6, "seq": 128},
-            {"input": (4, 128, 256)},
-            "top1",
-            "builder layernorm-classifier hidden 768, 6 layers, seq 128, batch 4",
-        ),
-        _builder_spec(
-            "cnn-lstm",
-            {"width": 64, "hidden": 256, "num_classes": 6625},
-            {"input": (OCR_BATCH, 1, 32, 320)},
-            "top1",
-            "builder cnn-lstm (CRNN) width 64, hidden 256, 6625 classes, batch 6 x 32x320",
-        ),
-        _builder_spec("if-model", {"in_features": 512, "hidden": 1024}, {"input": (256, 512)}, "top1", "builder if-model 512-1024, batch 256"),
-        _zoo_spec("ppocr-rec", _rec_data, "rec", "PP-OCRv4 recogniser, batch 6 x [3,48,320], rendered text"),
-        _zoo_spec("ppocr-cls", _cls_data, "cls", "PP-OCR direction classifier, batch 6 x [3,48,192], half rotated"),
-        _zoo_spec("ppocr-det", _det_data, "det", "PP-OCRv4 detector, [1,3,736,736] rendered pages"),
-        ModelSpec(
-            "minilm",
-            lambda workdir: data.minilm_file(),
-            _minilm_data,
-            "cosine",
-            "all-MiniLM-L6-v2 export (models/minilm.py), 1-2 real sentences x seq 64, batch 1",
-        ),
-    )
-}
+SPECS: dict[str, ModelSpec] = {s.name: s for s in (
+    _builder_spec("cnn", {"width": 64, "blocks": 3, "input_size": 112, "num_classes": 1000}, {"input": (1, 3, 112, 112)},
+                  "top1", "builder cnn width 64, 3 blocks, 112x112, 1000 classes, batch 1"),
+    _builder_spec("mlp", {"in_features": 784, "hidden": (1024, 1024, 1024)}, {"input": (256, 784)},
+                  "top1", "builder mlp 784-1024x3-10, batch 256"),
+    _transformer_spec(),
+    _builder_spec("lstm", {"input_size": 128, "hidden": 512, "bidirectional": True}, {"input": (100, 4, 128)},
+                  "top1", "builder lstm bidirectional hidden 512, seq 100, batch 4"),
+    _builder_spec("mobilenet", {"input_size": 224, "width": 32}, {"input": (4, 3, 224, 224)},
+                  "top1", "builder mobilenet-v3-like width 32, 224x224, batch 4"),
+    _builder_spec("detector", {"input_size": 640, "width": 32, "num_classes": 80}, {"input": (1, 3, 640, 640)},
+                  "cosine", "builder detector 640x640, width 32, 80 classes (boxes+scores Concat)"),
+    _builder_spec("layernorm-classifier", {"in_features": 256, "hidden": 768, "layers": 6, "seq": 128}, {"input": (4, 128, 256)},
+                  "top1", "builder layernorm-classifier hidden 768, 6 layers, seq 128, batch 4"),
+    _builder_spec("cnn-lstm", {"width": 64, "hidden": 256, "num_classes": 6625}, {"input": (OCR_BATCH, 1, 32, 320)},
+                  "top1", "builder cnn-lstm (CRNN) width 64, hidden 256, 6625 classes, batch 6 x 32x320"),
+    _builder_spec("if-model", {"in_features": 512, "hidden": 1024}, {"input": (256, 512)},
+                  "top1", "builder if-model 512-1024, batch 256"),
+    _zoo_spec("ppocr-rec", _rec_data, "rec", "PP-OCRv4 recogniser, batch 6 x [3,48,320], rendered text"),
+    _zoo_spec("ppocr-cls", _cls_data, "cls", "PP-OCR direction classifier, batch 6 x [3,48,192], half rotated"),
+    _zoo_spec("ppocr-det", _det_data, "det", "PP-OCRv4 detector, [1,3,736,736] rendered pages"),
+    ModelSpec("minilm", lambda workdir: data.minilm_file(), _minilm_data, "cosine",
+              "all-MiniLM-L6-v2 export (models/minilm.py), 1-2 real sentences x seq 64, batch 1"),
+)}

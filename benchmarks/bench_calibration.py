@@ -182,9 +182,8 @@ def _minmax_goals(m: Measured) -> list[Goal]:
         if q is None or inc is None:
             continue
         if not (q.ok and inc.ok):
-            goals.append(
-                Goal(f"{model} minmax: not slower, ranges identical", False if not q.ok else None, f"onnxq {q.describe()}, incumbent {inc.describe()}")
-            )
+            goals.append(Goal(f"{model} minmax: not slower, ranges identical", False if not q.ok else None,
+                              f"onnxq {q.describe()}, incumbent {inc.describe()}"))
             continue
         a = m.agreements[model, "minmax"]
         goals.append(Goal(f"{model} minmax: onnxq not slower", _secs(q) <= _secs(inc), f"{_secs(q):.2f} s vs {_secs(inc):.2f} s"))
@@ -199,11 +198,8 @@ def goals(m: Measured, timeout: float) -> list[Goal]:
         r = m.runs.get(("det", method, "onnxq"))
         if r is not None:
             ok = r.ok and r.peak_rss_mb is not None and r.peak_rss_mb < DET_PEAK_GOAL_MB
-            out.append(
-                Goal(
-                    f"det {method}: onnxq peak RSS < {DET_PEAK_GOAL_MB / 1024:g} GB", ok, f"{r.peak_rss_mb or 0:.0f} MB, {r.describe()}{_scaled_note(m, 'det')}"
-                )
-            )
+            out.append(Goal(f"det {method}: onnxq peak RSS < {DET_PEAK_GOAL_MB / 1024:g} GB", ok,
+                            f"{r.peak_rss_mb or 0:.0f} MB, {r.describe()}{_scaled_note(m, 'det')}"))
     out += _rec_goals(m, timeout) + _minmax_goals(m)
     if len(m.flat) >= 2:
         (n0, r0), (n1, r1) = m.flat[0], m.flat[-1]
@@ -228,12 +224,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--mem-cap-gb", type=float, default=12.0, help="address-space cap per child (default 12)")
     ap.add_argument("--incumbent-mem-cap-gb", type=float, help="cap for the incumbent's children (default: --mem-cap-gb)")
     ap.add_argument("--timeout", type=float, default=900.0, help="seconds per child (default 900)")
-    ap.add_argument(
-        "--matched-percentile",
-        action="store_true",
-        help="run the incumbent's percentile two-sided (symmetric=False) with the same tail mass per side as onnxq "
-        "(its p cuts (100-p)/2 %% per side, onnxq's (100-p) %%: 99.999 -> 99.998)",
-    )
+    ap.add_argument("--matched-percentile", action="store_true",
+                    help="run the incumbent's percentile two-sided (symmetric=False) with the same tail mass per side as onnxq "
+                         "(its p cuts (100-p)/2 %% per side, onnxq's (100-p) %%: 99.999 -> 99.998)")
     ap.add_argument("--json", dest="json_out", help="write every measurement to this file")
     ap.add_argument("--keep-workdir", action="store_true", help="keep the temporary samples/model folder")
     args = ap.parse_args(argv)
@@ -260,13 +253,8 @@ def _flatness(args: argparse.Namespace, workdir: Path, m: Measured) -> None:
         return
     for count in FLAT_COUNTS:
         n = _scaled(count, args.samples_scale)
-        kw = {
-            "model_path": tf.value["model_path"],
-            "samples": {**tf.value["samples"], "n": n},
-            "method": "percentile",
-            "options": ONNXQ_OPTIONS["percentile"],
-            "keep_ranges": False,
-        }
+        kw = {"model_path": tf.value["model_path"], "samples": {**tf.value["samples"], "n": n}, "method": "percentile",
+              "options": ONNXQ_OPTIONS["percentile"], "keep_ranges": False}
         m.flat.append((n, _run(f"flatness onnxq transformer percentile x{n}", "child_onnxq", kw, args.mem_cap_gb, args.timeout)))
 
 
@@ -335,17 +323,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     config = {k: v for k, v in vars(args).items() if k not in ("json_out", "inc_options", "inc_cap")}
     report: dict[str, Any] = {
-        "config": {
-            **config,
-            "incumbent_mem_cap_gb": args.inc_cap,
-            "onnxq_options": ONNXQ_OPTIONS,
-            "incumbent_options": args.inc_options,
-            "transformer": TRANSFORMER_SMALL if args.small else TRANSFORMER,
-            "seq": SEQ,
-        },
-        "runs": [],
-        "flatness": [],
-        "goals": [],
+        "config": {**config, "incumbent_mem_cap_gb": args.inc_cap, "onnxq_options": ONNXQ_OPTIONS, "incumbent_options": args.inc_options,
+                   "transformer": TRANSFORMER_SMALL if args.small else TRANSFORMER, "seq": SEQ},
+        "runs": [], "flatness": [], "goals": [],
     }
     workdir = Path(tempfile.mkdtemp(prefix="bench-calibration-"))
     try:

@@ -88,7 +88,8 @@ VARIANTS: list[Variant] = [
     Variant("ort-dyn-pc", "ort", "int8-dyn", "ort-dynamic", {"per_channel": True}),
     Variant("onnxq-dyn", "onnxq", "int8-dyn", "onnxq-convert", {"mode": "dynamic"}),
     Variant("onnxq-dyn+smooth", "onnxq", "int8-dyn", "onnxq-convert", {"mode": "dynamic", "smooth": 0.5}, data=True),
-    Variant("onnxq-dyn+gather", "onnxq", "int8-dyn", "onnxq-convert", {"mode": "dynamic", "smooth": 0.5, "include_gather": True}, data=True, gather_only=True),
+    Variant("onnxq-dyn+gather", "onnxq", "int8-dyn", "onnxq-convert", {"mode": "dynamic", "smooth": 0.5, "include_gather": True},
+            data=True, gather_only=True),
     Variant("onnxq-int8-wo", "onnxq", "int8-wo", "onnxq-convert", {"mode": "weight-only", "weight_bits": 8}),
     Variant("ort-int4-b32", "ort", "int4", "ort-nbits", {"block_size": 32}),
     Variant("onnxq-int4-b32-rtn", "onnxq", "int4", "onnxq-convert", _int4(32, "none")),
@@ -113,23 +114,19 @@ def _contender(v: Variant, args: argparse.Namespace, occ: bool) -> Contender:
 
 def comparison(spec: ModelSpec, args: argparse.Namespace) -> Comparison:
     occ = incumbent.has_onnxconverter_common()
-    contenders = [_contender(v, args, occ) for v in VARIANTS if v.name in args.variants and not (v.gather_only and not spec.has_gather)]
-    return Comparison(
-        spec.name,
-        spec.description(args.quick),
-        lambda w: spec.make(w, args.quick),
-        lambda path: spec.data(path, args.quick, args.eval),
-        contenders,
-        lambda path: lambda: metrics.RowCosine(neighbours=spec.minilm),
-        outputs=spec.output or "first",
-        extra={"minilm": spec.minilm},
-    )
+    contenders = [_contender(v, args, occ) for v in VARIANTS
+                  if v.name in args.variants and not (v.gather_only and not spec.has_gather)]
+    return Comparison(spec.name, spec.description(args.quick), lambda w: spec.make(w, args.quick),
+                      lambda path: spec.data(path, args.quick, args.eval), contenders,
+                      lambda path: lambda: metrics.RowCosine(neighbours=spec.minilm),
+                      outputs=spec.output or "first", extra={"minilm": spec.minilm})
 
 
 def settings(args: argparse.Namespace) -> Settings:
     """Accuracy at 1 thread with the sessions then timed at 1 thread; other thread counts fresh."""
     plan = RunPlan(args.budget, args.min_runs, args.max_runs, rule="round")
-    return Settings(args.mem_cap_gb, args.timeout, eval_threads=1, timing=TimingSpec(args.threads, plan, warmup=args.warmup, reuse_sessions=True))
+    return Settings(args.mem_cap_gb, args.timeout, eval_threads=1,
+                    timing=TimingSpec(args.threads, plan, warmup=args.warmup, reuse_sessions=True))
 
 
 # ---- reporting ---------------------------------------------------------------------------------
@@ -146,15 +143,9 @@ def _model_row(name: str, v: dict[str, Any], fp: dict[str, Any], minilm: bool, w
     if not v["ok"]:
         return row + ["-"] * (width - 3) + [("" if v.get("skipped") else "FAILED: ") + v["error"]]
     m = latency_median(v, 1)
-    row += [
-        fmt(m, ".2f"),
-        fmt(ratio(latency_median(fp, 1), m), ".2f"),
-        _drift(v, 1),
-        fmt(v["bytes"] / 1e6, ".2f"),
-        fmt(ratio(v["bytes"], fp["bytes"]), ".3f"),
-        fmt(_acc(v, "cos_mean"), ".5f"),
-        fmt(_acc(v, "cos_min"), ".5f"),
-    ]
+    row += [fmt(m, ".2f"), fmt(ratio(latency_median(fp, 1), m), ".2f"), _drift(v, 1),
+            fmt(v["bytes"] / 1e6, ".2f"), fmt(ratio(v["bytes"], fp["bytes"]), ".3f"),
+            fmt(_acc(v, "cos_mean"), ".5f"), fmt(_acc(v, "cos_min"), ".5f")]
     if minilm:
         row += [fmt(_acc(v, "nn_agree"), ".3f"), fmt(_acc(v, "pair_at_1"), ".3f")]
     notes = list(v.get("notes", []))
@@ -179,23 +170,19 @@ def print_model(res: dict[str, Any], threads: Sequence[int]) -> None:
         if t == 1:
             continue
         print(f"\n  {t} threads (NOISY: shared 2-core machine; 1 thread is the reference)")
-        rows = [
-            [n, fmt(latency_median(v, t), ".2f"), fmt(ratio(latency_median(fp, t), latency_median(v, t)), ".2f"), _drift(v, t)]
-            for n, v in variants.items()
-            if v["ok"]
-        ]
+        rows = [[n, fmt(latency_median(v, t), ".2f"), fmt(ratio(latency_median(fp, t), latency_median(v, t)), ".2f"), _drift(v, t)]
+                for n, v in variants.items() if v["ok"]]
         print_table(["variant", f"{t}t ms*", f"x fp32 {t}t*", "drift%"], rows)
     for t, err in (res.get("timing_errors") or {}).items():
         print(f"  timing at {t} thread(s) failed: {err}")
     runs = {((v.get("latency") or {}).get("1") or {}).get("runs") for v in variants.values() if v["ok"]}
-    print(
-        f"  1-thread runs per variant: {', '.join(str(r) for r in runs if r)}; drift% = gap between the medians of the "
-        "first and second half of the runs, relative to the median (large = unstable, rerun on a quiet machine)"
-    )
+    print(f"  1-thread runs per variant: {', '.join(str(r) for r in runs if r)}; drift% = gap between the medians of the "
+          "first and second half of the runs, relative to the median (large = unstable, rerun on a quiet machine)")
 
 
 FAMILY_ORDER = {"fp32": 0, "fp16": 1, "bf16": 2, "int8-dyn": 3, "int8-wo": 4, "int4": 5}
-FAMILY_LABEL = {"fp32": "fp32", "fp16": "fp16", "bf16": "bf16", "int8-dyn": "int8 dynamic", "int8-wo": "int8 weight-only", "int4": "int4 weight-only"}
+FAMILY_LABEL = {"fp32": "fp32", "fp16": "fp16", "bf16": "bf16", "int8-dyn": "int8 dynamic", "int8-wo": "int8 weight-only",
+                "int4": "int4 weight-only"}
 
 
 def print_size_markdown(res: dict[str, Any]) -> None:
@@ -210,17 +197,11 @@ def print_size_markdown(res: dict[str, Any]) -> None:
         if not v["ok"]:
             rows.append([FAMILY_LABEL[v["family"]], name, "skipped" if v.get("skipped") else "failed", "", "", ""])
             continue
-        rows.append(
-            [
-                FAMILY_LABEL[v["family"]],
-                name,
-                f"{v['bytes'] / 1e6:.2f}",
-                fmt(ratio(v["bytes"], fp["bytes"]), ".3f"),
-                f"{fmt(_acc(v, 'cos_mean'), '.5f')} ({fmt(_acc(v, 'cos_min'), '.5f')})",
-                f"{fmt(ratio(latency_median(fp, 1), latency_median(v, 1)), '.2f')}x",
-            ]
-        )
-    print_markdown(["precision", "variant", "file MB", "x fp32", "cosine mean (min) vs fp32", "1-thread speedup"], rows, align=["l", "l", "r", "r", "r", "r"])
+        rows.append([FAMILY_LABEL[v["family"]], name, f"{v['bytes'] / 1e6:.2f}", fmt(ratio(v["bytes"], fp["bytes"]), ".3f"),
+                     f"{fmt(_acc(v, 'cos_mean'), '.5f')} ({fmt(_acc(v, 'cos_min'), '.5f')})",
+                     f"{fmt(ratio(latency_median(fp, 1), latency_median(v, 1)), '.2f')}x"])
+    print_markdown(["precision", "variant", "file MB", "x fp32", "cosine mean (min) vs fp32", "1-thread speedup"], rows,
+                   align=["l", "l", "r", "r", "r", "r"])
 
 
 # ---- goals -------------------------------------------------------------------------------------
@@ -259,11 +240,8 @@ def _beats_incumbent(name: str, v: dict[str, Any], inc: dict[str, Any] | None) -
     a, b = latency_median(v), latency_median(inc)
     cm, cn = _acc(v, "cos_mean"), _acc(v, "cos_min")
     ok = cm >= _acc(inc, "cos_mean") and cn >= _acc(inc, "cos_min") and a <= b * (1 + SPEED_TOL)
-    return Goal(
-        goal,
-        ok,
-        (f"mean {cm:.5f} vs {_acc(inc, 'cos_mean'):.5f}, min {cn:.5f} vs {_acc(inc, 'cos_min'):.5f}, {a:.2f} vs {b:.2f} ms ({(a / b - 1) * 100:+.1f}%)"),
-    )
+    return Goal(goal, ok, (f"mean {cm:.5f} vs {_acc(inc, 'cos_mean'):.5f}, min {cn:.5f} vs {_acc(inc, 'cos_min'):.5f}, "
+                           f"{a:.2f} vs {b:.2f} ms ({(a / b - 1) * 100:+.1f}%)"))
 
 
 def _minilm_goals(m: _Measured) -> list[Goal]:
@@ -276,7 +254,8 @@ def _minilm_goals(m: _Measured) -> list[Goal]:
             continue
         v, fp = m.var("minilm", name), m.var("minilm", FP32)
         sp, cm, cn = latency_median(fp) / latency_median(v), _acc(v, "cos_mean"), _acc(v, "cos_min")
-        out.append(Goal(goal, sp >= 2.5 and cm >= 0.995 and cn >= 0.99, f"{sp:.2f}x, mean {cm:.5f}, min {cn:.5f}, NN agree {fmt(_acc(v, 'nn_agree'))}"))
+        out.append(Goal(goal, sp >= 2.5 and cm >= 0.995 and cn >= 0.99,
+                        f"{sp:.2f}x, mean {cm:.5f}, min {cn:.5f}, NN agree {fmt(_acc(v, 'nn_agree'))}"))
         out.append(_beats_incumbent(name, v, m.var("minilm", "ort-dyn-pc")))
     return out
 
@@ -293,16 +272,8 @@ def _int4_goal(m: _Measured, model: str, block: int) -> list[Goal]:
         # the size half is measured, the accuracy half is not: neither PASS nor FAIL
         return [Goal(goal, None if size <= 0.2 else False, f"size {size:.3f}x; RTN baseline {'not run' if inc is None else inc.get('error')}")]
     cm, cb = _acc(v, "cos_mean"), _acc(inc, "cos_mean")
-    return [
-        Goal(
-            goal,
-            size <= 0.2 and cm >= cb,
-            (
-                f"size {size:.3f}x (ort {inc['bytes'] / fp['bytes']:.3f}x), "
-                f"cosine {cm:.5f} vs {cb:.5f} (min {_acc(v, 'cos_min'):.5f} vs {_acc(inc, 'cos_min'):.5f})"
-            ),
-        )
-    ]
+    return [Goal(goal, size <= 0.2 and cm >= cb, (f"size {size:.3f}x (ort {inc['bytes'] / fp['bytes']:.3f}x), "
+                                                  f"cosine {cm:.5f} vs {cb:.5f} (min {_acc(v, 'cos_min'):.5f} vs {_acc(inc, 'cos_min'):.5f})"))]
 
 
 def _model_goals(m: _Measured, model: str) -> list[Goal]:
@@ -325,13 +296,8 @@ def _fp16_goal(m: _Measured, model: str) -> list[Goal]:
         return failed
     v, fp = m.var(model, "onnxq-fp16"), m.var(model, FP32)
     size, cm = v["bytes"] / fp["bytes"], _acc(v, "cos_mean")
-    return [
-        Goal(
-            goal,
-            size <= 0.51 and cm >= 0.999,
-            (f"size {size:.3f}x, cosine {cm:.6f} (min {_acc(v, 'cos_min'):.6f}), {latency_median(fp) / latency_median(v):.2f}x fp32 speed"),
-        )
-    ]
+    return [Goal(goal, size <= 0.51 and cm >= 0.999, (f"size {size:.3f}x, cosine {cm:.6f} (min {_acc(v, 'cos_min'):.6f}), "
+                                                      f"{latency_median(fp) / latency_median(v):.2f}x fp32 speed"))]
 
 
 def goals(results: Sequence[dict[str, Any]]) -> list[Goal]:
@@ -349,7 +315,8 @@ def goals(results: Sequence[dict[str, Any]]) -> list[Goal]:
 
 
 def print_failures(results: Sequence[dict[str, Any]]) -> None:
-    rows = [(r["model"], n, v["error"]) for r in results if "variants" in r for n, v in r["variants"].items() if not v["ok"] and not v.get("skipped")]
+    rows = [(r["model"], n, v["error"]) for r in results if "variants" in r for n, v in r["variants"].items()
+            if not v["ok"] and not v.get("skipped")]
     if rows:
         print("\n=== conversions that failed or gave a model onnxruntime cannot load/run")
         for model, name, err in rows:
@@ -363,12 +330,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--variants", default=",".join(VARIANT_BY_NAME), help="comma list of variants (fp32 is always included)")
     ap.add_argument("--eval", type=int, help="held-out feeds (builders; default 32/16/4) or sentences (MiniLM; default 64, quick 16)")
     ap.add_argument("--warmup", type=int, help="untimed rounds before timing (default 5, quick 1)")
-    ap.add_argument(
-        "--ort-accuracy-level",
-        type=int,
-        default=4,
-        help="accuracy_level of onnxruntime's MatMulNBits (default 4 = what onnxq writes; onnxruntime's own default is unset/0)",
-    )
+    ap.add_argument("--ort-accuracy-level", type=int, default=4,
+                    help="accuracy_level of onnxruntime's MatMulNBits (default 4 = what onnxq writes; onnxruntime's own default is unset/0)")
     args = ap.parse_args(argv)
     cli.resolve_run_options(ap, args, list(SPECS), RUN_DEFAULTS)
     args.variants = set(cli.comma_list(args.variants)) | {FP32}
@@ -381,18 +344,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     import onnxruntime
 
-    print(
-        f"bench_dynamic: {cli.onnxruntime_version()}, models {','.join(args.models)}, "
-        f"threads {args.threads}" + ("  [QUICK: smoke test, not a measurement]" if args.quick else ""),
-        flush=True,
-    )
-    results = run_all(
-        [comparison(SPECS[name], args) for name in args.models],
-        settings(args),
-        keep=args.keep,
-        prefix="bench_dynamic_",
-        show=lambda res: print_model(res, args.threads),
-    )
+    print(f"bench_dynamic: {cli.onnxruntime_version()}, models {','.join(args.models)}, "
+          f"threads {args.threads}" + ("  [QUICK: smoke test, not a measurement]" if args.quick else ""), flush=True)
+    results = run_all([comparison(SPECS[name], args) for name in args.models], settings(args), keep=args.keep,
+                      prefix="bench_dynamic_", show=lambda res: print_model(res, args.threads))
     for res in results:
         if res["model"] == "transformer":
             print_size_markdown(res)
@@ -400,17 +355,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     lines = goals(results)
     print_goals(lines, "=== goals" + ("  [QUICK smoke run: small models, few runs; NOT a measurement]" if args.quick else ""))
     if args.json_out:
-        write_json(
-            args.json_out,
-            {
-                "quick": args.quick,
-                "threads": args.threads,
-                "onnxruntime": onnxruntime.__version__,
-                "ort_accuracy_level": args.ort_accuracy_level,
-                "results": results,
-                "goals": [g.as_dict() for g in lines],
-            },
-        )
+        write_json(args.json_out, {"quick": args.quick, "threads": args.threads, "onnxruntime": onnxruntime.__version__,
+                                   "ort_accuracy_level": args.ort_accuracy_level, "results": results,
+                                   "goals": [g.as_dict() for g in lines]})
     return 0
 
 

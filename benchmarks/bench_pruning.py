@@ -72,30 +72,15 @@ def _reasons(skipped: dict[str, str], limit: int = 4) -> str:
 
 
 # ---- tables ------------------------------------------------------------------------------------
-COLUMNS = {
-    c.key: c
-    for c in (
-        Column("variant", "variant"),
-        Column("flops", "GFLOPs", "g"),
-        Column("flops_ratio", "FLOPs x", "x"),
-        Column("params", "params M", "m"),
-        Column("file_bytes", "file MB", "mb"),
-        Column("latency_ms", "ms", ".2f"),
-        Column("speedup", "latency x", "x"),
-        Column("sparsity", "sparsity", "%"),
-        Column("layers", "layers", "d"),
-        Column("layers_skipped", "skipped", "d"),
-        Column("file_ratio", "file x", "x"),
-        Column("deflate_bytes", "deflate MB", "mb"),
-        Column("deflate_ratio", "deflate x", "x"),
-        Column("quantized_nodes", "int8 nodes", "d"),
-        Column("cosine", "cosine", ".5f"),
-        Column("sqnr_db", "SQNR dB", ".1f"),
-        Column("top1", "top-1 agr", "%"),
-        Column("mask_iou", "mask IoU", ".4f"),
-        Column("mask_iou_min", "IoU min", ".4f"),
-    )
-}
+COLUMNS = {c.key: c for c in (
+    Column("variant", "variant"), Column("flops", "GFLOPs", "g"), Column("flops_ratio", "FLOPs x", "x"),
+    Column("params", "params M", "m"), Column("file_bytes", "file MB", "mb"), Column("latency_ms", "ms", ".2f"),
+    Column("speedup", "latency x", "x"), Column("sparsity", "sparsity", "%"), Column("layers", "layers", "d"),
+    Column("layers_skipped", "skipped", "d"), Column("file_ratio", "file x", "x"), Column("deflate_bytes", "deflate MB", "mb"),
+    Column("deflate_ratio", "deflate x", "x"), Column("quantized_nodes", "int8 nodes", "d"),
+    Column("cosine", "cosine", ".5f"), Column("sqnr_db", "SQNR dB", ".1f"), Column("top1", "top-1 agr", "%"),
+    Column("mask_iou", "mask IoU", ".4f"), Column("mask_iou_min", "IoU min", ".4f"),
+)}
 AGREEMENT = {"cnn": ["cosine", "sqnr_db", "top1"], "det": ["cosine", "sqnr_db", "mask_iou", "mask_iou_min"], "tfm": ["cosine", "sqnr_db"]}
 
 
@@ -153,11 +138,8 @@ def section_channel(subjects: dict[str, Subject], cfg: argparse.Namespace, out: 
             detail = f"measured {sp:.2f}x" if sp is not None else f"no measurement ({row.get('error') if row else 'row missing'})"
             r8 = next((r for r in rows if r["variant"] == "l1 30% round_to=8"), {})
             extra = f" [informative: l1 30% with round_to=8 gives {r8['speedup']:.2f}x]" if r8.get("speedup") else ""
-            out["goals"].append(
-                Goal(
-                    f"30% l1 channel pruning gives >= {CNN_GOAL_SPEEDUP}x lower latency on the CNN", sp is not None and sp >= CNN_GOAL_SPEEDUP, detail + extra
-                ).as_dict()
-            )
+            out["goals"].append(Goal(f"30% l1 channel pruning gives >= {CNN_GOAL_SPEEDUP}x lower latency on the CNN",
+                                     sp is not None and sp >= CNN_GOAL_SPEEDUP, detail + extra).as_dict())
 
 
 def _sparse_describe(_m: Any, st: dict[str, Any]) -> dict[str, Any]:
@@ -205,39 +187,24 @@ def _lowrank_describe(_m: Any, st: dict[str, Any]) -> dict[str, Any]:
 
 def section_lowrank(subjects: dict[str, Subject], cfg: argparse.Namespace, out: dict[str, Any]) -> None:
     sub = subjects["tfm"]
-    variants = [
-        ("energy 0.9", _passes(sub, [("factorize-lowrank", {"energy": 0.9})])),
-        ("flop_ratio 0.5", _passes(sub, [("factorize-lowrank", {"flop_ratio": 0.5})])),
-    ]
+    variants = [("energy 0.9", _passes(sub, [("factorize-lowrank", {"energy": 0.9})])),
+                ("flop_ratio 0.5", _passes(sub, [("factorize-lowrank", {"flop_ratio": 0.5})]))]
     rows = measure(sub, variants, cfg, latency=True, describe=_lowrank_describe)
-    keys = [
-        "variant",
-        Column("layers", "factorized", "d"),
-        Column("layers_skipped", "kept", "d"),
-        Column("mean_rel_error", "W rel err", ".3f"),
-        "flops",
-        "flops_ratio",
-        "params",
-        "latency_ms",
-        "speedup",
-    ]
+    keys = ["variant", Column("layers", "factorized", "d"), Column("layers_skipped", "kept", "d"), Column("mean_rel_error", "W rel err", ".3f"),
+            "flops", "flops_ratio", "params", "latency_ms", "speedup"]
     _table(out, f"low-rank factorization - {sub.name} (cosine of last_hidden_state)", keys, sub.kind, rows)
 
 
 def _int8(sub: Subject, cfg: argparse.Namespace, prune_ratio: float | None, round_to: int = 1) -> Build:
     """onnxq's static int8 pipeline, with prune-channels after cleanup (BN folded), before calibration."""
-
     def build() -> tuple[Any, dict[str, Any]]:
         steps = oq.static_steps(tune=cfg.tune_budget_s > 0, tune_budget_s=max(cfg.tune_budget_s, 1.0))
         if prune_ratio is not None:
             at = next(i for i, s in enumerate(steps) if s["pass"] == "cleanup") + 1
             steps.insert(at, {"pass": "prune-channels", "ratio": prune_ratio, "criterion": "l1", "round_to": round_to})
         model, rep = oq.run_conversion(sub.raw, steps, data=list(sub.calib_samples))
-        return model, {
-            "quantized_nodes": rep.get("quantized_nodes"),
-            "float_nodes": len(rep.get("float_nodes") or []),
-            "pipeline": [s["pass"] for s in rep.get("pipeline", [])],
-        }
+        return model, {"quantized_nodes": rep.get("quantized_nodes"), "float_nodes": len(rep.get("float_nodes") or []),
+                       "pipeline": [s["pass"] for s in rep.get("pipeline", [])]}
 
     return build
 
@@ -254,10 +221,8 @@ def _combo_goal(sub: Subject, rows: list[dict[str, Any]]) -> Goal:
     extra = ""
     if "latency_ms" in r8q:
         beats = "beats" if all(r8q["latency_ms"] < v for v in (r8.get("latency_ms", np.inf), int8.get("latency_ms", np.inf))) else "does not beat"
-        extra = (
-            f" [informative, round_to=8: pruned+int8 {r8q['latency_ms']:.2f} ms {beats} pruned fp32 {fmt(r8.get('latency_ms'), '.2f')} ms"
-            f" and int8 {fmt(int8.get('latency_ms'), '.2f')} ms]"
-        )
+        extra = (f" [informative, round_to=8: pruned+int8 {r8q['latency_ms']:.2f} ms {beats} pruned fp32 {fmt(r8.get('latency_ms'), '.2f')} ms"
+                 f" and int8 {fmt(int8.get('latency_ms'), '.2f')} ms]")
     return Goal(f"pruning + int8 in one pipeline runs and beats either alone on {sub.name}", ok, f"{both['latency_ms']:.2f} ms vs {detail}{extra}")
 
 

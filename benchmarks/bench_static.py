@@ -69,12 +69,8 @@ def task_metric(kind: str) -> Callable[[Path], metrics.Metric]:
             dictionary = ocr_data.rec_dictionary(path)
             task: metrics.Metric = lambda: metrics.CharAccuracy(dictionary)  # noqa: E731
         else:
-            task = {
-                "cls": metrics.ClsTop1,
-                "det": metrics.MaskIoU,
-                "top1": metrics.Top1Agreement,
-                "cosine": lambda: metrics.Renamed(metrics.OutputAgreement(), {"cosine": "value"}),
-            }[kind]
+            task = {"cls": metrics.ClsTop1, "det": metrics.MaskIoU, "top1": metrics.Top1Agreement,
+                    "cosine": lambda: metrics.Renamed(metrics.OutputAgreement(), {"cosine": "value"})}[kind]
         return metrics.combine(metrics.OutputAgreement, task=task)
 
     return make
@@ -95,7 +91,8 @@ def comparison(spec: ModelSpec, args: argparse.Namespace) -> Comparison:
 def settings(args: argparse.Namespace) -> Settings:
     """Accuracy at the highest thread count; every thread count times fresh sessions."""
     plan = RunPlan(args.budget, args.min_runs, args.max_runs, rule="fastest")
-    return Settings(args.mem_cap_gb, args.timeout, eval_threads=max(args.threads), timing=TimingSpec(args.threads, plan, warmup=2, reuse_sessions=False))
+    return Settings(args.mem_cap_gb, args.timeout, eval_threads=max(args.threads),
+                    timing=TimingSpec(args.threads, plan, warmup=2, reuse_sessions=False))
 
 
 # ---- reporting ---------------------------------------------------------------------------------
@@ -104,7 +101,8 @@ def _acc(v: dict[str, Any]) -> float | None:
 
 
 #: Extra task columns per metric: (header, key in ``accuracy.task``, format).
-TASK_COLUMNS = {"rec": [("exact lines", "exact_lines", ".3f")], "cls": [("agree fp32", "agree_fp32", ".4f")], "det": [("IoU worst", "worst", ".4f")]}
+TASK_COLUMNS = {"rec": [("exact lines", "exact_lines", ".3f")], "cls": [("agree fp32", "agree_fp32", ".4f")],
+                "det": [("IoU worst", "worst", ".4f")]}
 
 
 def _onnxq_note(v: dict[str, Any]) -> list[str]:
@@ -128,7 +126,8 @@ def _model_row(name: str, v: dict[str, Any], base: dict[int, float | None], metr
         row.append(fmt(task.get("value"), ".4f"))
     row += [fmt(task.get(key), spec) for _, key, spec in TASK_COLUMNS.get(metric, [])]
     notes = (_onnxq_note(v) if name == ONNXQ else []) + list(v.get("notes", []))
-    return row + [fmt(v["bytes"] / 1e6 if v.get("bytes") else None, ".2f"), fmt(v.get("seconds"), ".1f"), fmt(v.get("peak_rss_mb"), ".0f"), "; ".join(notes)]
+    return row + [fmt(v["bytes"] / 1e6 if v.get("bytes") else None, ".2f"), fmt(v.get("seconds"), ".1f"),
+                  fmt(v.get("peak_rss_mb"), ".0f"), "; ".join(notes)]
 
 
 def print_model(res: dict[str, Any], threads: Sequence[int]) -> None:
@@ -172,22 +171,11 @@ def print_summary(results: Sequence[dict[str, Any]]) -> None:
         fp = v[FP32]
         incs = {n: _summary_cell(x, fp) for n, x in v.items() if n.startswith("ort-")}
         oq = _summary_cell(v.get(ONNXQ, {"ok": False}), fp)
-        rows.append(
-            [
-                res["model"],
-                METRIC_LABEL[res["metric"]],
-                fmt(latency_median(fp, 1), ".2f"),
-                fmt(_acc(fp), ".4f"),
-                " | ".join(f"{n}: {c[0]}" for n, c in incs.items()),
-                " | ".join(c[1] for c in incs.values()),
-                oq[0],
-                oq[1],
-                " | ".join(c[2] for c in incs.values()) + f" || onnxq {oq[2]}",
-            ]
-        )
-    print_table(
-        ["model", "metric", "fp32 ms", "fp32 acc", "incumbent ms (speedup)", "inc acc", "onnxq ms (speedup)", "onnxq acc", "conversion time/peak"], rows
-    )
+        rows.append([res["model"], METRIC_LABEL[res["metric"]], fmt(latency_median(fp, 1), ".2f"), fmt(_acc(fp), ".4f"),
+                     " | ".join(f"{n}: {c[0]}" for n, c in incs.items()), " | ".join(c[1] for c in incs.values()), oq[0], oq[1],
+                     " | ".join(c[2] for c in incs.values()) + f" || onnxq {oq[2]}"])
+    print_table(["model", "metric", "fp32 ms", "fp32 acc", "incumbent ms (speedup)", "inc acc", "onnxq ms (speedup)",
+                 "onnxq acc", "conversion time/peak"], rows)
 
 
 # ---- goals -------------------------------------------------------------------------------------
@@ -221,34 +209,19 @@ def _model_goals(m: _Measured) -> list[Goal]:
     return [
         m.check("ppocr-rec onnxq >= 1.5x fp32 at 1 thread", "ppocr-rec", m.speedup("ppocr-rec"), lambda s: s >= 1.5, "{:.2f}x"),
         m.check("ppocr-rec char accuracy >= 0.99", "ppocr-rec", rec_acc, lambda a: a >= 0.99, "{:.4f} (fp32 " + fmt(rec_fp, ".4f") + ")"),
-        m.check(
-            "ppocr-rec char accuracy within 0.005 of fp32",
-            "ppocr-rec",
-            None if rec_acc is None or rec_fp is None else rec_fp - rec_acc,
-            lambda g: g <= 0.005,
-            "fp32 - onnxq = {:+.4f}",
-        ),
-        m.check("ppocr-rec conversion peak RSS < 1.5 GB", "ppocr-rec", m.onnxq("ppocr-rec").get("peak_rss_mb"), lambda p: p * 2**20 < 1.5 * GB, "{:.0f} MB"),
+        m.check("ppocr-rec char accuracy within 0.005 of fp32", "ppocr-rec", None if rec_acc is None or rec_fp is None else rec_fp - rec_acc,
+                lambda g: g <= 0.005, "fp32 - onnxq = {:+.4f}"),
+        m.check("ppocr-rec conversion peak RSS < 1.5 GB", "ppocr-rec", m.onnxq("ppocr-rec").get("peak_rss_mb"),
+                lambda p: p * 2**20 < 1.5 * GB, "{:.0f} MB"),
         m.check("ppocr-cls onnxq >= 1.0x fp32", "ppocr-cls", m.speedup("ppocr-cls"), lambda s: s >= 1.0, "{:.2f}x"),
         m.check("ppocr-cls onnxq >= 1.3x fp32 (aim)", "ppocr-cls", m.speedup("ppocr-cls"), lambda s: s >= 1.3, "{:.2f}x"),
-        m.check(
-            "ppocr-cls top-1 vs labels >= 0.99",
-            "ppocr-cls",
-            _acc(cls_v) if cls_v else None,
-            lambda a: a >= 0.99,
-            "{:.4f} (fp32 " + fmt(m.fp32_acc("ppocr-cls"), ".4f") + ")",
-        ),
-        m.check(
-            "ppocr-cls top-1 agreement with fp32 >= 0.99",
-            "ppocr-cls",
-            cls_v.get("accuracy", {}).get("task", {}).get("agree_fp32") if cls_v else None,
-            lambda a: a >= 0.99,
-            "{:.4f}",
-        ),
+        m.check("ppocr-cls top-1 vs labels >= 0.99", "ppocr-cls", _acc(cls_v) if cls_v else None, lambda a: a >= 0.99,
+                "{:.4f} (fp32 " + fmt(m.fp32_acc("ppocr-cls"), ".4f") + ")"),
+        m.check("ppocr-cls top-1 agreement with fp32 >= 0.99", "ppocr-cls",
+                cls_v.get("accuracy", {}).get("task", {}).get("agree_fp32") if cls_v else None, lambda a: a >= 0.99, "{:.4f}"),
         m.check("ppocr-det onnxq >= 1.6x fp32 at 1 thread", "ppocr-det", m.speedup("ppocr-det"), lambda s: s >= 1.6, "{:.2f}x"),
-        m.check(
-            "ppocr-det mean mask IoU vs fp32 >= 0.95", "ppocr-det", _acc(det_v) if det_v else None, lambda a: a >= 0.95, "{:.4f} (worst page " + det_worst + ")"
-        ),
+        m.check("ppocr-det mean mask IoU vs fp32 >= 0.95", "ppocr-det", _acc(det_v) if det_v else None, lambda a: a >= 0.95,
+                "{:.4f} (worst page " + det_worst + ")"),
         m.check("cnn onnxq >= 2x fp32 at 1 thread", "cnn", m.speedup("cnn"), lambda s: s >= 2.0, "{:.2f}x"),
     ]
 
@@ -291,16 +264,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--incumbent", default="minmax,percentile", help="onnxruntime calibration methods: minmax,percentile")
     ap.add_argument("--calib", type=int, help="calibration samples (default 64, quick 8)")
     ap.add_argument("--eval", type=int, help="held-out samples (default 64, quick 8)")
-    ap.add_argument(
-        "--onnxq-data",
-        choices=("reader", "folder"),
-        default="reader",
-        help="how onnxq gets the calibration set: the same get_next() reader onnxruntime gets (default) "
-        "or the .npz folder path, as `onnxq convert --data DIR` reads it",
-    )
-    ap.add_argument(
-        "--latency-tolerance", type=float, default=0.02, help="onnxq latency within this fraction above the incumbent's counts as a tie (default 0.02)"
-    )
+    ap.add_argument("--onnxq-data", choices=("reader", "folder"), default="reader",
+                    help="how onnxq gets the calibration set: the same get_next() reader onnxruntime gets (default) "
+                         "or the .npz folder path, as `onnxq convert --data DIR` reads it")
+    ap.add_argument("--latency-tolerance", type=float, default=0.02,
+                    help="onnxq latency within this fraction above the incumbent's counts as a tie (default 0.02)")
     args = ap.parse_args(argv)
     cli.resolve_run_options(ap, args, list(SPECS), RUN_DEFAULTS)
     args.incumbent = cli.comma_list(args.incumbent)
@@ -315,34 +283,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    print(
-        f"bench_static: {cli.onnxruntime_version()}, models {','.join(args.models)}, "
-        f"{args.calib} calibration / {args.eval} held-out samples, threads {args.threads}" + ("  [QUICK: smoke test, not a measurement]" if args.quick else ""),
-        flush=True,
-    )
-    results = run_all(
-        [comparison(SPECS[name], args) for name in args.models],
-        settings(args),
-        keep=args.keep,
-        prefix="bench_static_",
-        show=lambda res: print_model(res, args.threads),
-    )
+    print(f"bench_static: {cli.onnxruntime_version()}, models {','.join(args.models)}, "
+          f"{args.calib} calibration / {args.eval} held-out samples, threads {args.threads}"
+          + ("  [QUICK: smoke test, not a measurement]" if args.quick else ""), flush=True)
+    results = run_all([comparison(SPECS[name], args) for name in args.models], settings(args), keep=args.keep,
+                      prefix="bench_static_", show=lambda res: print_model(res, args.threads))
     print_summary(results)
     lines = goals(results, args.latency_tolerance)
     print_goals(lines)
     print_losses(lines, ": onnxq", "where onnxq loses to the incumbent (measured gap)")
     if args.json_out:
-        write_json(
-            args.json_out,
-            {
-                "quick": args.quick,
-                "threads": args.threads,
-                "calibration": args.calib,
-                "held_out": args.eval,
-                "results": results,
-                "goals": [g.as_dict() for g in lines],
-            },
-        )
+        write_json(args.json_out, {"quick": args.quick, "threads": args.threads, "calibration": args.calib, "held_out": args.eval,
+                                   "results": results, "goals": [g.as_dict() for g in lines]})
     return 0
 
 

@@ -64,37 +64,11 @@ from _ocr_metrics import (  # noqa: E402
 from _ocr_text import random_text  # noqa: E402
 
 __all__ = [
-    "CLS_LABELS",
-    "CLS_SHAPE",
-    "DEFAULT_CHARSET",
-    "DET_LIMIT_SIDE_LEN",
-    "DET_MEAN",
-    "DET_STD",
-    "DET_THRESH",
-    "FONT_PACKAGE",
-    "FontNotFoundError",
-    "REC_SHAPE",
-    "box_coverage",
-    "boxes_mask",
-    "char_accuracy",
-    "cls_preprocess",
-    "cls_samples",
-    "cls_top1",
-    "default_charset",
-    "det_mask",
-    "det_preprocess",
-    "det_samples",
-    "edit_distance",
-    "find_font",
-    "mask_iou",
-    "random_text",
-    "rec_decode",
-    "rec_dictionary",
-    "rec_preprocess",
-    "rec_samples",
-    "render_line",
-    "resize_bilinear",
-    "save_npz_folder",
+    "CLS_LABELS", "CLS_SHAPE", "DEFAULT_CHARSET", "DET_LIMIT_SIDE_LEN", "DET_MEAN", "DET_STD", "DET_THRESH",
+    "FONT_PACKAGE", "FontNotFoundError", "REC_SHAPE", "box_coverage", "boxes_mask", "char_accuracy",
+    "cls_preprocess", "cls_samples", "cls_top1", "default_charset", "det_mask", "det_preprocess",
+    "det_samples", "edit_distance", "find_font", "mask_iou", "random_text", "rec_decode", "rec_dictionary",
+    "rec_preprocess", "rec_samples", "render_line", "resize_bilinear", "save_npz_folder",
 ]
 
 # ---- constants copied from rapidocr_onnxruntime 1.4.4 (the others live with their code) ---------
@@ -125,7 +99,8 @@ def find_font() -> Path:
         if path.is_file():
             return path
     raise FontNotFoundError(
-        f"DejaVu Sans (DejaVuSans.ttf) not found in {', '.join(_FONT_CANDIDATES)}; install the Debian package {FONT_PACKAGE} (apt-get install {FONT_PACKAGE})"
+        f"DejaVu Sans (DejaVuSans.ttf) not found in {', '.join(_FONT_CANDIDATES)}; install the Debian "
+        f"package {FONT_PACKAGE} (apt-get install {FONT_PACKAGE})"
     )
 
 
@@ -218,7 +193,9 @@ def _seeds(rng: np.random.Generator, k: int) -> list[int]:
     return [int(s) for s in rng.integers(0, 2**31 - 1, size=k)]
 
 
-def rec_samples(n: int, seed: int = 0, width: int = REC_SHAPE[2], batch: int = 1, charset: str = DEFAULT_CHARSET) -> tuple[list[np.ndarray], list[list[str]]]:
+def rec_samples(
+    n: int, seed: int = 0, width: int = REC_SHAPE[2], batch: int = 1, charset: str = DEFAULT_CHARSET
+) -> tuple[list[np.ndarray], list[list[str]]]:
     """``n`` recogniser inputs float32 [batch, 3, 48, width] and their ground-truth strings.
 
     Each line has 3..20 characters, is rendered at a random height 32..64 (as crops come in any
@@ -288,7 +265,8 @@ def _page(size: int, rng: np.random.Generator, charset: str) -> tuple[np.ndarray
         box = draw.textbbox((x, y), text, font=font)
         if box[2] > size - gap or box[3] > size - gap:
             continue
-        if any(box[0] < b[2] + gap and b[0] < box[2] + gap and box[1] < b[3] + gap and b[1] < box[3] + gap for b in boxes):
+        if any(box[0] < b[2] + gap and b[0] < box[2] + gap and box[1] < b[3] + gap and b[1] < box[3] + gap
+               for b in boxes):
             continue
         draw.text((x, y), text, fill=int(rng.integers(0, 80)), font=font)
         boxes.append(tuple(int(v) for v in box))
@@ -296,7 +274,9 @@ def _page(size: int, rng: np.random.Generator, charset: str) -> tuple[np.ndarray
     return np.repeat(gray[:, :, None], 3, axis=2), np.array(boxes, dtype=np.int64).reshape(-1, 4)
 
 
-def det_samples(n: int, seed: int = 0, size: int = DET_LIMIT_SIDE_LEN, charset: str = DEFAULT_CHARSET) -> tuple[list[np.ndarray], list[np.ndarray]]:
+def det_samples(
+    n: int, seed: int = 0, size: int = DET_LIMIT_SIDE_LEN, charset: str = DEFAULT_CHARSET
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """``n`` detector inputs float32 [1, 3, size, size] and ground-truth boxes per page.
 
     Boxes are int64 [k, 4] rows ``x0, y0, x1, y1`` (ink bounding box, exclusive end) in input
@@ -315,7 +295,8 @@ def det_samples(n: int, seed: int = 0, size: int = DET_LIMIT_SIDE_LEN, charset: 
 
 
 # ---- output ----------------------------------------------------------------------------------
-def save_npz_folder(samples: Sequence[np.ndarray], folder: str | Path, input_name: str = "x", labels: Sequence | None = None) -> list[Path]:
+def save_npz_folder(samples: Sequence[np.ndarray], folder: str | Path, input_name: str = "x",
+                    labels: Sequence | None = None) -> list[Path]:
     """Write ``sample_00000.npz``... (one sample each, key ``input_name``) for ``--data folder``.
 
     ``labels`` (optional, one per sample: int, str or list of str) is stored under ``label``.
@@ -362,10 +343,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     flat_pred = [p for batch in preds for p in batch]
     flat_truth = [t for batch in truths for t in batch]
     exact = np.mean([p == t for p, t in zip(flat_pred, flat_truth)])
-    print(
-        f"ppocr-rec  fp32 char accuracy {char_accuracy(flat_pred, flat_truth):.4f}  "
-        f"exact lines {exact:.3f}  ({len(flat_truth)} lines, {sum(map(len, flat_truth))} chars)"
-    )
+    print(f"ppocr-rec  fp32 char accuracy {char_accuracy(flat_pred, flat_truth):.4f}  "
+          f"exact lines {exact:.3f}  ({len(flat_truth)} lines, {sum(map(len, flat_truth))} chars)")
     for p, t in zip(flat_pred, flat_truth):
         if p != t:
             print(f"    truth {t!r:26} pred {p!r}")
@@ -385,11 +364,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         covers.append(np.count_nonzero(mask & truth) / max(1, np.count_nonzero(truth)))
         precisions.append(np.count_nonzero(mask & truth) / max(1, np.count_nonzero(mask)))
         hits.extend(coverage >= 0.2)
-    print(
-        f"ppocr-det  fp32 text-box pixels covered {np.mean(covers):.3f}  mask pixels inside boxes "
-        f"{np.mean(precisions):.3f}  boxes >=20% covered {np.mean(hits):.3f} ({len(hits)} boxes, "
-        f"thresh {DET_THRESH})"
-    )
+    print(f"ppocr-det  fp32 text-box pixels covered {np.mean(covers):.3f}  mask pixels inside boxes "
+          f"{np.mean(precisions):.3f}  boxes >=20% covered {np.mean(hits):.3f} ({len(hits)} boxes, "
+          f"thresh {DET_THRESH})")
     return 0
 
 

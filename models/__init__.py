@@ -77,7 +77,8 @@ def _lookup(name: str) -> Callable[..., onnx.ModelProto]:
     try:
         return BUILDERS[name]
     except KeyError:
-        raise ModelArgumentError(f"unknown model {name!r}; valid names: {', '.join(sorted(BUILDERS))}") from None
+        raise ModelArgumentError(
+            f"unknown model {name!r}; valid names: {', '.join(sorted(BUILDERS))}") from None
 
 
 _ACCEPTS: dict[str, Callable[[Any], bool]] = {
@@ -87,7 +88,8 @@ _ACCEPTS: dict[str, Callable[[Any], bool]] = {
     "str": lambda v: isinstance(v, str),
     "Dim": lambda v: isinstance(v, str) or (isinstance(v, int) and not isinstance(v, bool)),
     "None": lambda v: v is None,
-    "Sequence[int]": lambda v: isinstance(v, (tuple, list)) and all(isinstance(i, int) and not isinstance(i, bool) for i in v),
+    "Sequence[int]": lambda v: isinstance(v, (tuple, list)) and all(
+        isinstance(i, int) and not isinstance(i, bool) for i in v),
 }
 
 
@@ -99,7 +101,8 @@ def _check_argument(name: str, param: inspect.Parameter, value: Any) -> None:
     """
     alternatives = [a.strip() for a in str(param.annotation).split("|")]
     if all(a in _ACCEPTS for a in alternatives) and not any(_ACCEPTS[a](value) for a in alternatives):
-        raise ModelArgumentError(f"model {name!r}: parameter {param.name} must be {param.annotation}, got {value!r}")
+        raise ModelArgumentError(
+            f"model {name!r}: parameter {param.name} must be {param.annotation}, got {value!r}")
 
 
 def build(name: str, **kwargs: Any) -> onnx.ModelProto:
@@ -113,7 +116,8 @@ def build(name: str, **kwargs: Any) -> onnx.ModelProto:
     valid = builder_parameters(name)
     unknown = sorted(set(kwargs) - set(valid))
     if unknown:
-        raise ModelArgumentError(f"model {name!r} has no parameter(s) {', '.join(unknown)}; valid: {', '.join(valid)}")
+        raise ModelArgumentError(
+            f"model {name!r} has no parameter(s) {', '.join(unknown)}; valid: {', '.join(valid)}")
     for key, value in kwargs.items():
         _check_argument(name, valid[key], value)
     return builder(**kwargs)

@@ -40,14 +40,8 @@ def _classifier_tail(g: GraphBuilder, x: str, channels: int, num_classes: int, b
 
 
 def build_cnn(
-    *,
-    seed: int = 0,
-    width: int = 16,
-    blocks: int = 2,
-    input_size: int = 32,
-    num_classes: int = 10,
-    batch: Dim = "N",
-    opset: int = DEFAULT_OPSET,
+    *, seed: int = 0, width: int = 16, blocks: int = 2, input_size: int = 32, num_classes: int = 10,
+    batch: Dim = "N", opset: int = DEFAULT_OPSET,
 ) -> onnx.ModelProto:
     """A small ResNet-style image classifier (the baseline for BN folding and Conv quantization).
 
@@ -88,14 +82,8 @@ def deep_cnn_blocks_for(nodes: int) -> int:
 
 
 def build_deep_cnn(
-    *,
-    seed: int = 0,
-    blocks: int = 4,
-    channels: int = 8,
-    input_size: int = 8,
-    num_classes: int = 10,
-    batch: Dim = "N",
-    opset: int = DEFAULT_OPSET,
+    *, seed: int = 0, blocks: int = 4, channels: int = 8, input_size: int = 8, num_classes: int = 10,
+    batch: Dim = "N", opset: int = DEFAULT_OPSET,
 ) -> onnx.ModelProto:
     """A very deep stack of ResNet basic blocks, for scaling benchmarks of graph passes.
 
@@ -160,12 +148,7 @@ def _inverted_residual(g: GraphBuilder, x: str, in_ch: int, cfg: tuple[int, int,
 
 
 def build_mobilenet_v3_like(
-    *,
-    seed: int = 0,
-    width: int = 16,
-    input_size: int = 64,
-    num_classes: int = 10,
-    batch: Dim = "N",
+    *, seed: int = 0, width: int = 16, input_size: int = 64, num_classes: int = 10, batch: Dim = "N",
     opset: int = DEFAULT_OPSET,
 ) -> onnx.ModelProto:
     """A MobileNetV3-Small-like classifier (HardSwish, squeeze-excite, depthwise convs).
@@ -182,7 +165,8 @@ def build_mobilenet_v3_like(
     """
     check_opset(opset, 14, "build_mobilenet_v3_like")  # HardSwish appeared in opset 14
     require(width >= 1 and num_classes >= 1, "build_mobilenet_v3_like: width and num_classes >= 1")
-    require(input_size >= 16 and input_size % 16 == 0, f"build_mobilenet_v3_like: input_size must be a multiple of 16, got {input_size}")
+    require(input_size >= 16 and input_size % 16 == 0,
+            f"build_mobilenet_v3_like: input_size must be a multiple of 16, got {input_size}")
     c = lambda factor: _make_divisible(factor * width)  # noqa: E731 - channel rule local to this net
     cfgs = [  # kernel, expanded, out, SE, activation, stride
         (3, c(1), c(1), True, "relu", 2),

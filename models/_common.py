@@ -71,7 +71,9 @@ def he_normal(rng: np.random.Generator, shape: Sequence[int], fan_in: int) -> np
     return (rng.standard_normal(tuple(shape)) * std).astype(np.float32)
 
 
-def bn_params(rng: np.random.Generator, channels: int, *, gamma_scale: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def bn_params(
+    rng: np.random.Generator, channels: int, *, gamma_scale: float = 1.0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Return non-trivial ``(scale, bias, mean, var)`` for a BatchNormalization over ``channels``.
 
     Identity statistics (gamma=1, beta=0, mean=0, var=1) would let a broken BN-folding pass pass its
@@ -144,7 +146,8 @@ class GraphBuilder:
         self.inputs.append(helper.make_tensor_value_info(name, elem_type, _dims(shape)))
         return name
 
-    def output(self, tensor: str, name: str, shape: Sequence[Dim | None], elem_type: int = TensorProto.FLOAT) -> str:
+    def output(self, tensor: str, name: str, shape: Sequence[Dim | None],
+               elem_type: int = TensorProto.FLOAT) -> str:
         """Expose ``tensor`` as graph output ``name`` (via Identity if the names differ)."""
         if tensor != name:
             self._used.add(name)
@@ -168,21 +171,15 @@ class GraphBuilder:
         """Add a 1-d int64 initializer, the form Reshape/Unsqueeze/Concat shape inputs take."""
         return self.const(name, np.array(list(values), dtype=np.int64))
 
-    def op(self, op_type: str, inputs: Sequence[str], *, name: str | None = None, out: str | None = None, **attrs: Any) -> str:
+    def op(self, op_type: str, inputs: Sequence[str], *, name: str | None = None, out: str | None = None,
+           **attrs: Any) -> str:
         """Append a single-output node; its output tensor is ``out`` or else ``<node name>/out``."""
         names = None if out is None else [out]
         return self.op_multi(op_type, inputs, 1, name=name, output_names=names, **attrs)[0]
 
     def op_multi(
-        self,
-        op_type: str,
-        inputs: Sequence[str],
-        num_outputs: int,
-        *,
-        name: str | None = None,
-        output_names: Sequence[str] | None = None,
-        suffixes: Sequence[str] | None = None,
-        **attrs: Any,
+        self, op_type: str, inputs: Sequence[str], num_outputs: int, *, name: str | None = None,
+        output_names: Sequence[str] | None = None, suffixes: Sequence[str] | None = None, **attrs: Any,
     ) -> list[str]:
         """Append a node with several outputs and return their names.
 
@@ -202,7 +199,8 @@ class GraphBuilder:
         return outs
 
     # -- opset-aware helpers (the axes of these ops moved from attribute to input over time) ----
-    def reduce(self, op_type: str, x: str, axes: Sequence[int] | None, *, keepdims: bool, name: str | None = None) -> str:
+    def reduce(self, op_type: str, x: str, axes: Sequence[int] | None, *, keepdims: bool,
+               name: str | None = None) -> str:
         """ReduceMean/ReduceSum/... with ``axes`` as attribute or input depending on the opset.
 
         ReduceSum took axes as an input from opset 13, the other Reduce ops only from opset 18.
@@ -211,7 +209,8 @@ class GraphBuilder:
         if axes is None:
             return self.op(op_type, [x], name=name, keepdims=int(keepdims))
         if axes_as_input:
-            return self.op(op_type, [x, self.ints(f"{name or op_type.lower()}_axes", axes)], name=name, keepdims=int(keepdims))
+            return self.op(op_type, [x, self.ints(f"{name or op_type.lower()}_axes", axes)],
+                           name=name, keepdims=int(keepdims))
         return self.op(op_type, [x], name=name, axes=list(axes), keepdims=int(keepdims))
 
     def squeeze(self, x: str, axes: Sequence[int], *, name: str = "squeeze") -> str:
@@ -247,4 +246,5 @@ class GraphBuilder:
 def check_opset(opset: int, minimum: int, builder: str) -> None:
     """Refuse an opset the builder's ops do not exist in (or that onnx does not know yet)."""
     newest = onnx.defs.onnx_opset_version()
-    require(minimum <= opset <= newest, f"{builder}: opset must be in [{minimum}, {newest}], got {opset}")
+    require(minimum <= opset <= newest,
+            f"{builder}: opset must be in [{minimum}, {newest}], got {opset}")

@@ -23,14 +23,8 @@ _BERT_INIT_STD = 0.02
 
 
 def build_mlp(
-    *,
-    seed: int = 0,
-    in_features: int = 32,
-    hidden: Sequence[int] = (64, 64),
-    num_classes: int = 10,
-    use_gemm: bool = False,
-    batch: Dim = "N",
-    opset: int = DEFAULT_OPSET,
+    *, seed: int = 0, in_features: int = 32, hidden: Sequence[int] = (64, 64), num_classes: int = 10,
+    use_gemm: bool = False, batch: Dim = "N", opset: int = DEFAULT_OPSET,
 ) -> onnx.ModelProto:
     """A multilayer perceptron on ``input`` float32 [batch, in_features] → ``logits``.
 
@@ -70,10 +64,12 @@ def _embeddings(g: GraphBuilder, ids: str, vocab: int, hidden: int, max_seq: int
         word_table = (g.rng.standard_normal((vocab, hidden)) * _BERT_INIT_STD).astype(np.float32)
         pos_table = (g.rng.standard_normal((max_seq, hidden)) * _BERT_INIT_STD).astype(np.float32)
         words = g.op("Gather", [g.const("word_embeddings", word_table), ids], name="word_gather", axis=0)
-        seq_len = g.op("Gather", [g.op("Shape", [ids], name="shape"), g.const("seq_axis", np.array(1, np.int64))], name="seq_len", axis=0)
+        seq_len = g.op("Gather", [g.op("Shape", [ids], name="shape"), g.const("seq_axis", np.array(1, np.int64))],
+                       name="seq_len", axis=0)
         seq_end = g.unsqueeze(seq_len, [0], name="seq_end")
         position_ids = g.const("position_ids", np.arange(max_seq, dtype=np.int64)[None, :])
-        positions = g.op("Slice", [position_ids, g.ints("slice_starts", [0]), seq_end, g.ints("slice_axes", [1])], name="position_slice")  # [1, seq]
+        positions = g.op("Slice", [position_ids, g.ints("slice_starts", [0]), seq_end, g.ints("slice_axes", [1])],
+                         name="position_slice")  # [1, seq]
         pos = g.op("Gather", [g.const("position_embeddings", pos_table), positions], name="position_gather", axis=0)
         x = g.op("Add", [words, pos], name="add")
         return layer_norm(g, x, hidden, name="layernorm")
@@ -125,15 +121,8 @@ def _encoder_layer(g: GraphBuilder, x: str, mask: str, hidden: int, heads: int, 
 
 
 def build_transformer(
-    *,
-    seed: int = 0,
-    vocab: int = 1000,
-    hidden: int = 64,
-    heads: int = 4,
-    layers: int = 1,
-    ffn: int | None = None,
-    max_seq: int = 128,
-    opset: int = DEFAULT_OPSET,
+    *, seed: int = 0, vocab: int = 1000, hidden: int = 64, heads: int = 4, layers: int = 1,
+    ffn: int | None = None, max_seq: int = 128, opset: int = DEFAULT_OPSET,
 ) -> onnx.ModelProto:
     """A BERT-style encoder as HuggingFace's ONNX export spells it (no fused attention ops).
 
@@ -167,15 +156,8 @@ def build_transformer(
 
 
 def build_layernorm_classifier(
-    *,
-    seed: int = 0,
-    in_features: int = 32,
-    hidden: int = 64,
-    num_classes: int = 10,
-    layers: int = 2,
-    seq: int = 8,
-    batch: Dim = "N",
-    opset: int = DEFAULT_OPSET,
+    *, seed: int = 0, in_features: int = 32, hidden: int = 64, num_classes: int = 10, layers: int = 2,
+    seq: int = 8, batch: Dim = "N", opset: int = DEFAULT_OPSET,
 ) -> onnx.ModelProto:
     """A token classifier whose LayerNorms are decomposed into nine elementwise/reduce nodes.
 

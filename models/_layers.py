@@ -28,16 +28,8 @@ __all__ = [
 
 
 def conv(
-    g: GraphBuilder,
-    x: str,
-    in_ch: int,
-    out_ch: int,
-    kernel: int | tuple[int, int],
-    *,
-    stride: int | tuple[int, int] = 1,
-    group: int = 1,
-    bias: bool = True,
-    pad: bool = True,
+    g: GraphBuilder, x: str, in_ch: int, out_ch: int, kernel: int | tuple[int, int], *,
+    stride: int | tuple[int, int] = 1, group: int = 1, bias: bool = True, pad: bool = True,
     name: str = "conv",
 ) -> str:
     """Conv with He-normal weights; ``pad=True`` keeps the spatial size at stride 1 ("same")."""
@@ -49,13 +41,15 @@ def conv(
     if bias:
         inputs.append(g.const(f"{name}/bias", (g.rng.standard_normal(out_ch) * 0.01).astype(np.float32)))
     pads = [kh // 2, kw // 2, kh // 2, kw // 2] if pad else [0, 0, 0, 0]
-    return g.op("Conv", inputs, name=name, kernel_shape=[kh, kw], strides=[sh, sw], pads=pads, group=group, dilations=[1, 1])
+    return g.op("Conv", inputs, name=name, kernel_shape=[kh, kw], strides=[sh, sw], pads=pads,
+                group=group, dilations=[1, 1])
 
 
 def batch_norm(g: GraphBuilder, x: str, channels: int, *, gamma_scale: float = 1.0, name: str = "bn") -> str:
     """Inference-mode BatchNormalization with seeded, non-identity statistics (see ``bn_params``)."""
     scale, bias, mean, var = bn_params(g.rng, channels, gamma_scale=gamma_scale)
-    inputs = [x] + [g.const(f"{name}/{k}", v) for k, v in (("scale", scale), ("bias", bias), ("mean", mean), ("var", var))]
+    inputs = [x] + [g.const(f"{name}/{k}", v) for k, v in
+                    (("scale", scale), ("bias", bias), ("mean", mean), ("var", var))]
     return g.op("BatchNormalization", inputs, name=name, epsilon=1e-5)
 
 
@@ -68,24 +62,16 @@ def activation(g: GraphBuilder, x: str, kind: str | None, *, name: str | None = 
 
 
 def conv_bn_act(
-    g: GraphBuilder,
-    x: str,
-    in_ch: int,
-    out_ch: int,
-    kernel: int | tuple[int, int],
-    *,
-    stride: int | tuple[int, int] = 1,
-    group: int = 1,
-    act: str | None = "relu",
-    pad: bool = True,
-    gamma_scale: float = 1.0,
-    index: str = "",
+    g: GraphBuilder, x: str, in_ch: int, out_ch: int, kernel: int | tuple[int, int], *,
+    stride: int | tuple[int, int] = 1, group: int = 1, act: str | None = "relu", pad: bool = True,
+    gamma_scale: float = 1.0, index: str = "",
 ) -> str:
     """Conv (no bias, as before BN in torchvision) + BatchNormalization + activation.
 
     Nodes are named ``conv<index>``, ``bn<index>``, ``<act><index>`` inside the current scope.
     """
-    y = conv(g, x, in_ch, out_ch, kernel, stride=stride, group=group, bias=False, pad=pad, name=f"conv{index}")
+    y = conv(g, x, in_ch, out_ch, kernel, stride=stride, group=group, bias=False, pad=pad,
+             name=f"conv{index}")
     y = batch_norm(g, y, out_ch, gamma_scale=gamma_scale, name=f"bn{index}")
     return activation(g, y, act, name=f"{act}{index}" if act else None)
 
@@ -102,15 +88,15 @@ def residual_block(g: GraphBuilder, x: str, channels: int, *, branch_gamma: floa
     return g.op("Relu", [y], name="relu")
 
 
-def linear(
-    g: GraphBuilder, x: str, in_f: int, out_f: int, *, std: float | None = None, bias: np.ndarray | None = None, name: str = "linear", out: str | None = None
-) -> str:
+def linear(g: GraphBuilder, x: str, in_f: int, out_f: int, *, std: float | None = None,
+           bias: np.ndarray | None = None, name: str = "linear", out: str | None = None) -> str:
     """``nn.Linear`` as exported for N-D inputs: MatMul with a [in, out] weight, then Add bias.
 
     This unfused pair is what a MatMul+Add→Gemm fusion pass looks for. ``std`` overrides He init
     (BERT uses 0.02); ``bias`` overrides the small random bias.
     """
-    w = (g.rng.standard_normal((in_f, out_f)) * std).astype(np.float32) if std is not None else he_normal(g.rng, (in_f, out_f), in_f)
+    w = (g.rng.standard_normal((in_f, out_f)) * std).astype(np.float32) if std is not None \
+        else he_normal(g.rng, (in_f, out_f), in_f)
     b = bias if bias is not None else (g.rng.standard_normal(out_f) * 0.01).astype(np.float32)
     y = g.op("MatMul", [x, g.const(f"{name}/weight", w)], name=f"{name}/matmul")
     return g.op("Add", [y, g.const(f"{name}/bias", b)], name=f"{name}/add", out=out)
@@ -130,13 +116,16 @@ def _ln_params(g: GraphBuilder, features: int) -> tuple[np.ndarray, np.ndarray]:
     return gamma, beta
 
 
-def layer_norm(g: GraphBuilder, x: str, features: int, *, epsilon: float = 1e-12, name: str = "layernorm", out: str | None = None) -> str:
+def layer_norm(g: GraphBuilder, x: str, features: int, *, epsilon: float = 1e-12,
+               name: str = "layernorm", out: str | None = None) -> str:
     """The opset-17 LayerNormalization op over the last axis (what torch exports at opset >= 17)."""
     gamma, beta = _ln_params(g, features)
-    return g.op("LayerNormalization", [x, g.const(f"{name}/scale", gamma), g.const(f"{name}/bias", beta)], name=name, out=out, axis=-1, epsilon=epsilon)
+    return g.op("LayerNormalization", [x, g.const(f"{name}/scale", gamma), g.const(f"{name}/bias", beta)],
+                name=name, out=out, axis=-1, epsilon=epsilon)
 
 
-def decomposed_layer_norm(g: GraphBuilder, x: str, features: int, *, epsilon: float = 1e-5, name: str = "layernorm") -> str:
+def decomposed_layer_norm(g: GraphBuilder, x: str, features: int, *, epsilon: float = 1e-5,
+                          name: str = "layernorm") -> str:
     """LayerNorm spelled out the way torch exports it below opset 17 (nine nodes).
 
     ``(x - mean) / sqrt(mean((x - mean)^2) + eps) * gamma + beta`` as ReduceMean, Sub, Pow, ReduceMean,
@@ -163,7 +152,8 @@ def gelu_erf(g: GraphBuilder, x: str, *, name: str = "gelu") -> str:
         return g.op("Mul", [y, g.scalar("half", 0.5)], name="mul_half")
 
 
-def lstm(g: GraphBuilder, x: str, input_size: int, hidden: int, *, bidirectional: bool, want_y: bool, name: str = "lstm") -> tuple[str, str]:
+def lstm(g: GraphBuilder, x: str, input_size: int, hidden: int, *, bidirectional: bool,
+         want_y: bool, name: str = "lstm") -> tuple[str, str]:
     """ONNX LSTM with W/R/B initializers; returns ``(Y, Y_h)`` names ("" for an output not wanted).
 
     Weights follow PyTorch's LSTM init, uniform in ±1/sqrt(hidden); gate order is ONNX's i, o, f, c.
@@ -175,7 +165,6 @@ def lstm(g: GraphBuilder, x: str, input_size: int, hidden: int, *, bidirectional
     r = g.rng.uniform(-k, k, (dirs, 4 * hidden, hidden)).astype(np.float32)
     b = g.rng.uniform(-k, k, (dirs, 8 * hidden)).astype(np.float32)
     inputs = [x, g.const(f"{name}/W", w), g.const(f"{name}/R", r), g.const(f"{name}/B", b)]
-    y, y_h = g.op_multi(
-        "LSTM", inputs, 2, name=name, suffixes=["Y" if want_y else "", "Y_h"], hidden_size=hidden, direction="bidirectional" if bidirectional else "forward"
-    )
+    y, y_h = g.op_multi("LSTM", inputs, 2, name=name, suffixes=["Y" if want_y else "", "Y_h"],
+                        hidden_size=hidden, direction="bidirectional" if bidirectional else "forward")
     return y, y_h

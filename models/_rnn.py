@@ -12,15 +12,8 @@ __all__ = ["build_cnn_lstm", "build_lstm"]
 
 
 def build_lstm(
-    *,
-    seed: int = 0,
-    input_size: int = 16,
-    hidden: int = 32,
-    seq: Dim | None = None,
-    num_classes: int = 10,
-    bidirectional: bool = False,
-    batch: Dim = "batch",
-    opset: int = DEFAULT_OPSET,
+    *, seed: int = 0, input_size: int = 16, hidden: int = 32, seq: Dim | None = None, num_classes: int = 10,
+    bidirectional: bool = False, batch: Dim = "batch", opset: int = DEFAULT_OPSET,
 ) -> onnx.ModelProto:
     """A sequence classifier: ONNX ``LSTM`` on the last hidden state, then a Gemm classifier.
 
@@ -51,15 +44,8 @@ def build_lstm(
 
 
 def build_cnn_lstm(
-    *,
-    seed: int = 0,
-    width: int = 16,
-    height: int = 32,
-    input_width: Dim = "W",
-    hidden: int = 32,
-    num_classes: int = 37,
-    batch: Dim = "N",
-    opset: int = DEFAULT_OPSET,
+    *, seed: int = 0, width: int = 16, height: int = 32, input_width: Dim = "W", hidden: int = 32,
+    num_classes: int = 37, batch: Dim = "N", opset: int = DEFAULT_OPSET,
 ) -> onnx.ModelProto:
     """A CRNN-style text-line recogniser (Conv features → bidirectional LSTM → per-column classes).
 

@@ -24,14 +24,8 @@ def _head_branch(g: GraphBuilder, x: str, in_ch: int, anchors_per_cell: int, val
 
 
 def build_detector_head(
-    *,
-    seed: int = 0,
-    input_size: int = 64,
-    num_classes: int = 4,
-    width: int = 16,
-    anchors_per_cell: int = 3,
-    batch: Dim = "N",
-    opset: int = DEFAULT_OPSET,
+    *, seed: int = 0, input_size: int = 64, num_classes: int = 4, width: int = 16, anchors_per_cell: int = 3,
+    batch: Dim = "N", opset: int = DEFAULT_OPSET,
 ) -> onnx.ModelProto:
     """A small YOLO-style detector whose boxes and class scores share one output Concat.
 
@@ -47,7 +41,8 @@ def build_detector_head(
     inputs) one scale sized for 0..320 rounds every class probability to zero.
     """
     check_opset(opset, 13, "build_detector_head")
-    require(input_size >= 8 and input_size % 8 == 0, f"build_detector_head: input_size must be a multiple of 8, got {input_size}")
+    require(input_size >= 8 and input_size % 8 == 0,
+            f"build_detector_head: input_size must be a multiple of 8, got {input_size}")
     require(min(num_classes, width, anchors_per_cell) >= 1, "build_detector_head: sizes must be >= 1")
     g = GraphBuilder(seed, opset)
     x = g.input("input", TensorProto.FLOAT, [batch, 3, input_size, input_size])
@@ -75,12 +70,7 @@ def _branch_mlp(sub: GraphBuilder, x: str, sizes: list[int], out: str) -> str:
 
 
 def build_if_model(
-    *,
-    seed: int = 0,
-    in_features: int = 16,
-    hidden: int = 32,
-    num_classes: int = 10,
-    batch: Dim = "N",
+    *, seed: int = 0, in_features: int = 16, hidden: int = 32, num_classes: int = 10, batch: Dim = "N",
     opset: int = DEFAULT_OPSET,
 ) -> onnx.ModelProto:
     """A classifier whose whole compute sits inside the two branches of an ``If`` node.
@@ -111,6 +101,7 @@ def build_if_model(
         else_b = g.subgraph()
         _branch_mlp(else_b, x, [in_features, hidden, hidden, num_classes], out="branch_b/logits")
         else_b.outputs.append(helper.make_tensor_value_info("branch_b/logits", TensorProto.FLOAT, [batch, num_classes]))
-    y = g.op("If", [cond], name="if", out="logits", then_branch=then_b.graph("branch_a"), else_branch=else_b.graph("branch_b"))
+    y = g.op("If", [cond], name="if", out="logits",
+             then_branch=then_b.graph("branch_a"), else_branch=else_b.graph("branch_b"))
     g.output(y, "logits", [batch, num_classes])
     return g.model("if_model", doc="onnxq.models.build_if_model")

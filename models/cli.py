@@ -58,7 +58,9 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
     return result
 
 
-def build_and_save(name: str, output: Path, *, seed: int = 0, overrides: dict[str, Any] | None = None) -> onnx.ModelProto:
+def build_and_save(
+    name: str, output: Path, *, seed: int = 0, overrides: dict[str, Any] | None = None
+) -> onnx.ModelProto:
     """Build model ``name`` with ``seed`` and ``overrides`` and write it to ``output``.
 
     Raises:
@@ -72,18 +74,13 @@ def build_and_save(name: str, output: Path, *, seed: int = 0, overrides: dict[st
 
 def _parser() -> argparse.ArgumentParser:
     """The argparse definition, kept apart from :func:`main` so it can be inspected in tests."""
-    parser = argparse.ArgumentParser(prog="python -m models", description="Build a deterministic onnxq test model and save it.")
+    parser = argparse.ArgumentParser(
+        prog="python -m models", description="Build a deterministic onnxq test model and save it.")
     parser.add_argument("name", help=f"model to build: {', '.join(BUILDERS)}")
     parser.add_argument("-o", "--output", type=Path, required=True, help="where to write the .onnx file")
     parser.add_argument("--seed", type=int, default=0, help="random seed of the weights (default 0)")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="builder argument, repeatable (e.g. --set width=64 --set hidden=128,128)",
-    )
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="builder argument, repeatable (e.g. --set width=64 --set hidden=128,128)")
     return parser
 
 
@@ -95,5 +92,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         model = build_and_save(args.name, args.output, seed=args.seed, overrides=parse_overrides(args.overrides))
     except ModelArgumentError as e:
         parser.error(str(e))  # prints usage + message, exits 2
-    print(f"{args.output}: {args.name}, {len(model.graph.node)} nodes, opset {model.opset_import[0].version}", file=sys.stdout)
+    print(f"{args.output}: {args.name}, {len(model.graph.node)} nodes, opset "
+          f"{model.opset_import[0].version}", file=sys.stdout)
     return 0

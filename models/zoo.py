@@ -79,9 +79,7 @@ ZOO: dict[str, ZooEntry] = {
     e.name: e
     for e in (
         ZooEntry(
-            "ppocr-det",
-            *_RAPIDOCR,
-            "models/ch_PP-OCRv4_det_infer.onnx",
+            "ppocr-det", *_RAPIDOCR, "models/ch_PP-OCRv4_det_infer.onnx",
             "PP-OCRv4 mobile text detector (DBNet head), 4.7 MB, exported by paddle2onnx: opset 12, "
             "IR 8. 672 nodes: every weight is one of 342 Constant nodes (no initializers) and those "
             "Constant nodes have empty names. 62 Conv (14 depthwise), HardSwish decomposed into "
@@ -89,32 +87,27 @@ ZOO: dict[str, ZooEntry] = {
             "ConvTranspose in the neck/head.",
             "x: float32 [N, 3, H, W], H and W multiples of 32 (otherwise a broadcast Add fails); "
             "output sigmoid_0.tmp_0 [N, 1, H, W] text-probability map in 0..1.",
-            "x",
-            (1, 3, 64, 64),
+            "x", (1, 3, 64, 64),
         ),
         ZooEntry(
-            "ppocr-rec",
-            *_RAPIDOCR,
-            "models/ch_PP-OCRv4_rec_infer.onnx",
+            "ppocr-rec", *_RAPIDOCR, "models/ch_PP-OCRv4_rec_infer.onnx",
             "PP-OCRv4 mobile text recogniser (PP-LCNet + SVTR neck, CTC), 10.9 MB, paddle2onnx: "
             "opset 12, IR 8. 860 nodes: all weights in 420 unnamed Constant nodes (no initializers); "
             "decomposed LayerNorm (ReduceMean/Sub/Pow/Sqrt/Div, 5x), 13 MatMul of which 4 multiply two "
             "activations (attention), 6 BatchNormalization. metadata_props['character'] holds the "
             "6,623-character dictionary.",
-            "x: float32 [N, 3, 48, W] (height 48 as trained; W free); output softmax_11.tmp_0 [N, W/8, 6625] per-column class probabilities.",
-            "x",
-            (1, 3, 48, 320),
+            "x: float32 [N, 3, 48, W] (height 48 as trained; W free); output softmax_11.tmp_0 "
+            "[N, W/8, 6625] per-column class probabilities.",
+            "x", (1, 3, 48, 320),
         ),
         ZooEntry(
-            "ppocr-cls",
-            *_RAPIDOCR,
-            "models/ch_ppocr_mobile_v2.0_cls_infer.onnx",
+            "ppocr-cls", *_RAPIDOCR, "models/ch_ppocr_mobile_v2.0_cls_infer.onnx",
             "PP-OCR mobile v2.0 text-direction classifier (0 vs 180 degrees, MobileNetV3-like), "
             "0.6 MB, PaddlePaddle exporter: opset 11, IR 7. 566 nodes: all weights in 308 unnamed "
             "Constant nodes (no initializers), 35 unfused BatchNormalization, 11 depthwise Conv.",
-            "x: float32 [N, 3, 48, 192]; the batch dim is declared as dim_value -1 (not a symbolic name); output [N, 2] softmax.",
-            "x",
-            (1, 3, 48, 192),
+            "x: float32 [N, 3, 48, 192]; the batch dim is declared as dim_value -1 (not a symbolic "
+            "name); output [N, 2] softmax.",
+            "x", (1, 3, 48, 192),
         ),
     )
 }
@@ -187,7 +180,8 @@ def source_path(name: str) -> Path:
 def _pip_install(name: str, package: str) -> None:
     """Install ``package`` into the running interpreter's environment."""
     logger.info("installing %s for zoo model %s", package, name)
-    result = subprocess.run([sys.executable, "-m", "pip", "install", package], capture_output=True, text=True, check=False)
+    result = subprocess.run([sys.executable, "-m", "pip", "install", package],
+                            capture_output=True, text=True, check=False)
     if result.returncode != 0:
         tail = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["(no output)"]
         raise ZooUnavailable(name, f"pip install {package} failed: {tail[0]}")
@@ -265,7 +259,8 @@ def zoo_model_or_skip(name: str) -> Path:
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m models.zoo [fetch|list] [NAMES...] [--install]``; exit 2 when a model is unavailable."""
     parser = argparse.ArgumentParser(prog="python -m models.zoo", description="Fetch pretrained ONNX models.")
-    parser.add_argument("words", nargs="*", metavar="[fetch|list] NAME", help=f"optional command (default fetch), then names (default all: {', '.join(ZOO)})")
+    parser.add_argument("words", nargs="*", metavar="[fetch|list] NAME",
+                        help=f"optional command (default fetch), then names (default all: {', '.join(ZOO)})")
     parser.add_argument("--install", action="store_true", help="pip install missing packages first")
     args = parser.parse_args(argv)
     words = list(args.words)

@@ -36,7 +36,7 @@ def specs_from_document(doc: Mapping[str, Any], where: str, *, extra_keys: froze
         raise ConfigError(f"{where}: unknown top-level key(s) {', '.join(unknown)}; expected 'passes' (an array of tables)")
     specs = doc.get("passes", doc.get("pipeline"))
     if not isinstance(specs, list) or not specs:
-        raise ConfigError(f'{where}: expected a non-empty array of tables [[passes]] each with pass = "name"')
+        raise ConfigError(f"{where}: expected a non-empty array of tables [[passes]] each with pass = \"name\"")
     return specs
 
 

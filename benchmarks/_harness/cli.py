@@ -18,15 +18,8 @@ from .data import Skip
 from .report import one_line
 
 __all__ = [
-    "RunDefaults",
-    "add_common_options",
-    "add_run_options",
-    "comma_list",
-    "known_only",
-    "onnxruntime_version",
-    "resolve_run_options",
-    "run_models",
-    "work_folder",
+    "RunDefaults", "add_common_options", "add_run_options", "comma_list", "known_only", "onnxruntime_version", "resolve_run_options",
+    "run_models", "work_folder",
 ]
 
 
@@ -103,9 +96,8 @@ def work_folder(keep: str | None, prefix: str) -> Iterator[Path]:
             shutil.rmtree(root, ignore_errors=True)
 
 
-def run_models(
-    names: Sequence[str], bench: Callable[[str], dict[str, Any]], identity: Callable[[str], dict[str, Any]], show: Callable[[dict[str, Any]], None]
-) -> list[dict[str, Any]]:
+def run_models(names: Sequence[str], bench: Callable[[str], dict[str, Any]], identity: Callable[[str], dict[str, Any]],
+               show: Callable[[dict[str, Any]], None]) -> list[dict[str, Any]]:
     """``bench(name)`` for every model, one broken model never losing the others.
 
     A :class:`Skip` becomes ``{**identity(name), "skipped": reason}``, any other exception

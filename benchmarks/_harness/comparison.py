@@ -118,13 +118,8 @@ def _convert_all(c: Comparison, reference: Path, feeds: Feeds, workdir: Path, s:
                 record = {"ok": False, "skipped": True, "error": k.skip}
             else:
                 progress(f"  converting {k.name} ...")
-                job = {
-                    "converter": k.converter,
-                    "source": str(reference.resolve()),
-                    "output": str(output.resolve()),
-                    "options": dict(k.options),
-                    "calib": str(calib.resolve()) if k.data else None,
-                }
+                job = {"converter": k.converter, "source": str(reference.resolve()), "output": str(output.resolve()),
+                       "options": dict(k.options), "calib": str(calib.resolve()) if k.data else None}
                 r = run_isolated("_harness.convert:run_job", job, mem_cap_gb=s.mem_cap_gb, timeout_s=s.timeout_s)
                 record = conversion_record(r, output)
             record = {**k.info, **record}
@@ -150,34 +145,20 @@ def run_comparison(c: Comparison, s: Settings, workroot: Path) -> dict[str, Any]
         shutil.copyfile(source, reference)
     start = time.perf_counter()
     feeds = c.data(reference)
-    out["data"] = {
-        "calibration": len(feeds.calibration),
-        "held_out": len(feeds.held_out),
-        "seconds": round(time.perf_counter() - start, 1),
-        "shapes": feeds.shapes if feeds.shapes is not None else {k: list(v.shape) for k, v in feeds.held_out[0].items()},
-    }
+    out["data"] = {"calibration": len(feeds.calibration), "held_out": len(feeds.held_out),
+                   "seconds": round(time.perf_counter() - start, 1),
+                   "shapes": feeds.shapes if feeds.shapes is not None else {k: list(v.shape) for k, v in feeds.held_out[0].items()}}
     metric = c.metric(reference)
     made = _convert_all(c, reference, feeds, workdir, s)
     feeds.calibration = []  # written and converted with: not needed in this process any more
     progress(f"  evaluating {len(feeds.held_out)} held-out samples ...")
-    out.update(
-        side_by_side(
-            made,
-            reference=c.contenders[0].name,
-            feeds=feeds.held_out,
-            labels=feeds.labels,
-            metric=metric,
-            settings=s,
-            timed_feed=feeds.timed,
-            outputs=c.outputs,
-        )
-    )
+    out.update(side_by_side(made, reference=c.contenders[0].name, feeds=feeds.held_out, labels=feeds.labels,
+                            metric=metric, settings=s, timed_feed=feeds.timed, outputs=c.outputs))
     return out
 
 
-def run_all(
-    comparisons: Sequence[Comparison], settings: Settings, *, keep: str | None, prefix: str, show: Callable[[dict[str, Any]], None]
-) -> list[dict[str, Any]]:
+def run_all(comparisons: Sequence[Comparison], settings: Settings, *, keep: str | None, prefix: str,
+            show: Callable[[dict[str, Any]], None]) -> list[dict[str, Any]]:
     """:func:`run_comparison` for every comparison in one work folder (``keep``, or a temporary one);
     a model that cannot be had (``Skip``) or fails is a result saying so (see ``cli.run_models``)."""
     by_name = {c.name: c for c in comparisons}
@@ -240,9 +221,8 @@ def side_by_side(
         runnable = {n: models[n] for n in sessions}
         if not settings.timing.reuse_sessions:
             sessions.clear()  # the evaluation's sessions are freed before timing opens its own
-        latency, timing_errors = time_contenders(
-            runnable, timed_feed if timed_feed is not None else feeds[0], settings.timing, sessions=sessions, session_threads=settings.eval_threads
-        )
+        latency, timing_errors = time_contenders(runnable, timed_feed if timed_feed is not None else feeds[0], settings.timing,
+                                                 sessions=sessions, session_threads=settings.eval_threads)
         for name, entry in latency.items():
             if entry:
                 results[name]["latency"] = entry

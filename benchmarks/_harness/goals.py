@@ -36,7 +36,8 @@ class Goal:
         return cls(d["goal"], d["pass"], d["detail"])
 
 
-def check(goal: str, value: float | None, test: Callable[[float], bool], shown: str, *, not_run: str | None = None, failed: str = "not measured") -> Goal:
+def check(goal: str, value: float | None, test: Callable[[float], bool], shown: str, *,
+          not_run: str | None = None, failed: str = "not measured") -> Goal:
     """``test(value)`` as a goal; ``shown.format(value)`` is the detail.
 
     ``not_run`` (a reason) makes the goal undecided; a missing ``value`` fails it with ``failed``.

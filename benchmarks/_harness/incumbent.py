@@ -80,15 +80,10 @@ def quantize_static(source: str, output: str, calib: str, method: str) -> dict[s
     # collected chunk without computing its ranges, so only the last partial chunk would count.
     extra = {"CalibPercentile": 99.999} if method == "Percentile" else {}
     ort_quantize_static(
-        source,
-        output,
-        NpzReader(calib),
-        quant_format=QuantFormat.QDQ,
-        per_channel=True,
-        activation_type=QuantType.QUInt8,
-        weight_type=QuantType.QInt8,
-        calibrate_method=getattr(CalibrationMethod, method),
-        extra_options=extra,
+        source, output, NpzReader(calib),
+        quant_format=QuantFormat.QDQ, per_channel=True,
+        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+        calibrate_method=getattr(CalibrationMethod, method), extra_options=extra,
     )
     seconds = time.perf_counter() - start
     shutil.rmtree(tmp, ignore_errors=True)
@@ -114,7 +109,8 @@ def matmul_nbits(source: str, output: str, block_size: int, accuracy_level: int 
         MatMulNBitsQuantizer,
     )
 
-    config = DefaultWeightOnlyQuantConfig(block_size=block_size, is_symmetric=False, bits=4, accuracy_level=accuracy_level, quant_format=QuantFormat.QOperator)
+    config = DefaultWeightOnlyQuantConfig(block_size=block_size, is_symmetric=False, bits=4,
+                                          accuracy_level=accuracy_level, quant_format=QuantFormat.QOperator)
     quant = MatMulNBitsQuantizer(onnx.load(source), algo_config=config)
     quant.process()
     quant.model.save_model_to_file(output, False)
@@ -157,9 +153,8 @@ def calibrate(model_path: str, samples: Iterable[Mapping[str, Any]], method: str
     tmp = tempfile.mkdtemp(prefix="incumbent-", dir=workdir)
     try:
         start = time.perf_counter()
-        calibrator = create_calibrator(
-            model_path, None, augmented_model_path=str(Path(tmp) / "augmented.onnx"), calibrate_method=kind, extra_options=dict(options)
-        )
+        calibrator = create_calibrator(model_path, None, augmented_model_path=str(Path(tmp) / "augmented.onnx"),
+                                       calibrate_method=kind, extra_options=dict(options))
         created = time.perf_counter()
         reader = Reader()
         calibrator.collect_data(reader)

@@ -29,7 +29,8 @@ import numpy as np
 
 from . import onnxq_api
 
-__all__ = ["Accumulator", "CharAccuracy", "ClsTop1", "MaskIoU", "Metric", "OutputAgreement", "Renamed", "RowCosine", "Top1Agreement", "combine"]
+__all__ = ["Accumulator", "CharAccuracy", "ClsTop1", "MaskIoU", "Metric", "OutputAgreement", "Renamed", "RowCosine",
+           "Top1Agreement", "combine"]
 
 Outputs = Sequence[np.ndarray]
 
@@ -176,7 +177,8 @@ class RowCosine:
         if out.shape != ref.shape:
             return {"error": f"output shape {out.shape} != fp32 {ref.shape}"}
         cos = _cosines(ref, out)
-        acc: dict[str, Any] = {"cos_mean": float(cos.mean()), "cos_min": float(cos.min()), "rows": len(cos), "finite": bool(np.isfinite(out).all())}
+        acc: dict[str, Any] = {"cos_mean": float(cos.mean()), "cos_min": float(cos.min()), "rows": len(cos),
+                               "finite": bool(np.isfinite(out).all())}
         if self.neighbours:
             nn = _nearest(out)
             acc["nn_agree"] = float((nn == _nearest(ref)).mean())

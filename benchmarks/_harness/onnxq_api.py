@@ -27,26 +27,9 @@ import numpy as np
 from .report import one_line
 
 __all__ = [
-    "bench_sessions",
-    "calibration_api",
-    "calibration_summary",
-    "channel_stats",
-    "cleanup",
-    "convert_file",
-    "flops",
-    "load",
-    "make_session",
-    "node_count",
-    "output_accumulator",
-    "parameter_count",
-    "proto_bytes",
-    "quantize_static_file",
-    "run_conversion",
-    "run_passes",
-    "run_session",
-    "save",
-    "static_steps",
-    "weight_sparsity",
+    "bench_sessions", "calibration_api", "calibration_summary", "channel_stats", "cleanup", "convert_file", "flops",
+    "load", "make_session", "node_count", "output_accumulator", "parameter_count", "proto_bytes", "quantize_static_file",
+    "run_conversion", "run_passes", "run_session", "save", "static_steps", "weight_sparsity",
 ]
 
 
@@ -121,9 +104,11 @@ def _pass_note(name: str, s: Mapping[str, Any]) -> list[str]:
         return notes
     if name == "quantize-weights-blockwise":
         by_op = s.get("quantized_by_op") or {}
-        return [f"{s.get('quantized', 0)} quantized ({', '.join(f'{k} {v}' for k, v in by_op.items()) or '-'}), {len(s.get('skipped') or {})} skipped"]
+        return [f"{s.get('quantized', 0)} quantized ({', '.join(f'{k} {v}' for k, v in by_op.items()) or '-'}), "
+                f"{len(s.get('skipped') or {})} skipped"]
     if name == "convert-float16":
-        return [f"{s.get('half_nodes', 0)} half nodes, {s.get('float_nodes', 0)} float, {s.get('constants_storage_only', 0)} storage-only weights"]
+        return [f"{s.get('half_nodes', 0)} half nodes, {s.get('float_nodes', 0)} float, "
+                f"{s.get('constants_storage_only', 0)} storage-only weights"]
     return []
 
 

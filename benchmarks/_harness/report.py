@@ -142,7 +142,8 @@ def print_table(
         print(line(r), file=file)
 
 
-def print_markdown(headers: Sequence[str], rows: Sequence[Sequence[Any]], *, align: Sequence[str] | None = None, file: TextIO | None = None) -> None:
+def print_markdown(headers: Sequence[str], rows: Sequence[Sequence[Any]], *, align: Sequence[str] | None = None,
+                   file: TextIO | None = None) -> None:
     """Print a Markdown table (``align``: ``"l"``/``"r"`` per column, default left)."""
     marks = ["---:" if a == "r" else "---" for a in (align or ["l"] * len(headers))]
     print("| " + " | ".join(headers) + " |", file=file)

@@ -123,9 +123,8 @@ def interleaved(sessions: Mapping[str, Any], feed: Mapping[str, np.ndarray], pla
     return out
 
 
-def time_contenders(
-    models: Mapping[str, Any], feed: Mapping[str, np.ndarray], spec: TimingSpec, *, sessions: dict[str, Any] | None = None, session_threads: int = 1
-) -> tuple[dict[str, dict[str, dict[str, Any]]], dict[str, str]]:
+def time_contenders(models: Mapping[str, Any], feed: Mapping[str, np.ndarray], spec: TimingSpec, *,
+                    sessions: dict[str, Any] | None = None, session_threads: int = 1) -> tuple[dict[str, dict[str, dict[str, Any]]], dict[str, str]]:
     """Interleaved timing of ``models`` (name -> path or model) at each of ``spec.threads``.
 
     ``sessions`` (opened at ``session_threads``) are reused at that thread count when

@@ -213,7 +213,9 @@ def fold_abs(counts: np.ndarray, start: int, k: int, cap: int) -> tuple[np.ndarr
 # --------------------------------------------------------------------------------------------------
 
 
-def percentile_range(counts: np.ndarray, origin: float, width: float, percentile: float, lo: float, hi: float) -> tuple[float, float]:
+def percentile_range(
+    counts: np.ndarray, origin: float, width: float, percentile: float, lo: float, hi: float
+) -> tuple[float, float]:
     """Two-sided percentile range of a histogram, linearly interpolated inside the bin.
 
     With ``N`` values and cumulative counts ``C``, the value at fraction ``q`` lies in the first bin

@@ -120,17 +120,9 @@ def collect_ranges(
     strategy = choose_strategy(method, per_channel_axis)
     groups = plan_tensor_groups(names, strategy.tensor_sizes(work, names, first), max_memory_mb)
     run = _Calibration(
-        model=model,
-        work=work,
-        replay=replay,
-        strategy=strategy,
-        method=method,
-        options=dict(options or {}),
-        per_channel_axis=per_channel_axis,
-        threads=threads,
-        progress=progress,
-        total=sample_count(samples, max_samples),
-        max_samples=max_samples,
+        model=model, work=work, replay=replay, strategy=strategy, method=method,
+        options=dict(options or {}), per_channel_axis=per_channel_axis, threads=threads,
+        progress=progress, total=sample_count(samples, max_samples), max_samples=max_samples,
     )
     stats = CalibrationStats(tensors=len(names), groups=len(groups))
     for gi, group in enumerate(groups):

@@ -140,7 +140,9 @@ def compute_qparams_array(
     return safe_scale.astype(np.float32), zero_point
 
 
-def compute_qparams(rmin: float, rmax: float, dtype: str, symmetric: bool, reduce_range: bool = False) -> tuple[np.float32, int]:
+def compute_qparams(
+    rmin: float, rmax: float, dtype: str, symmetric: bool, reduce_range: bool = False
+) -> tuple[np.float32, int]:
     """Scale and zero point of one range; see :func:`compute_qparams_array` and the module docstring.
 
     Returns:

@@ -103,7 +103,11 @@ class Histogram:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Histogram):
             return NotImplemented
-        return self.bin_width == other.bin_width and self.origin == other.origin and np.array_equal(self.counts, other.counts)
+        return (
+            self.bin_width == other.bin_width
+            and self.origin == other.origin
+            and np.array_equal(self.counts, other.counts)
+        )
 
     __hash__ = None  # type: ignore[assignment]  # holds an array: unhashable like any mutable-looking value
 
@@ -129,7 +133,9 @@ class Histogram:
         """
         data = _check_keys(data, {"bin_width", "counts", "origin"}, set(), "histogram")
         counts = data["counts"]
-        if not isinstance(counts, list) or not all(isinstance(c, int) and not isinstance(c, bool) for c in counts):
+        if not isinstance(counts, list) or not all(
+            isinstance(c, int) and not isinstance(c, bool) for c in counts
+        ):
             raise CalibrationError("histogram counts must be a list of integers")
         return cls(np.array(counts, dtype=np.int64), data["bin_width"], data["origin"])
 
@@ -208,7 +214,9 @@ class TensorRange:
                 raise CalibrationError(f"axis must be an integer, found {self.axis!r}")
             assert cmin is not None and cmax is not None
             if len(cmin) != len(cmax) or not cmin:
-                raise CalibrationError(f"channel_min has {len(cmin)} values and channel_max {len(cmax)}; need the same, >= 1")
+                raise CalibrationError(
+                    f"channel_min has {len(cmin)} values and channel_max {len(cmax)}; need the same, >= 1"
+                )
             bad = [i for i, (a, b) in enumerate(zip(cmin, cmax)) if a > b]
             if bad:
                 raise CalibrationError(f"channel_min > channel_max for channel(s) {bad[:10]}")
@@ -305,7 +313,8 @@ class RangeSet(Mapping[str, TensorRange]):
                 raise CalibrationError(f"tensor names must be strings, found {name!r}")
             if not isinstance(rng, TensorRange):
                 raise CalibrationError(f"range of tensor {name!r} must be a TensorRange, found {type(rng).__name__}")
-        for key, value in (("model_name", model_name), ("model_sha256", model_sha256), ("method", method), ("onnxq_version", onnxq_version)):
+        for key, value in (("model_name", model_name), ("model_sha256", model_sha256), ("method", method),
+                           ("onnxq_version", onnxq_version)):
             if not isinstance(value, str):
                 raise CalibrationError(f"{key} must be a string, found {value!r}")
         self._ranges = items

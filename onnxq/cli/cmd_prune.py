@@ -115,7 +115,8 @@ def _layer_rows(method: str, stats: dict[str, Any]) -> tuple[list[str], list[lis
         return columns, rows
     columns = ["layer", "mode", "clusters", "bytes before", "bytes after", "rel. error"]
     rows = [
-        [k, e["mode"], e["clusters"], human_bytes(e["bytes_before"]), human_bytes(e["bytes_after"]), f"{e['relative_error']:.4f}"] for k, e in layers.items()
+        [k, e["mode"], e["clusters"], human_bytes(e["bytes_before"]), human_bytes(e["bytes_after"]), f"{e['relative_error']:.4f}"]
+        for k, e in layers.items()
     ]
     return columns, rows
 
@@ -171,13 +172,8 @@ def _evaluate(reference: Any, model: ir.Model, source: Any) -> dict[str, Any] | 
 @click.option("--sparsity", type=float, help="magnitude: per-layer fraction of zeros; channel: fraction of channels removed per group.")
 @click.option("--global-sparsity", type=float, help="magnitude: fraction of zeros over all layers (one ranking).")
 @click.option("--threshold", type=float, help="magnitude: zero every |w| below this.")
-@click.option(
-    "--normalize",
-    type=click.Choice(["none", "l2", "mean"]),
-    default="none",
-    show_default=True,
-    help="magnitude: per-layer normalization before the global ranking.",
-)
+@click.option("--normalize", type=click.Choice(["none", "l2", "mean"]), default="none", show_default=True,
+              help="magnitude: per-layer normalization before the global ranking.")
 @click.option("--nm", default="2:4", show_default=True, help="nm: N:M pattern (at most N non-zeros in M consecutive weights).")
 @click.option("--rank", type=int, help="lowrank: rank of the factors.")
 @click.option("--energy", type=float, help="lowrank: fraction of the squared singular values kept.")
@@ -194,25 +190,14 @@ def _evaluate(reference: Any, model: ir.Model, source: Any) -> dict[str, Any] | 
 @click.option("--data", help="Samples for metrics, the search and data-driven criteria: folder/.npz/.npy or 'synthetic[:N]'.")
 @click.option("--samples", type=click.IntRange(min=1), help="Use at most N samples (default 8 synthetic ones without --data).")
 @click.option("--dim", "dims", multiple=True, metavar="NAME=SIZE", help="Size of a symbolic input dim for synthetic data.")
-@click.option("--max-drop", type=float, help="Search: raise the strength while the metric stays within this (cosine/top1: drop from 1; sqnr: minimum dB).")
+@click.option("--max-drop", type=float,
+              help="Search: raise the strength while the metric stays within this (cosine/top1: drop from 1; sqnr: minimum dB).")
 @click.option("--metric", type=click.Choice(["cosine", "sqnr", "top1"]), default="cosine", show_default=True)
 @click.option("--steps", help="Search steps, e.g. 0.1,0.2,0.3 (default: 0.1 up to --sparsity / 0.9).")
 @click.option("--report", type=click.Path(dir_okay=False), help="Write a JSON report (per-layer stats, search curve, metrics).")
 def prune_cmd(
-    model: str,
-    output: str,
-    method: str,
-    exclude: tuple[str, ...],
-    exclude_ops: tuple[str, ...],
-    skip_first_last: bool,
-    data: str | None,
-    samples: int | None,
-    dims: tuple[str, ...],
-    max_drop: float | None,
-    metric: str,
-    steps: str | None,
-    report: str | None,
-    **values: Any,
+    model: str, output: str, method: str, exclude: tuple[str, ...], exclude_ops: tuple[str, ...], skip_first_last: bool, data: str | None,
+    samples: int | None, dims: tuple[str, ...], max_drop: float | None, metric: str, steps: str | None, report: str | None, **values: Any,
 ) -> None:
     """Prune or compress MODEL's weights and write the result.
 
@@ -256,20 +241,10 @@ def prune_cmd(
     )
     click.echo(f"wrote {out} ({human_bytes(size_in)} → {human_bytes(size_out)})")
     summary = {"input": model, "output": str(out), "method": method, "pass": name, "options": options}
-    maybe_write_report(
-        report,
-        {
-            **summary,
-            "bytes_before": size_in,
-            "bytes_after": size_out,
-            "before": before,
-            "after": after,
-            "stats": stats,
-            "unchanged": [s.as_dict() for s in skips],
-            "search": search,
-            "metrics": metrics,
-        },
-    )
+    sizes = {"bytes_before": size_in, "bytes_after": size_out}
+    unchanged = [s.as_dict() for s in skips]
+    results = {"before": before, "after": after, "stats": stats, "unchanged": unchanged, "search": search, "metrics": metrics}
+    maybe_write_report(report, {**summary, **sizes, **results})
 
 
 def _flops_and_sparsity(model: ir.Model, source: Any) -> dict[str, Any]:

@@ -96,19 +96,29 @@ class RecordSource(DataSource):
         external = None if self.labels_file is None else load_labels(self.labels_file)
         count = 0
         for count, record in enumerate(self.records(), start=1):
-            sample = _validate_unbound(record.sample, record.where) if self.specs is None else validate_sample(record.sample, self.specs, record.where)
+            sample = (
+                _validate_unbound(record.sample, record.where)
+                if self.specs is None
+                else validate_sample(record.sample, self.specs, record.where)
+            )
             yield sample, _label_for(record, count - 1, external, self.labels_file)
         if external is not None and count != len(external):
-            raise CalibrationDataError(f"labels file '{self.labels_file}' has {len(external)} labels but the data has {count} samples")
+            raise CalibrationDataError(
+                f"labels file '{self.labels_file}' has {len(external)} labels but the data has {count} samples"
+            )
 
 
 def _label_for(record: Record, index: int, external: list[Label] | None, labels_file: Path | None) -> Label | None:
     if external is None:
         return record.label
     if record.label is not None:
-        raise CalibrationDataError(f"{record.where}: carries its own label and a labels file '{labels_file}' was given too; use one")
+        raise CalibrationDataError(
+            f"{record.where}: carries its own label and a labels file '{labels_file}' was given too; use one"
+        )
     if index >= len(external):
-        raise CalibrationDataError(f"{record.where}: labels file '{labels_file}' has only {len(external)} labels, none for sample #{index}")
+        raise CalibrationDataError(
+            f"{record.where}: labels file '{labels_file}' has only {len(external)} labels, none for sample #{index}"
+        )
     return external[index]
 
 

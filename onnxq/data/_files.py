@@ -20,12 +20,16 @@ def _read_npy_header(fp: IO[bytes], where: str) -> tuple[tuple[int, ...], np.dty
     """Shape and dtype from an .npy header, so object arrays are refused before reading data."""
     try:
         version = np.lib.format.read_magic(fp)
-        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        read_header = (
+            np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        )
         shape, _, dtype = read_header(fp)
     except (ValueError, EOFError, OSError) as e:
         raise CalibrationDataError(f"{where}: not a valid .npy array ({e})") from e
     if dtype.hasobject:
-        raise CalibrationDataError(f"{where}: holds Python objects (dtype {dtype}); onnxq never unpickles data — save numeric arrays")
+        raise CalibrationDataError(
+            f"{where}: holds Python objects (dtype {dtype}); onnxq never unpickles data — save numeric arrays"
+        )
     return shape, dtype
 
 
@@ -68,7 +72,9 @@ def load_labels(path: PathArg) -> list[Label]:
     if path.suffix.lower() == ".npy":
         array = _read_npy(path, mmap=False)
         if array.ndim != 1:
-            raise CalibrationDataError(f"labels file '{path}' has shape {array.shape}, expected one label per sample (a 1-D array)")
+            raise CalibrationDataError(
+                f"labels file '{path}' has shape {array.shape}, expected one label per sample (a 1-D array)"
+            )
         return array.tolist()
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
@@ -89,7 +95,9 @@ def list_data_files(path: Path, suffixes: Iterable[str], kind: str) -> list[Path
         CalibrationDataError: the folder holds no such file.
     """
     wanted = {suffix.lower() for suffix in suffixes}
-    files = [p for p in path.iterdir() if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in wanted]
+    files = [
+        p for p in path.iterdir() if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in wanted
+    ]
     if not files:
         raise CalibrationDataError(f"folder '{path}' contains no {kind} files ({' '.join(sorted(wanted))})")
     return sorted(files, key=_natural_key)
@@ -100,7 +108,9 @@ def _natural_key(path: Path) -> tuple[list[Any], str]:
     return [int(p) if p.isdigit() else p for p in parts], path.name
 
 
-def _split_label(arrays: dict[str, np.ndarray], specs: Sequence[InputSpec], where: str) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+def _split_label(
+    arrays: dict[str, np.ndarray], specs: Sequence[InputSpec], where: str
+) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
     """Separate a ``label``/``labels`` array from the inputs (unless the model has an input of that name)."""
     names = {spec.name for spec in specs}
     keys = [key for key in _LABEL_KEYS if key in arrays and key not in names]
@@ -129,7 +139,8 @@ def require_single_input(specs: Sequence[InputSpec], what: str, advice: str = ""
     """The only input of a model, for data kinds that cannot say which input an array belongs to."""
     if len(specs) != 1:
         raise CalibrationDataError(
-            f"{what} only works for single-input models; this model has inputs {_quoted(s.name for s in specs)}" + (f": {advice}" if advice else "")
+            f"{what} only works for single-input models; this model has inputs {_quoted(s.name for s in specs)}"
+            + (f": {advice}" if advice else "")
         )
     return specs[0]
 

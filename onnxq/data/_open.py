@@ -118,13 +118,17 @@ def _dispatch(spec: Any, specs: Sequence[InputSpec], options: _OpenOptions, samp
         count = _synthetic_count(match.group(1), samples)
         return SyntheticSource(specs, count, options.dims, options.seed, labels_file=options.labels_file)
     if not isinstance(spec, (str, PathLike)):
-        raise CalibrationDataError(f"cannot use a {type(spec).__name__} as data: expected a path, 'synthetic[:N]' or an object with get_next()")
+        raise CalibrationDataError(
+            f"cannot use a {type(spec).__name__} as data: expected a path, 'synthetic[:N]' or an object with get_next()"
+        )
     path = _existing(spec)
     if path.is_dir():
         return _FOLDER_FACTORIES[_folder_kind(path)](path, specs, options)
     kind = _SUFFIX_KINDS.get(path.suffix.lower())
     if kind is None:
-        raise CalibrationDataError(f"calibration data '{path}' is not a supported kind: expected a folder or {_ACCEPTED}, or 'synthetic[:N]'")
+        raise CalibrationDataError(
+            f"calibration data '{path}' is not a supported kind: expected a folder or {_ACCEPTED}, or 'synthetic[:N]'"
+        )
     return _FILE_FACTORIES[kind](path, specs, options)
 
 

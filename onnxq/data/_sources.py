@@ -82,7 +82,9 @@ class NpzFileSource(RecordSource):
             check_input_names(inputs, self.model_specs, where)
             count = _stacked_count(inputs, self.model_specs, where)
             if count is not None and label is not None and (label.ndim == 0 or label.shape[0] != count):
-                raise CalibrationDataError(f"{where}: labels have shape {label.shape}, expected one label per sample ({count} along axis 0)")
+                raise CalibrationDataError(
+                    f"{where}: labels have shape {label.shape}, expected one label per sample ({count} along axis 0)"
+                )
             self._loaded = (inputs, label, count)
         return self._loaded
 
@@ -100,7 +102,9 @@ class NpzFileSource(RecordSource):
             return
         for index in range(count):
             sample = {name: array[index] for name, array in inputs.items()}
-            yield Record(f"{self.path} sample #{index}", sample, None if label is None else _label_value(label[index]))
+            yield Record(
+                f"{self.path} sample #{index}", sample, None if label is None else _label_value(label[index])
+            )
 
     def describe(self) -> str:
         """E.g. ``calib.npz: 100 samples``."""
@@ -128,7 +132,8 @@ def _stacked_count(arrays: Mapping[str, np.ndarray], specs: Sequence[InputSpec],
     stacked = {name: count for name, count in counts.items() if count is not None}
     if single and stacked:
         raise CalibrationDataError(
-            f"{where}: input '{single[0]}' holds one sample but '{next(iter(stacked))}' has a leading axis of samples; store every input the same way"
+            f"{where}: input '{single[0]}' holds one sample but '{next(iter(stacked))}' has a leading axis "
+            "of samples; store every input the same way"
         )
     if len(set(stacked.values())) > 1:
         found = ", ".join(f"'{name}' has {count}" for name, count in stacked.items())
@@ -209,7 +214,9 @@ class SyntheticSource(RecordSource):
         super().__init__(specs, labels_file)
         self.model_specs: tuple[InputSpec, ...] = tuple(specs)
         if count < 1 or seed < 0 or int_high < 1:
-            raise ConfigError(f"synthetic data needs count >= 1, seed >= 0 and int_high >= 1; got {count}, {seed}, {int_high}")
+            raise ConfigError(
+                f"synthetic data needs count >= 1, seed >= 0 and int_high >= 1; got {count}, {seed}, {int_high}"
+            )
         self.count, self.seed, self.int_high = count, seed, int_high
         self.dims = dict(dims or {})
         self.shapes = {spec.name: _synthetic_shape(spec, self.dims) for spec in self.model_specs}
@@ -265,7 +272,9 @@ def _synthetic_shape(spec: InputSpec, dims: Mapping[str, int]) -> tuple[int, ...
         elif isinstance(dim, str):
             raise CalibrationDataError(f"input '{spec.name}' has symbolic dim '{dim}'; pass --dim {dim}=N")
         else:
-            raise CalibrationDataError(f"input '{spec.name}' axis {axis} is dynamic and unnamed; pass --dim {key}=N")
+            raise CalibrationDataError(
+                f"input '{spec.name}' axis {axis} is dynamic and unnamed; pass --dim {key}=N"
+            )
     return tuple(shape)
 
 
@@ -273,7 +282,9 @@ class ReaderSource(RecordSource):
     """Any object with onnxruntime's ``CalibrationDataReader`` protocol: ``get_next()`` returns a dict
     or None when exhausted. Calls ``rewind()`` (when the reader has one) before iterating again."""
 
-    def __init__(self, reader: Any, specs: Sequence[InputSpec] | None = None, *, labels_file: PathArg | None = None) -> None:
+    def __init__(
+        self, reader: Any, specs: Sequence[InputSpec] | None = None, *, labels_file: PathArg | None = None
+    ) -> None:
         super().__init__(specs, labels_file)
         if not callable(getattr(reader, "get_next", None)):
             raise CalibrationDataError(f"{type(reader).__name__} has no get_next() method; it is not a data reader")

@@ -20,7 +20,7 @@ from onnxq.errors import CalibrationDataError
 
 _LOG = logging.getLogger(__name__)
 
-Dim = Union[int, str, None]  # noqa: UP007 (a runtime alias: X | Y needs Python 3.10 objects, fine, but keeps the three aliases alike)
+Dim = Union[int, str, None]  # noqa: UP007 (runtime aliases, kept alike)
 Sample = dict[str, np.ndarray]
 Label = Union[int, float, str, np.ndarray]  # noqa: UP007
 PathArg = Union[str, "PathLike[str]"]
@@ -73,15 +73,22 @@ def input_specs(model: onnx.ModelProto) -> list[InputSpec]:
 def _spec_from_value_info(value_info: onnx.ValueInfoProto) -> InputSpec:
     kind = value_info.type.WhichOneof("value")
     if kind != "tensor_type":
-        raise CalibrationDataError(f"model input '{value_info.name}' is a {kind or 'untyped value'}, not a tensor; onnxq can only feed tensor inputs")
+        raise CalibrationDataError(
+            f"model input '{value_info.name}' is a {kind or 'untyped value'}, not a tensor; "
+            "onnxq can only feed tensor inputs"
+        )
     tensor = value_info.type.tensor_type
     type_name = onnx.TensorProto.DataType.Name(tensor.elem_type)
     try:
         dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type))
     except (KeyError, TypeError, ValueError) as e:
-        raise CalibrationDataError(f"model input '{value_info.name}' has element type {type_name}, which onnxq cannot feed") from e
+        raise CalibrationDataError(
+            f"model input '{value_info.name}' has element type {type_name}, which onnxq cannot feed"
+        ) from e
     if dtype.hasobject:
-        raise CalibrationDataError(f"model input '{value_info.name}' has element type {type_name}; onnxq only feeds numeric tensors")
+        raise CalibrationDataError(
+            f"model input '{value_info.name}' has element type {type_name}; onnxq only feeds numeric tensors"
+        )
     shape = tuple(_dim(d) for d in tensor.shape.dim) if tensor.HasField("shape") else None
     return InputSpec(value_info.name, dtype, shape)
 
@@ -98,6 +105,7 @@ def _dim(dim: onnx.TensorShapeProto.Dimension) -> Dim:
     if which == "dim_param" and dim.dim_param and dim.dim_param not in _ANONYMOUS_DIMS:
         return dim.dim_param
     return None
+
 
 
 def validate_sample(sample: Mapping[str, Any], specs: Sequence[InputSpec], where: str) -> Sample:
@@ -143,7 +151,9 @@ def _check_tensor(value: Any, spec: InputSpec, where: str) -> np.ndarray:
     array = _as_numeric_array(value, f"{where}: input '{spec.name}'")
     if array.dtype != spec.dtype:
         hint = f" (cast with .astype(np.{_numpy_name(spec.dtype)}))" if array.dtype.kind in "biuf" else ""
-        raise CalibrationDataError(f"{where}: input '{spec.name}' has dtype {array.dtype}, expected {spec.dtype}{hint}")
+        raise CalibrationDataError(
+            f"{where}: input '{spec.name}' has dtype {array.dtype}, expected {spec.dtype}{hint}"
+        )
     _check_shape(array, spec, where)
     _check_finite(array, f"{where}: input '{spec.name}'")
     return np.require(array, requirements="C")
@@ -169,12 +179,14 @@ def _check_shape(array: np.ndarray, spec: InputSpec, where: str) -> None:
         return
     if array.ndim != len(spec.shape):
         raise CalibrationDataError(
-            f"{where}: input '{spec.name}' has rank {array.ndim} (shape {array.shape}), expected rank {len(spec.shape)} {spec.shape_text()}"
+            f"{where}: input '{spec.name}' has rank {array.ndim} (shape {array.shape}), "
+            f"expected rank {len(spec.shape)} {spec.shape_text()}"
         )
     for axis, (found, expected) in enumerate(zip(array.shape, spec.shape)):
         if isinstance(expected, int) and found != expected:
             raise CalibrationDataError(
-                f"{where}: input '{spec.name}' axis {axis} is {found}, expected {expected} (shape {array.shape}, expected {spec.shape_text()})"
+                f"{where}: input '{spec.name}' axis {axis} is {found}, expected {expected} "
+                f"(shape {array.shape}, expected {spec.shape_text()})"
             )
     if array.size == 0:
         raise CalibrationDataError(f"{where}: input '{spec.name}' is empty (shape {array.shape})")
@@ -186,7 +198,10 @@ def _check_finite(array: np.ndarray, what: str) -> None:
     nan = int(np.count_nonzero(np.isnan(array)))
     inf = int(np.count_nonzero(np.isinf(array)))
     if nan or inf:
-        raise CalibrationDataError(f"{what} has {nan + inf} non-finite values ({nan} NaN, {inf} Inf) out of {array.size}; calibration data must be finite")
+        raise CalibrationDataError(
+            f"{what} has {nan + inf} non-finite values ({nan} NaN, {inf} Inf) out of {array.size}; "
+            "calibration data must be finite"
+        )
 
 
 def _check_symbols(arrays: Mapping[str, np.ndarray], specs: Sequence[InputSpec], where: str) -> None:
@@ -199,7 +214,8 @@ def _check_symbols(arrays: Mapping[str, np.ndarray], specs: Sequence[InputSpec],
             first = seen.setdefault(dim, (spec.name, axis, size))
             if first[2] != size:
                 raise CalibrationDataError(
-                    f"{where}: symbolic dim '{dim}' is {first[2]} in input '{first[0]}' (axis {first[1]}) but {size} in input '{spec.name}' (axis {axis})"
+                    f"{where}: symbolic dim '{dim}' is {first[2]} in input '{first[0]}' (axis {first[1]}) "
+                    f"but {size} in input '{spec.name}' (axis {axis})"
                 )
 
 

@@ -103,7 +103,9 @@ class ImagePreprocess:
             key, sep, text = item.partition("=")
             key = key.strip().lower()
             if not sep or key not in _PARSERS:
-                raise ConfigError(f"image preprocessing '{item}': unknown option; valid: {', '.join(_PARSERS)} (as key=value)")
+                raise ConfigError(
+                    f"image preprocessing '{item}': unknown option; valid: {', '.join(_PARSERS)} (as key=value)"
+                )
             field, parse = _PARSERS[key]
             try:
                 values[field] = parse(text.strip())
@@ -190,7 +192,9 @@ class _Geometry:
 
 def _resolve_geometry(spec: InputSpec, pre: ImagePreprocess) -> _Geometry:
     if spec.shape is None or len(spec.shape) not in (3, 4):
-        raise CalibrationDataError(f"input '{spec.name}' has shape {spec.shape_text()}; image data needs an NCHW/NHWC (or CHW/HWC) input")
+        raise CalibrationDataError(
+            f"input '{spec.name}' has shape {spec.shape_text()}; image data needs an NCHW/NHWC (or CHW/HWC) input"
+        )
     batched = len(spec.shape) == 4
     dims = spec.shape[1:] if batched else spec.shape
     layout = pre.layout or ("NHWC" if dims[0] not in (1, 3) and dims[2] in (1, 3) else "NCHW")
@@ -206,15 +210,21 @@ def _resolve_geometry(spec: InputSpec, pre: ImagePreprocess) -> _Geometry:
         raise CalibrationDataError(f"input '{spec.name}' {spec.shape_text()} expects 1 channel but grayscale=false")
     for name, values in (("mean", pre.mean), ("std", pre.std)):
         if len(values) not in (0, 1, channels):
-            raise CalibrationDataError(f"image {name} has {len(values)} values, expected 1 or {channels} for input '{spec.name}'")
+            raise CalibrationDataError(
+                f"image {name} has {len(values)} values, expected 1 or {channels} for input '{spec.name}'"
+            )
     if spec.dtype.kind in "iu" and (pre.scale != 1 or pre.mean or pre.std):
-        raise CalibrationDataError(f"input '{spec.name}' takes {spec.dtype} pixels: pass scale=1 and no mean/std")
+        raise CalibrationDataError(
+            f"input '{spec.name}' takes {spec.dtype} pixels: pass scale=1 and no mean/std"
+        )
     if spec.dtype.kind not in "iuf":
         raise CalibrationDataError(f"input '{spec.name}' has dtype {spec.dtype}; images need a float or int input")
     final = pre.crop or pre.size
     model_hw = (h, w) if isinstance(h, int) and isinstance(w, int) else None
     if final is None and model_hw is None and not (pre.keep_aspect_pad and isinstance(h, int)):
-        raise CalibrationDataError(f"input '{spec.name}' {spec.shape_text()} has a dynamic height or width; pass size=HxW")
+        raise CalibrationDataError(
+            f"input '{spec.name}' {spec.shape_text()} has a dynamic height or width; pass size=HxW"
+        )
     fixed_hw = final or model_hw
     if fixed_hw is not None:
         height, width = fixed_hw

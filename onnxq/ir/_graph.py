@@ -124,7 +124,12 @@ def replace_all_uses(graph: Graph, old: Tensor, new: Tensor) -> None:
         return
     idx = [i for i, t in enumerate(graph.outputs) if t is old]
     name, dtype, shape = old.name, old.dtype, old.shape
-    new_is_plain = isinstance(new, Variable) and new.inputs and not is_graph_output(graph, new) and not is_graph_input(graph, new)
+    new_is_plain = (
+        isinstance(new, Variable)
+        and new.inputs
+        and not is_graph_output(graph, new)
+        and not is_graph_input(graph, new)
+    )
     if new_is_plain:
         old.name = name + "__replaced"
         new.name = name

@@ -42,7 +42,6 @@ MAX_OPSET = onnx.defs.onnx_opset_version()
 #: A protobuf message cannot exceed 2 GiB; above this we must write external data.
 PROTO_LIMIT = 2**31 - 1
 
-
 def load(source: str | os.PathLike[str] | bytes | onnx.ModelProto | Model, *, check: bool = True) -> Model:
     """Load and validate a model from a path, serialized bytes, a ModelProto or a Model.
 

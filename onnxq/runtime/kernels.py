@@ -90,7 +90,9 @@ def _expand_types(input_types: tuple[str, ...], num_inputs: int | None) -> tuple
     return types + (types[-1],) * (num_inputs - len(types))
 
 
-def _probe_model(op_type: str, domain: str, opset: int, types: tuple[str, ...], attrs: tuple[tuple[str, Any], ...], num_outputs: int) -> onnx.ModelProto:
+def _probe_model(
+    op_type: str, domain: str, opset: int, types: tuple[str, ...], attrs: tuple[tuple[str, Any], ...], num_outputs: int
+) -> onnx.ModelProto:
     inputs = []
     node_inputs = []
     for i, t in enumerate(types):

@@ -13,7 +13,12 @@ from onnxq.pass_base import EmptyConfig, Pass, PassContext, PassResult, register
 
 
 def _signature(model: Model) -> list[tuple[str, str, str]]:
-    return [(t.name, str(t.dtype), str(t.shape)) for g in ir.iter_graphs(model.graph) for n in g.nodes for t in n.outputs]
+    return [
+        (t.name, str(t.dtype), str(t.shape))
+        for g in ir.iter_graphs(model.graph)
+        for n in g.nodes
+        for t in n.outputs
+    ]
 
 
 @register_pass("infer-shapes")

@@ -144,11 +144,16 @@ def disparate_concats(graph: Graph, ranges: Mapping[str, TensorRange], ratio: fl
             continue
         (small, lo), (large, hi) = min(spans, key=lambda s: s[1]), max(spans, key=lambda s: s[1])
         if hi > 0 and (lo == 0 or hi / lo > ratio):
-            found[id(node)] = f"inputs have disparate ranges ('{small}' spans {lo:.3g}, '{large}' spans {hi:.3g}); one shared scale would crush the small one"
+            found[id(node)] = (
+                f"inputs have disparate ranges ('{small}' spans {lo:.3g}, '{large}' spans {hi:.3g}); "
+                "one shared scale would crush the small one"
+            )
     return found
 
 
-def connected_glue(nodes: Iterable[Node], anchors: set[int], glue: set[int]) -> set[int]:
+def connected_glue(
+    nodes: Iterable[Node], anchors: set[int], glue: set[int]
+) -> set[int]:
     """Glue nodes lying on a path anchor → glue* → anchor (ids).
 
     A glue node is kept when it is reachable downstream from a kept anchor through glue nodes AND

@@ -261,7 +261,9 @@ class AnnotateQuantization(Pass[QuantizationConfig]):
 
         found = sorted({n.op for n in ir.iter_nodes(model.graph) if n.op in QUANT_OPS or n.op.startswith("QLinear")})
         if found:
-            raise PreconditionError(f"{model.source}: the model is already quantized (found {', '.join(found)}); quantize the float model instead")
+            raise PreconditionError(
+                f"{model.source}: the model is already quantized (found {', '.join(found)}); quantize the float model instead"
+            )
         if self.config.activation_dtype in ("int16", "uint16") and model.opset < 21:
             raise PreconditionError(
                 f"{model.source}: {self.config.activation_dtype} activations need opset >= 21 (model has {model.opset}); run upgrade-opset target=21 first"

@@ -85,7 +85,9 @@ class Calibrate(Pass[CalibrateConfig]):
         if given is not None:
             missing = [n for n in names if n not in given]
             if missing and len(missing) == len(names):
-                raise CalibrationError(f"the ranges file has none of this model's tensors (e.g. {', '.join(missing[:3])}); was it made for another model?")
+                raise CalibrationError(
+                    f"the ranges file has none of this model's tensors (e.g. {', '.join(missing[:3])}); was it made for another model?"
+                )
             if missing:
                 shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
                 raise CalibrationError(

@@ -265,7 +265,9 @@ class _Converter:
             return "storage_only"
         types = tuple(self.c.dtype if i in info.group_in else ("" if not t.name else _type_name(_dtype(t))) for i, t in enumerate(node.inputs))
         n_out = max((i + 1 for i, t in enumerate(node.outputs) if t.name), default=1)
-        err = cpu_kernel_error(node.op, node.domain or "", self.model.opset, types, _probe_attrs(node), num_outputs=n_out, native=c.storage_only == "auto")
+        err = cpu_kernel_error(
+            node.op, node.domain or "", self.model.opset, types, _probe_attrs(node), num_outputs=n_out, native=c.storage_only == "auto"
+        )
         if err is not None:
             return f"onnxruntime CPU has no {c.dtype} kernel: {err}"
         info.half = True
@@ -433,12 +435,7 @@ class _Converter:
             self.stats["clamped"][name] = n_big + n_tiny
             log.warning(
                 "convert-float16: tensor '%s': clamped %d value(s) beyond +/-%g and %d nonzero value(s) below %g to fit %s",
-                name,
-                n_big,
-                self.max_val,
-                n_tiny,
-                self.min_pos,
-                self.c.dtype,
+                name, n_big, self.max_val, n_tiny, self.min_pos, self.c.dtype,
             )
         return x.astype(self.half)
 

@@ -203,13 +203,8 @@ def _matmul(graph: Graph, node: Node, namer: ir.NameGenerator) -> str | None:
         return m
     a, b = m.inputs[0], m.inputs[1]
     if m.output is None:
-        new = ir.make_node(
-            "MatMulIntegerToFloat",
-            [a.value, b.value, a.scale, b.scale, a.zero_point, b.zero_point],
-            [],
-            name=_name(namer, node, "MatMulIntegerToFloat"),
-            domain=MS,
-        )
+        inputs = [a.value, b.value, a.scale, b.scale, a.zero_point, b.zero_point]
+        new = ir.make_node("MatMulIntegerToFloat", inputs, [], name=_name(namer, node, "MatMulIntegerToFloat"), domain=MS)
     else:
         new = ir.make_node("QLinearMatMul", _qargs(a) + _qargs(b) + [m.output.scale, m.output.zero_point], [], name=_name(namer, node, "QLinearMatMul"))
     _finish(graph, m, new)

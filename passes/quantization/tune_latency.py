@@ -76,9 +76,8 @@ NODE_CLASSES: dict[str, Callable[[Node], bool]] = {
     "activations without int8 kernels (HardSigmoid/HardSwish/Clip/ReduceMean)": lambda n: n.op in ("HardSigmoid", "HardSwish", "Clip", "ReduceMean"),
     "element-wise Add/Mul": lambda n: n.op in ("Add", "Mul"),
     "pooling": lambda n: n.op in ("AveragePool", "GlobalAveragePool", "MaxPool"),
-    "data movement (Concat/Resize/Reshape/Transpose/Slice/...)": lambda n: (
-        n.op in ("Concat", "Resize", "Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "Slice", "Split", "Pad", "Gather")
-    ),
+    "data movement (Concat/Resize/Reshape/Transpose/Slice/...)": lambda n: n.op
+    in ("Concat", "Resize", "Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "Slice", "Split", "Pad", "Gather"),
     "Sigmoid/Softmax/LeakyRelu/Relu": lambda n: n.op in ("Sigmoid", "Softmax", "LeakyRelu", "Relu", "Where"),
     "Conv/ConvTranspose": lambda n: n.op in ("Conv", "ConvTranspose") and not _is_depthwise(n),
     "MatMul/Gemm": lambda n: n.op in ("MatMul", "Gemm"),

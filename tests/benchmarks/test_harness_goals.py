@@ -31,17 +31,9 @@ def test_print_goals_and_losses(capsys: pytest.CaptureFixture[str]) -> None:
     g.print_losses(lines, ": onnxq", "where onnxq loses")
     g.print_goals([], "# goals", empty="(none)")
     assert capsys.readouterr().out.splitlines() == [
-        "",
-        "=== goals",
-        "FAIL  m: onnxq latency <= ort: +5%",
-        "PASS  m: accuracy: ok",
-        "FAIL  fp16 size: 0.6x",
-        "",
-        "=== where onnxq loses",
-        "  m: onnxq latency <= ort: +5%",
-        "",
-        "# goals",
-        "(none)",
+        "", "=== goals", "FAIL  m: onnxq latency <= ort: +5%", "PASS  m: accuracy: ok", "FAIL  fp16 size: 0.6x",
+        "", "=== where onnxq loses", "  m: onnxq latency <= ort: +5%",
+        "", "# goals", "(none)",
     ]
 
 
@@ -53,16 +45,12 @@ def _variant(ms: float, acc: float, seconds: float = 1.0, ok: bool = True, **ext
 def test_static_goals_onnxq_against_each_incumbent() -> None:
     bench_static = pytest.importorskip("benchmarks.bench_static")
     results = [
-        {
-            "model": "cnn",
-            "metric": "top1",
-            "variants": {
-                "fp32": _variant(10.0, 1.0),
-                "ort-minmax": _variant(5.0, 0.99, seconds=2.0),
-                "ort-percentile": _variant(4.0, 0.99, ok=False, error="out of memory"),
-                "onnxq": _variant(5.05, 1.0, seconds=3.0),
-            },
-        },
+        {"model": "cnn", "metric": "top1", "variants": {
+            "fp32": _variant(10.0, 1.0),
+            "ort-minmax": _variant(5.0, 0.99, seconds=2.0),
+            "ort-percentile": _variant(4.0, 0.99, ok=False, error="out of memory"),
+            "onnxq": _variant(5.05, 1.0, seconds=3.0),
+        }},
         {"model": "ppocr-rec", "metric": "rec", "skipped": "no zoo"},
     ]
     lines = {x.goal: x for x in bench_static.goals(results, tolerance=0.02)}
@@ -80,20 +68,13 @@ def test_dynamic_goals_skip_what_was_not_asked_for() -> None:
     bench_dynamic = pytest.importorskip("benchmarks.bench_dynamic")
 
     def v(ms: float, cos: float, size: int, family: str = "int8-dyn") -> dict[str, Any]:
-        return {"ok": True, "family": family, "bytes": size, "latency": {"1": {"median_ms": ms}}, "accuracy": {"cos_mean": cos, "cos_min": cos - 0.001}}
+        return {"ok": True, "family": family, "bytes": size, "latency": {"1": {"median_ms": ms}},
+                "accuracy": {"cos_mean": cos, "cos_min": cos - 0.001}}
 
-    results = [
-        {
-            "model": "mlp",
-            "minilm": False,
-            "variants": {
-                "fp32": v(1.0, 1.0, 1000, "fp32"),
-                "onnxq-dyn": v(1.02, 0.999, 260),
-                "onnxq-int4-b32-mse": v(0.9, 0.99, 170, "int4"),
-                "ort-int4-b32": {"ok": False, "family": "int4", "error": "no onnx_ir"},
-            },
-        }
-    ]
+    results = [{"model": "mlp", "minilm": False, "variants": {
+        "fp32": v(1.0, 1.0, 1000, "fp32"), "onnxq-dyn": v(1.02, 0.999, 260),
+        "onnxq-int4-b32-mse": v(0.9, 0.99, 170, "int4"), "ort-int4-b32": {"ok": False, "family": "int4", "error": "no onnx_ir"},
+    }}]
     lines = {x.goal: x for x in bench_dynamic.goals(results)}
     assert lines["mlp onnxq-dyn not slower than fp32 at 1 thread (<= +3% noise band)"].ok is True  # within the band
     assert "mlp onnxq-dyn+smooth not slower than fp32 at 1 thread (<= +3% noise band)" not in lines  # not run: no line

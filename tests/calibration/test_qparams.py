@@ -28,7 +28,9 @@ def _ordered(a: float, b: float) -> tuple[float, float]:
 
 @FAST
 @given(a=bounds, b=bounds, dtype=st.sampled_from(DTYPES), symmetric=st.booleans(), reduce_range=st.booleans())
-def test_round_trip_error_within_half_step_and_zero_exact(a: float, b: float, dtype: str, symmetric: bool, reduce_range: bool) -> None:
+def test_round_trip_error_within_half_step_and_zero_exact(
+    a: float, b: float, dtype: str, symmetric: bool, reduce_range: bool
+) -> None:
     rmin, rmax = _ordered(a, b)
     scale, zp = compute_qparams(rmin, rmax, dtype, symmetric, reduce_range)
     assert isinstance(scale, np.float32) and isinstance(zp, int)
@@ -49,7 +51,9 @@ def test_round_trip_error_within_half_step_and_zero_exact(a: float, b: float, dt
     assert err.max(initial=0.0) <= tolerance
 
 
-@pytest.mark.parametrize(("dtype", "expected"), [("int8", 0), ("uint8", 128), ("int16", 0), ("uint16", 32768)])
+@pytest.mark.parametrize(
+    ("dtype", "expected"), [("int8", 0), ("uint8", 128), ("int16", 0), ("uint16", 32768)]
+)
 def test_symmetric_zero_points(dtype: str, expected: int) -> None:
     for rmin, rmax in [(-1.0, 3.0), (0.0, 2.0), (-5.0, -1.0), (0.0, 0.0)]:
         assert compute_qparams(rmin, rmax, dtype, symmetric=True)[1] == expected
@@ -99,7 +103,9 @@ def test_huge_range_is_finite() -> None:
     st.booleans(),
     st.booleans(),
 )
-def test_array_version_matches_scalar(pairs: list[tuple[float, float]], dtype: str, symmetric: bool, reduce_range: bool) -> None:
+def test_array_version_matches_scalar(
+    pairs: list[tuple[float, float]], dtype: str, symmetric: bool, reduce_range: bool
+) -> None:
     ordered = [_ordered(a, b) for a, b in pairs]
     rmin = np.array([p[0] for p in ordered], dtype=np.float32)
     rmax = np.array([p[1] for p in ordered], dtype=np.float32)
@@ -115,10 +121,13 @@ def test_matches_onnxruntime(a: float, b: float, dtype: str, symmetric: bool, re
     quant_utils = pytest.importorskip("onnxruntime.quantization.quant_utils")
     from onnx import TensorProto
 
-    qtype = {"uint8": TensorProto.UINT8, "int8": TensorProto.INT8, "uint16": TensorProto.UINT16, "int16": TensorProto.INT16}[dtype]
+    qtype = {"uint8": TensorProto.UINT8, "int8": TensorProto.INT8, "uint16": TensorProto.UINT16,
+             "int16": TensorProto.INT16}[dtype]
     rmin, rmax = _ordered(a, b)
     qmin, qmax = quant_utils.get_qmin_qmax_for_qType(qtype, reduce_range=reduce_range, symmetric=symmetric)
-    ort_zp, ort_scale = quant_utils.compute_scale_zp(np.array(rmin, np.float32), np.array(rmax, np.float32), qmin, qmax, symmetric=symmetric)
+    ort_zp, ort_scale = quant_utils.compute_scale_zp(
+        np.array(rmin, np.float32), np.array(rmax, np.float32), qmin, qmax, symmetric=symmetric
+    )
     scale, zp = compute_qparams(rmin, rmax, dtype, symmetric, reduce_range)
     if float(ort_scale) == 1.0 and int(ort_zp) == 0 and max(abs(rmin), abs(rmax)) < 1e-30:
         assert scale == 1.0  # degenerate range: we keep the symmetric midpoint zero point on purpose
@@ -159,8 +168,10 @@ def test_quantize_matches_onnx_reference() -> None:
         [node_q, node_dq],
         "qdq",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [257])],
-        [helper.make_tensor_value_info("q", TensorProto.UINT8, [257]), helper.make_tensor_value_info("y", TensorProto.FLOAT, [257])],
-        [helper.make_tensor("s", TensorProto.FLOAT, [], [float(scale)]), helper.make_tensor("z", TensorProto.UINT8, [], [zp])],
+        [helper.make_tensor_value_info("q", TensorProto.UINT8, [257]),
+         helper.make_tensor_value_info("y", TensorProto.FLOAT, [257])],
+        [helper.make_tensor("s", TensorProto.FLOAT, [], [float(scale)]),
+         helper.make_tensor("z", TensorProto.UINT8, [], [zp])],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
     q_ref, y_ref = ReferenceEvaluator(model).run(None, {"x": x})

@@ -35,19 +35,13 @@ def tensor_ranges(draw: st.DrawFn) -> TensorRange:
     fields: dict = {}
     if draw(st.booleans()):
         pairs = draw(st.lists(st.tuples(finite, finite).map(sorted), min_size=1, max_size=5))
-        fields = {"axis": draw(st.integers(-4, 3)), "channel_min": tuple(p[0] for p in pairs), "channel_max": tuple(p[1] for p in pairs)}
+        fields = {"axis": draw(st.integers(-4, 3)), "channel_min": tuple(p[0] for p in pairs),
+                  "channel_max": tuple(p[1] for p in pairs)}
     return TensorRange(
-        min=lo,
-        max=hi,
-        method=draw(st.sampled_from(["minmax", "entropy", "percentile"])),
-        samples=draw(counts),
-        count=draw(counts),
-        data_min=dlo,
-        data_max=dhi,
-        nonfinite=draw(counts),
-        extreme=draw(counts),
-        histogram=draw(st.none() | histograms()),
-        **fields,
+        min=lo, max=hi, method=draw(st.sampled_from(["minmax", "entropy", "percentile"])),
+        samples=draw(counts), count=draw(counts), data_min=dlo, data_max=dhi,
+        nonfinite=draw(counts), extreme=draw(counts),
+        histogram=draw(st.none() | histograms()), **fields,
     )
 
 
@@ -80,14 +74,9 @@ def test_json_round_trip_is_exact_and_byte_identical(tmp_path: Path, rs: RangeSe
 
 def test_file_layout(tmp_path: Path) -> None:
     hist = Histogram(np.array([1, 0, 3]), 0.25, -0.5)
-    rs = RangeSet(
-        {"b": TensorRange(-0.5, 0.1, "percentile", 1, 4, data_min=-0.5, data_max=0.2, histogram=hist), "a": TensorRange(0.0, 1.0 / 3.0, "minmax", 2, 10)},
-        model_name="m",
-        model_sha256="00",
-        method="minmax",
-        num_samples=2,
-        onnxq_version="0.1",
-    )
+    rs = RangeSet({"b": TensorRange(-0.5, 0.1, "percentile", 1, 4, data_min=-0.5, data_max=0.2, histogram=hist),
+                   "a": TensorRange(0.0, 1.0 / 3.0, "minmax", 2, 10)},
+                  model_name="m", model_sha256="00", method="minmax", num_samples=2, onnxq_version="0.1")
     path = tmp_path / "r.json"
     rs.save_json(path)
     text = path.read_text()
@@ -120,7 +109,8 @@ def _valid_doc() -> dict:
         (lambda d: d["tensors"]["t"].update(min=2.0), "min 2.0 > max 1.0"),
         (lambda d: d["tensors"]["t"].pop("count"), "lacks key"),
         (lambda d: d["tensors"]["t"].update(count=-1), "count must be >= 0"),
-        (lambda d: d["tensors"]["t"].update(histogram={"bin_width": 1.0, "origin": 0.0, "counts": [1.5]}), "list of integers"),
+        (lambda d: d["tensors"]["t"].update(histogram={"bin_width": 1.0, "origin": 0.0, "counts": [1.5]}),
+         "list of integers"),
         (lambda d: d.update(tensors=[]), "'tensors' must be a JSON object"),
     ],
 )

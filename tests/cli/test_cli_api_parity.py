@@ -75,9 +75,8 @@ def test_api_int16_activations_raise_the_opset_like_the_cli(tmp_path: Path) -> N
     assert any(np.asarray(ir.constant_array(n.inputs[2])).dtype == np.int16 for n in dq)
     path = tmp_path / "cnn.onnx"
     path.write_bytes(src.SerializeToString())
-    code, _, err = invoke(
-        "convert", str(path), "-o", str(tmp_path / "cli.onnx"), "--data", "synthetic:4", "--dim", "N=1", "--activation-type", "int16", "--no-tune"
-    )
+    out = str(tmp_path / "cli.onnx")
+    code, _, err = invoke("convert", str(path), "-o", out, "--data", "synthetic:4", "--dim", "N=1", "--activation-type", "int16", "--no-tune")
     assert code == 0, err
     assert onnx.load(str(tmp_path / "cli.onnx")).opset_import[0].version == api.model.opset
     feeds = random_feeds(src, seed=9, dims={"N": 1})

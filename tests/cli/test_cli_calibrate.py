@@ -21,9 +21,8 @@ def test_calibrate_npz_folder(cnn: Path, tmp_path: Path) -> None:
         np.savez(data / f"{i}.npz", input=rng.standard_normal((1, 3, 32, 32)).astype(np.float32))
     out = tmp_path / "ranges.json"
     report = tmp_path / "report.json"
-    code, stdout, stderr = invoke(
-        "calibrate", str(cnn), "--data", str(data), "--method", "percentile", "--percentile", "99.9", "-o", str(out), "--report", str(report)
-    )
+    method = ["--method", "percentile", "--percentile", "99.9"]
+    code, stdout, stderr = invoke("calibrate", str(cnn), "--data", str(data), *method, "-o", str(out), "--report", str(report))
     assert code == 0, stderr
     assert "samples" in stdout and "peak RSS" in stdout
     assert "\x1b[" not in stdout + stderr  # no progress bar or colors when piped

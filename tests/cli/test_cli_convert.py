@@ -79,22 +79,8 @@ def test_convert_recipe(cnn: Path, calib: Path, tmp_path: Path) -> None:
 def test_convert_options(cnn: Path, calib: Path, tmp_path: Path) -> None:
     out = tmp_path / "q.onnx"
     code, _, err = invoke(
-        "convert",
-        str(cnn),
-        "-o",
-        str(out),
-        "--data",
-        str(calib),
-        "--no-tune",
-        "--activation-type",
-        "int8",
-        "--per-tensor",
-        "--exclude-nodes",
-        "stem/.*",
-        "--keep-last",
-        "1",
-        "--method",
-        "mse",
+        "convert", str(cnn), "-o", str(out), "--data", str(calib), "--no-tune", "--activation-type", "int8",
+        "--per-tensor", "--exclude-nodes", "stem/.*", "--keep-last", "1", "--method", "mse",
     )
     assert code == 0, err
     m = ir.load(out)
@@ -154,10 +140,10 @@ def test_eval_output_mismatch(cnn: Path, tmp_path: Path) -> None:
     assert code == 2 and len(err.strip().splitlines()) == 1
 
 
-@pytest.mark.parametrize(
-    "mode, extra, op",
-    [("dynamic", [], "DynamicQuantizeMatMul"), ("weight-only", ["--weight-bits", "4", "--block-size", "32"], "MatMulNBits"), ("fp16", [], "Cast")],
-)
+MODE_CASES = [("dynamic", [], "DynamicQuantizeMatMul"), ("weight-only", ["--weight-bits", "4", "--block-size", "32"], "MatMulNBits"), ("fp16", [], "Cast")]
+
+
+@pytest.mark.parametrize("mode, extra, op", MODE_CASES)
 def test_convert_modes(tmp_path: Path, mode: str, extra: list[str], op: str) -> None:
     src = tmp_path / "t.onnx"
     src.write_bytes(build("transformer", hidden=128, layers=1).SerializeToString())

@@ -38,7 +38,9 @@ def test_object_arrays_in_npz_are_refused_without_unpickling(tmp_path: Path) -> 
     np.savez(path, x=np.array([{"a": 1}], dtype=object))
     with pytest.raises(CalibrationDataError) as info:
         list(NpzFileSource(path, IMG))
-    assert str(info.value) == (f"{path}: array 'x': holds Python objects (dtype object); onnxq never unpickles data — save numeric arrays")
+    assert str(info.value) == (
+        f"{path}: array 'x': holds Python objects (dtype object); onnxq never unpickles data — save numeric arrays"
+    )
 
 
 def test_pickled_npy_and_plain_pickles_are_refused(tmp_path: Path) -> None:

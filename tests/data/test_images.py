@@ -139,7 +139,8 @@ def test_open_source_parses_preprocess_strings_and_single_files(tmp_path: Path) 
 
 def test_parse_full_spec() -> None:
     pre = ImagePreprocess.parse(
-        "size=256x256,crop=224,mean=0.485/0.456/0.406,std=0.229/0.224/0.225,layout=nchw,order=bgr,scale=1/255,resize=shorter-side,grayscale=false"
+        "size=256x256,crop=224,mean=0.485/0.456/0.406,std=0.229/0.224/0.225,layout=nchw,order=bgr,"
+        "scale=1/255,resize=shorter-side,grayscale=false"
     )
     assert pre == ImagePreprocess(
         size=(256, 256),
@@ -151,7 +152,9 @@ def test_parse_full_spec() -> None:
         resize="shorter-side",
         grayscale=False,
     )
-    assert ImagePreprocess.parse("keep_aspect_pad=1,pad_value=-1,size=48x320") == ImagePreprocess(size=(48, 320), keep_aspect_pad=True, pad_value=-1.0)
+    assert ImagePreprocess.parse("keep_aspect_pad=1,pad_value=-1,size=48x320") == ImagePreprocess(
+        size=(48, 320), keep_aspect_pad=True, pad_value=-1.0
+    )
     assert ImagePreprocess.parse("") == ImagePreprocess()
 
 
@@ -191,7 +194,9 @@ def test_size_mismatch_with_a_static_model_names_the_file(tmp_path: Path) -> Non
     source = ImageFolderSource(tmp_path / "imgs", NCHW, ImagePreprocess(size=(5, 6)))
     with pytest.raises(CalibrationDataError) as info:
         list(source)
-    assert str(info.value) == (f"{path}: input 'x' axis 2 is 5, expected 4 (shape (1, 3, 5, 6), expected [N, 3, 4, 6])")
+    assert str(info.value) == (
+        f"{path}: input 'x' axis 2 is 5, expected 4 (shape (1, 3, 5, 6), expected [N, 3, 4, 6])"
+    )
 
 
 def test_corrupt_image_names_the_file(tmp_path: Path) -> None:

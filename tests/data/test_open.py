@@ -62,7 +62,10 @@ def test_open_source_empty_folder_names_folder_and_kinds(tmp_path: Path) -> None
     (tmp_path / "notes.txt").write_text("x")
     with pytest.raises(CalibrationDataError) as info:
         open_source(tmp_path, IMG)
-    assert str(info.value) == (f"folder '{tmp_path}' contains no calibration data: expected .npz, .npy or image (.bmp .jpeg .jpg .png) files")
+    assert str(info.value) == (
+        f"folder '{tmp_path}' contains no calibration data: expected .npz, .npy or image "
+        "(.bmp .jpeg .jpg .png) files"
+    )
 
 
 def test_open_source_mixed_kinds_is_refused(tmp_path: Path) -> None:
@@ -128,4 +131,6 @@ def test_labels_file_count_must_match(tmp_path: Path) -> None:
 def test_inline_label_and_labels_file_conflict(tmp_path: Path) -> None:
     folder = npz_folder(tmp_path, [{"x": image(), "label": 1}])
     (tmp_path / "labels.txt").write_text("1\n")
-    assert "carries its own label and a labels file" in error(NpzFolderSource(folder, IMG, labels_file=tmp_path / "labels.txt"))
+    assert "carries its own label and a labels file" in error(
+        NpzFolderSource(folder, IMG, labels_file=tmp_path / "labels.txt")
+    )

@@ -91,27 +91,34 @@ def test_npz_file_with_input_rank_is_one_sample(tmp_path: Path) -> None:
 def test_npz_file_inputs_must_agree_on_sample_count(tmp_path: Path) -> None:
     path = tmp_path / "calib.npz"
     np.savez(path, input_ids=np.zeros((10, 1, 4), np.int64), attention_mask=np.ones((8, 1, 4), np.int64))
-    assert error(NpzFileSource(path, TEXT)) == (f"{path}: inputs disagree on the number of samples: 'input_ids' has 10, 'attention_mask' has 8")
+    assert error(NpzFileSource(path, TEXT)) == (
+        f"{path}: inputs disagree on the number of samples: 'input_ids' has 10, 'attention_mask' has 8"
+    )
 
 
 def test_npz_file_mixed_single_and_stacked_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "calib.npz"
     np.savez(path, input_ids=np.zeros((1, 4), np.int64), attention_mask=np.ones((8, 1, 4), np.int64))
-    assert "input 'input_ids' holds one sample but 'attention_mask' has a leading axis" in error(NpzFileSource(path, TEXT))
+    assert "input 'input_ids' holds one sample but 'attention_mask' has a leading axis" in error(
+        NpzFileSource(path, TEXT)
+    )
 
 
 def test_npz_file_wrong_rank_names_both_accepted_ranks(tmp_path: Path) -> None:
     path = tmp_path / "calib.npz"
     np.savez(path, x=np.zeros((8, 8), np.float32))
     assert error(NpzFileSource(path, IMG)) == (
-        f"{path}: input 'x' has rank 2 (shape (8, 8)), expected 4 (one sample) or 5 (samples along a leading axis) for [N, 3, 8, 8]"
+        f"{path}: input 'x' has rank 2 (shape (8, 8)), expected 4 (one sample) or 5 "
+        "(samples along a leading axis) for [N, 3, 8, 8]"
     )
 
 
 def test_npz_file_labels_must_match_sample_count(tmp_path: Path) -> None:
     path = tmp_path / "calib.npz"
     np.savez(path, x=np.zeros((3, 1, 3, 8, 8), np.float32), labels=np.arange(2))
-    assert "labels have shape (2,), expected one label per sample (3 along axis 0)" in error(NpzFileSource(path, IMG))
+    assert "labels have shape (2,), expected one label per sample (3 along axis 0)" in error(
+        NpzFileSource(path, IMG)
+    )
 
 
 def test_npz_file_sample_errors_name_the_index(tmp_path: Path) -> None:
@@ -155,7 +162,9 @@ def test_npy_folder_refuses_stacked_files(tmp_path: Path) -> None:
     folder = tmp_path / "npy"
     folder.mkdir()
     np.save(folder / "0.npy", np.zeros((4, 1, 3, 8, 8), np.float32))
-    assert "a folder holds one sample per file — to stack samples pass that .npy file alone" in error(NpyFolderSource(folder, IMG))
+    assert "a folder holds one sample per file — to stack samples pass that .npy file alone" in error(
+        NpyFolderSource(folder, IMG)
+    )
 
 
 def test_npy_needs_a_single_input_model(tmp_path: Path) -> None:
@@ -163,7 +172,8 @@ def test_npy_needs_a_single_input_model(tmp_path: Path) -> None:
     with pytest.raises(CalibrationDataError) as info:
         NpyFolderSource(tmp_path / "ids.npy", TEXT)
     assert str(info.value) == (
-        ".npy data only works for single-input models; this model has inputs 'input_ids', 'attention_mask': save one .npz per sample with one array per input"
+        ".npy data only works for single-input models; this model has inputs 'input_ids', 'attention_mask': "
+        "save one .npz per sample with one array per input"
     )
 
 
@@ -238,7 +248,9 @@ def test_reader_source_errors_name_the_reader_sample() -> None:
     bad = ids()
     bad["input_ids"] = bad["input_ids"].astype(np.int32)
     source = ReaderSource(Reader([ids(), bad]), TEXT)
-    assert error(source) == ("reader sample #1: input 'input_ids' has dtype int32, expected int64 (cast with .astype(np.int64))")
+    assert error(source) == (
+        "reader sample #1: input 'input_ids' has dtype int32, expected int64 (cast with .astype(np.int64))"
+    )
 
 
 def test_reader_without_samples_or_get_next_is_refused() -> None:

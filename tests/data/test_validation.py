@@ -90,7 +90,9 @@ def test_validate_sample_returns_contiguous_arrays_in_input_order() -> None:
     ],
     ids=["unknown", "positional", "dtype", "rank", "static-dim", "empty"],
 )
-def test_folder_validation_errors_name_file_tensor_expected_and_found(tmp_path: Path, sample: dict[str, np.ndarray], expected: str) -> None:
+def test_folder_validation_errors_name_file_tensor_expected_and_found(
+    tmp_path: Path, sample: dict[str, np.ndarray], expected: str
+) -> None:
     source = NpzFolderSource(npz_folder(tmp_path, [sample]), IMG)
     assert error(source).startswith(str(tmp_path / expected))
 
@@ -98,7 +100,9 @@ def test_folder_validation_errors_name_file_tensor_expected_and_found(tmp_path: 
 def test_missing_input_lists_expected_names(tmp_path: Path) -> None:
     folder = npz_folder(tmp_path, [{"input_ids": ids()["input_ids"]}])
     message = error(NpzFolderSource(folder, TEXT))
-    assert message == (f"{folder / '0.npz'}: missing input 'attention_mask'; expected inputs: 'input_ids', 'attention_mask'")
+    assert message == (
+        f"{folder / '0.npz'}: missing input 'attention_mask'; expected inputs: 'input_ids', 'attention_mask'"
+    )
 
 
 def test_nan_and_inf_are_refused_naming_sample_tensor_and_count(tmp_path: Path) -> None:
@@ -107,7 +111,8 @@ def test_nan_and_inf_are_refused_naming_sample_tensor_and_count(tmp_path: Path) 
     bad[0, 1, 0, 0] = np.inf
     folder = npz_folder(tmp_path, [{"x": image()}, {"x": image()}, {"x": image()}, {"x": bad}])
     assert error(NpzFolderSource(folder, IMG)) == (
-        f"{folder / '3.npz'}: input 'x' has 4 non-finite values (3 NaN, 1 Inf) out of 192; calibration data must be finite"
+        f"{folder / '3.npz'}: input 'x' has 4 non-finite values (3 NaN, 1 Inf) out of 192; "
+        "calibration data must be finite"
     )
 
 
@@ -115,7 +120,8 @@ def test_symbolic_dim_must_agree_across_inputs(tmp_path: Path) -> None:
     sample = {"input_ids": np.zeros((1, 7), np.int64), "attention_mask": np.ones((1, 5), np.int64)}
     folder = npz_folder(tmp_path, [sample])
     assert error(NpzFolderSource(folder, TEXT)) == (
-        f"{folder / '0.npz'}: symbolic dim 'seq' is 7 in input 'input_ids' (axis 1) but 5 in input 'attention_mask' (axis 1)"
+        f"{folder / '0.npz'}: symbolic dim 'seq' is 7 in input 'input_ids' (axis 1) "
+        "but 5 in input 'attention_mask' (axis 1)"
     )
 
 

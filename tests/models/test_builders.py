@@ -47,7 +47,8 @@ def _session(model: onnx.ModelProto) -> ort.InferenceSession:
 
 def _shape(value_info: onnx.ValueInfoProto) -> list[int]:
     """Declared shape with symbolic dims resolved through :data:`DIMS`."""
-    return [d.dim_value if d.HasField("dim_value") else DIMS[d.dim_param] for d in value_info.type.tensor_type.shape.dim]
+    return [d.dim_value if d.HasField("dim_value") else DIMS[d.dim_param]
+            for d in value_info.type.tensor_type.shape.dim]
 
 
 def _feeds(model: onnx.ModelProto, seed: int = 0) -> dict[str, np.ndarray]:
@@ -205,7 +206,8 @@ def test_transformer_hidden_must_divide_into_heads() -> None:
 def test_transformer_at_realistic_size() -> None:
     model = build("transformer", vocab=30522, hidden=384, heads=12, layers=6, max_seq=512)
     onnx.checker.check_model(model, full_check=True)
-    out = _session(model).run(None, {"input_ids": np.ones((2, 128), np.int64), "attention_mask": np.ones((2, 128), np.int64)})[0]
+    out = _session(model).run(None, {"input_ids": np.ones((2, 128), np.int64),
+                                     "attention_mask": np.ones((2, 128), np.int64)})[0]
     assert out.shape == (2, 128, 384) and np.isfinite(out).all()
 
 
@@ -262,7 +264,8 @@ def test_mobilenet_has_squeeze_excite_and_hardswish() -> None:
 
 # -- registry, build() and the CLI -------------------------------------------------------------------
 def test_registry_has_every_short_name() -> None:
-    assert set(BUILDERS) == {"cnn", "mlp", "transformer", "lstm", "mobilenet", "detector", "layernorm-classifier", "if-model", "cnn-lstm", "deep-cnn"}
+    assert set(BUILDERS) == {"cnn", "mlp", "transformer", "lstm", "mobilenet", "detector",
+                             "layernorm-classifier", "if-model", "cnn-lstm", "deep-cnn"}
 
 
 def test_unknown_name_lists_valid_names() -> None:
@@ -277,20 +280,10 @@ def test_unknown_or_mistyped_argument_is_a_clear_error() -> None:
         build("cnn", width="wide")
 
 
-@pytest.mark.parametrize(
-    ("text", "value"),
-    [
-        ("3", 3),
-        ("-2", -2),
-        ("0.5", 0.5),
-        ("true", True),
-        ("False", False),
-        ("none", None),
-        ("N", "N"),
-        ("64,64", (64, 64)),
-        ("8,", (8,)),
-    ],
-)
+@pytest.mark.parametrize(("text", "value"), [
+    ("3", 3), ("-2", -2), ("0.5", 0.5), ("true", True), ("False", False), ("none", None),
+    ("N", "N"), ("64,64", (64, 64)), ("8,", (8,)),
+])
 def test_parse_value(text: str, value: object) -> None:
     assert parse_value(text) == value and type(parse_value(text)) is type(value)
 
@@ -309,15 +302,13 @@ def test_cli_writes_the_same_model_as_build(tmp_path: Path, capsys: pytest.Captu
     assert "mlp.onnx" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize(
-    ("args", "message"),
-    [
-        (["nope"], "unknown model 'nope'; valid names"),
-        (["cnn", "--set", "depth=3"], "no parameter(s) depth"),
-        (["cnn", "--set", "width=wide"], "width must be int"),
-    ],
-)
-def test_cli_usage_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str) -> None:
+@pytest.mark.parametrize(("args", "message"), [
+    (["nope"], "unknown model 'nope'; valid names"),
+    (["cnn", "--set", "depth=3"], "no parameter(s) depth"),
+    (["cnn", "--set", "width=wide"], "width must be int"),
+])
+def test_cli_usage_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                 args: list[str], message: str) -> None:
     with pytest.raises(SystemExit) as exc:
         main([*args, "-o", str(tmp_path / "x.onnx")])
     assert exc.value.code == 2

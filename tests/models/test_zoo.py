@@ -29,7 +29,8 @@ def tmp_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture
 def missing_entry(monkeypatch: pytest.MonkeyPatch) -> str:
     """Register a zoo entry whose package is certainly not installed."""
-    fake = dataclasses.replace(zoo.ZOO["ppocr-cls"], name="fake", package="onnxq-no-such-package", import_name="onnxq_no_such_package_for_tests")
+    fake = dataclasses.replace(zoo.ZOO["ppocr-cls"], name="fake", package="onnxq-no-such-package",
+                               import_name="onnxq_no_such_package_for_tests")
     monkeypatch.setitem(zoo.ZOO, "fake", fake)
     return "fake"
 

@@ -230,9 +230,8 @@ def test_upgrade_opset() -> None:
         g (float[2, 4] x) => (float[2, 2] y, float[2, 2] z) {
             y, z = Split <axis = 1, split = [2, 2]> (x)
         }
-        """,
-        ir_version=6,
-    )
+        """
+    , ir_version=6)
     model, modified, stats = run_pass("upgrade-opset", src, target=13)
     assert modified and model.opset == 13
     split = next(n for n in model.graph.nodes if n.op == "Split")

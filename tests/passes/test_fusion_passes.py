@@ -22,6 +22,10 @@ def bn_params(c: int, prefix: str = "bn") -> list[onnx.TensorProto]:
     ]
 
 
+
+
+
+
 def fold(src: onnx.ModelProto) -> tuple[ir.Model, bool, dict]:
     pm = PassManager([make_pass("infer-shapes"), make_pass("fold-batchnorm")], check=True)
     res = pm.run(ir.load(src))

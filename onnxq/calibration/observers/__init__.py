@@ -88,5 +88,7 @@ def make_observer(method: str, **options: Any) -> Observer:
     valid = _option_names(cls)
     unknown = sorted(set(options) - set(valid))
     if unknown:
-        raise ConfigError(f"unknown option(s) {', '.join(unknown)} for calibration method {method!r}; valid: {', '.join(valid)}")
+        raise ConfigError(
+            f"unknown option(s) {', '.join(unknown)} for calibration method {method!r}; valid: {', '.join(valid)}"
+        )
     return cls(**options)

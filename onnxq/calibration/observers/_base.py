@@ -144,7 +144,9 @@ class Observer(ABC):
     method: ClassVar[str] = ""
 
     def __init__(self, *, per_channel_axis: int | None = None, extreme_abs: float = EXTREME_ABS) -> None:
-        if per_channel_axis is not None and (isinstance(per_channel_axis, bool) or not isinstance(per_channel_axis, int)):
+        if per_channel_axis is not None and (
+            isinstance(per_channel_axis, bool) or not isinstance(per_channel_axis, int)
+        ):
             raise ConfigError(f"per_channel_axis must be an int or None, found {per_channel_axis!r}")
         if not (isinstance(extreme_abs, (int, float)) and 0 < extreme_abs < math.inf):
             raise ConfigError(f"extreme_abs must be a positive finite number, found {extreme_abs!r}")
@@ -233,9 +235,13 @@ class Observer(ABC):
             CalibrationError: ``other`` is of another class, has other options or another channel layout.
         """
         if type(other) is not type(self) or other._config() != self._config():
-            raise CalibrationError(f"cannot merge {type(other).__name__}{other._config()} into {type(self).__name__}{self._config()}")
+            raise CalibrationError(
+                f"cannot merge {type(other).__name__}{other._config()} into {type(self).__name__}{self._config()}"
+            )
         if other._stats is not None and self._stats is not None and other._shape_key != self._shape_key:
-            raise CalibrationError(f"cannot merge observers of different layouts (ndim, channels): {self._shape_key} vs {other._shape_key}")
+            raise CalibrationError(
+                f"cannot merge observers of different layouts (ndim, channels): {self._shape_key} vs {other._shape_key}"
+            )
         self._samples += other._samples
         if other._stats is None:
             return

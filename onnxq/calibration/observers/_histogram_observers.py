@@ -153,7 +153,9 @@ class EntropyObserver(_HistogramObserver):
 
     def __init__(self, target_dtype: str = "int8", num_quantized_bins: int | None = None, **options: Any) -> None:
         _check_dtype(target_dtype)
-        if num_quantized_bins is not None and (isinstance(num_quantized_bins, bool) or not isinstance(num_quantized_bins, int) or num_quantized_bins < 2):
+        if num_quantized_bins is not None and (
+            isinstance(num_quantized_bins, bool) or not isinstance(num_quantized_bins, int) or num_quantized_bins < 2
+        ):
             raise ConfigError(f"num_quantized_bins must be an int >= 2 or None, found {num_quantized_bins!r}")
         self._target_dtype = target_dtype
         self._num_quantized_bins = num_quantized_bins
@@ -199,7 +201,9 @@ class MSEObserver(_HistogramObserver):
 
     method = "mse"
 
-    def __init__(self, target_dtype: str = "uint8", symmetric: bool = False, num_candidates: int = 128, **options: Any) -> None:
+    def __init__(
+        self, target_dtype: str = "uint8", symmetric: bool = False, num_candidates: int = 128, **options: Any
+    ) -> None:
         _check_dtype(target_dtype)
         if isinstance(num_candidates, bool) or not isinstance(num_candidates, int) or not 1 <= num_candidates <= 4096:
             raise ConfigError(f"num_candidates must be an int in [1, 4096], found {num_candidates!r}")
@@ -218,4 +222,6 @@ class MSEObserver(_HistogramObserver):
 
     def _search(self, hist: GrowableHistogram) -> tuple[float, float]:
         levels = quant_grid(self._target_dtype, self._symmetric).levels
-        return mse_range(hist.counts, hist.origin, hist.width, hist.lo, hist.hi, levels, self._symmetric, self._num_candidates)
+        return mse_range(
+            hist.counts, hist.origin, hist.width, hist.lo, hist.hi, levels, self._symmetric, self._num_candidates
+        )

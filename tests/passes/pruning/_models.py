@@ -14,8 +14,12 @@ from tests.helpers import model_of, vi
 RNG_SEED = 0
 
 
+
+
 def init(name: str, array: np.ndarray) -> onnx.TensorProto:
     return numpy_helper.from_array(np.asarray(array), name)
+
+
 
 
 def run_pass(src: Any, name: str, options: dict | None = None, ctx: PassContext | None = None, shapes: bool = True) -> tuple[ir.Model, bool, dict]:

@@ -98,6 +98,10 @@ def quantize(src: onnx.ModelProto, **options: object) -> tuple[ir.Model, bool, d
     return checked(res.model), res.records[-1].modified, stats
 
 
+
+
+
+
 def init_bytes(model: ir.Model | onnx.ModelProto, names: set[str] | None = None) -> int:
     proto = model if isinstance(model, onnx.ModelProto) else ir.to_proto(model)
     return sum(len(t.raw_data) for t in proto.graph.initializer if names is None or t.name in names)
