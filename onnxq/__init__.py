@@ -18,6 +18,7 @@ runtime) never imports the pass library (:mod:`onnxq.passes`); the application l
 
 from __future__ import annotations
 
+from . import errors
 from ._version import __version__
 from .api import (  # noqa: E402,I001  (last: importing the application layer registers the pass library)
     ConversionOptions,
@@ -29,16 +30,7 @@ from .api import (  # noqa: E402,I001  (last: importing the application layer re
     quantize_static,
 )
 from .context import Skip
-from .errors import (
-    CalibrationDataError,
-    CalibrationError,
-    ConfigError,
-    InvalidModelError,
-    OnnxqError,
-    PassError,
-    PreconditionError,
-    UnsupportedOpError,
-)
+from .errors import *  # noqa: F403  (every typed error, re-exported: errors.__all__ is the list)
 from .ir import Model, check, clone, load, normalize, save
 from .pass_base import Pass, PassConfig, PassContext, PassResult, make_pass, register_pass, registered_passes
 from .pass_manager import PassManager
@@ -70,12 +62,5 @@ __all__ = [
     "quantize_static",
     "quantize_dynamic",
     "load_recipe",
-    "OnnxqError",
-    "InvalidModelError",
-    "UnsupportedOpError",
-    "CalibrationDataError",
-    "CalibrationError",
-    "PassError",
-    "PreconditionError",
-    "ConfigError",
+    *errors.__all__,
 ]

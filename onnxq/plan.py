@@ -18,7 +18,7 @@ from typing import Any, Literal
 from .config import PassConfig
 from .errors import ConfigError
 
-__all__ = ["QuantizationConfig", "ActivationDtype", "TensorQuant", "WeightQuant", "Decision", "QuantPlan", "TuningStep", "TuningRecord"]
+__all__ = ["QuantizationConfig", "AccuracyGuardConfig", "ActivationDtype", "TensorQuant", "WeightQuant", "Decision", "QuantPlan", "TuningStep", "TuningRecord"]
 
 ActivationDtype = Literal["uint8", "int8", "uint16", "int16"]
 
@@ -70,6 +70,34 @@ class QuantizationConfig(PassConfig):
             raise ConfigError("keep_first / keep_last must be >= 0")
         if self.concat_range_ratio <= 1:
             raise ConfigError(f"concat_range_ratio must be > 1, got {self.concat_range_ratio}")
+
+
+@dataclass(frozen=True)
+class AccuracyGuardConfig(PassConfig):
+    """The accuracy guard's targets and budget (``tune-latency``; ``onnxq convert`` has the same flags).
+
+    Attributes:
+        min_agreement: top-1 agreement with float required on class-score outputs.
+        min_cosine: cosine with float required on other outputs.
+        eval_samples: calibration samples the guard evaluates on (fewer for large inputs).
+        max_accuracy_trials: cap on candidate plans the guard evaluates (a count, not a time, so
+            its decisions do not depend on the machine).
+    """
+
+    min_agreement: float = 0.98
+    min_cosine: float = 0.97
+    eval_samples: int = 8
+    max_accuracy_trials: int = 60
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("min_agreement", "min_cosine"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ConfigError(f"{name} must be in [0, 1], got {value}")
+        for name in ("eval_samples", "max_accuracy_trials"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
 
 
 @dataclass

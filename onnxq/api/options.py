@@ -16,9 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ..config import PassConfig
 from ..errors import ConfigError
-from ..plan import ActivationDtype
+from ..plan import AccuracyGuardConfig, QuantizationConfig
 
 __all__ = ["ConversionOptions", "Mode", "MODES", "APPLIES_TO", "option_flag"]
 
@@ -28,7 +27,7 @@ MODES: tuple[str, ...] = ("static", "dynamic", "weight-only", "fp16", "bf16")
 
 
 @dataclass(frozen=True)
-class ConversionOptions(PassConfig):
+class ConversionOptions(QuantizationConfig, AccuracyGuardConfig):
     """Options of one conversion (``onnxq convert`` / :func:`onnxq.convert`).
 
     General:
@@ -78,26 +77,8 @@ class ConversionOptions(PassConfig):
     max_memory_mb: float | None = None
     smooth: float = 0.5
     format: Literal["qdq", "qoperator"] = "qdq"
-    activation_dtype: ActivationDtype = "uint8"
-    weight_dtype: Literal["int8", "uint8"] = "int8"
-    activation_symmetric: bool = False
-    weight_symmetric: bool = True
-    per_channel: bool = True
-    reduce_range: bool | None = None
-    op_types: tuple[str, ...] = ()
-    exclude_op_types: tuple[str, ...] = ()
-    exclude_nodes: tuple[str, ...] = ()
-    include_nodes: tuple[str, ...] = ()
-    keep_first: int = 0
-    keep_last: int = 0
-    quantize_activation_matmul: bool = False
-    concat_range_ratio: float = 10.0
     tune: bool = True
     threads: int = 1
-    min_agreement: float = 0.98
-    min_cosine: float = 0.97
-    max_accuracy_trials: int = 60
-    eval_samples: int = 8
     replay: str | None = None
     weight_bits: Literal[4, 8] = 4
     block_size: Literal[16, 32, 64, 128, 256] = 32
@@ -136,8 +117,11 @@ class ConversionOptions(PassConfig):
         return cls(**dict(values))
 
     def as_dict(self) -> dict[str, Any]:
-        """Field → value (tuples as lists), for the report."""
-        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        """Field → value (tuples as lists), for the report: this class's own options first, then the
+        static-quantization and accuracy-guard options it inherits."""
+        own = [n for n in vars(ConversionOptions)["__annotations__"] if not n.startswith("_")]
+        names = own + [f.name for f in dataclasses.fields(self) if f.name not in own]
+        return {name: _plain(getattr(self, name)) for name in names}
 
     def changed(self) -> dict[str, Any]:
         """The options that differ from their defaults."""
@@ -209,17 +193,7 @@ def _check_ranges(o: ConversionOptions) -> None:
         problems.append(f"max_memory_mb must be > 0, got {o.max_memory_mb}")
     if not 0.0 <= o.smooth <= 1.0:
         problems.append(f"smooth (SmoothQuant alpha) must be in [0, 1], got {o.smooth}")
-    for name in ("min_agreement", "min_cosine"):
-        value = getattr(o, name)
-        if not 0.0 <= value <= 1.0:
-            problems.append(f"{name} must be in [0, 1], got {value}")
-    for name in ("keep_first", "keep_last", "threads"):
-        if getattr(o, name) < 0:
-            problems.append(f"{name} must be >= 0, got {getattr(o, name)}")
-    for name in ("max_accuracy_trials", "eval_samples"):
-        if getattr(o, name) < 1:
-            problems.append(f"{name} must be >= 1, got {getattr(o, name)}")
-    if o.concat_range_ratio <= 1:
-        problems.append(f"concat_range_ratio must be > 1, got {o.concat_range_ratio}")
+    if o.threads < 0:
+        problems.append(f"threads must be >= 0, got {o.threads}")
     if problems:
         raise ConfigError("invalid conversion option: " + "; ".join(problems))

@@ -13,11 +13,13 @@ through :func:`onnxq.api.convert.convert` and the pass manager.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ConfigError
+from ..plan import AccuracyGuardConfig, QuantizationConfig
 from .options import ConversionOptions
 from .recipes import load_recipe
 
@@ -43,22 +45,9 @@ class PipelineInputs:
 Step = dict[str, Any]
 PipelineBuilder = Callable[[ConversionOptions, PipelineInputs], list[Step]]
 
-_QUANT_FIELDS = (
-    "activation_dtype",
-    "activation_symmetric",
-    "weight_dtype",
-    "weight_symmetric",
-    "per_channel",
-    "reduce_range",
-    "op_types",
-    "exclude_op_types",
-    "exclude_nodes",
-    "include_nodes",
-    "keep_first",
-    "keep_last",
-    "quantize_activation_matmul",
-    "concat_range_ratio",
-)
+#: annotate-quantization's options are ConversionOptions fields of the same names (it inherits them).
+_QUANT_FIELDS = tuple(f.name for f in dataclasses.fields(QuantizationConfig))
+_GUARD_FIELDS = tuple(f.name for f in dataclasses.fields(AccuracyGuardConfig))
 
 
 def _static(o: ConversionOptions, given: PipelineInputs) -> list[Step]:
@@ -86,10 +75,7 @@ def _static(o: ConversionOptions, given: PipelineInputs) -> list[Step]:
                 "pass": "tune-latency",
                 "threads": o.threads,
                 "budget_s": TUNE_BUDGET_S,
-                "min_agreement": o.min_agreement,
-                "min_cosine": o.min_cosine,
-                "max_accuracy_trials": o.max_accuracy_trials,
-                "eval_samples": o.eval_samples,
+                **{k: getattr(o, k) for k in _GUARD_FIELDS},
                 "replay": o.replay or "",
             }
         )

@@ -62,6 +62,11 @@ def _int_choice(choices: tuple[int, ...]) -> click.Choice:
     return click.Choice([str(c) for c in choices])
 
 
+def _choice_option(flag: str, choices: list[str], default: str, help: str) -> Any:
+    """``--flag`` taking one of ``choices`` (default shown in --help)."""
+    return click.option(flag, type=click.Choice(choices), default=default, show_default=True, help=help)
+
+
 @cli.command("convert")
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Where to write the converted model.")
@@ -114,28 +119,10 @@ def _int_choice(choices: tuple[int, ...]) -> click.Choice:
 @click.option("--weight-bits", type=_int_choice((4, 8)), default="4", show_default=True, help="weight-only: bits per weight.")
 @click.option("--block-size", type=_int_choice((16, 32, 64, 128, 256)), default="32", show_default=True, help="weight-only: block along the reduction axis.")
 @click.option("--symmetric", is_flag=True, help="weight-only: symmetric blocks (no zero points).")
-@click.option(
-    "--weight-format",
-    type=click.Choice(["matmulnbits", "qdq"]),
-    default="matmulnbits",
-    show_default=True,
-    help="weight-only: onnxruntime MatMulNBits or standard opset-21 blocked DequantizeLinear.",
-)
-@click.option(
-    "--scale-search",
-    type=click.Choice(["mse", "none"]),
-    default="mse",
-    show_default=True,
-    help="weight-only: search each block's clipping range for the least error (mse) or round to nearest (none).",
-)
+@_choice_option("--weight-format", ["matmulnbits", "qdq"], "matmulnbits", "weight-only: onnxruntime MatMulNBits or standard opset-21 blocked DequantizeLinear.")
+@_choice_option("--scale-search", ["mse", "none"], "mse", "weight-only: search each block's clipping range for least error (mse) or round to nearest (none).")
 @click.option("--include-gather", is_flag=True, help="weight-only / dynamic: also quantize Gather embedding tables (GatherBlockQuantized).")
-@click.option(
-    "--dynamic-format",
-    type=click.Choice(["fused", "standard"]),
-    default="fused",
-    show_default=True,
-    help="dynamic: DynamicQuantizeMatMul or standard DynamicQuantizeLinear+MatMulInteger.",
-)
+@_choice_option("--dynamic-format", ["fused", "standard"], "fused", "dynamic: DynamicQuantizeMatMul or standard DynamicQuantizeLinear+MatMulInteger.")
 @click.option("--keep-io-types/--no-keep-io-types", default=True, show_default=True, help="fp16/bf16: keep inputs/outputs float32.")
 @data_options
 def convert_cmd(

@@ -24,16 +24,8 @@ from ._output import echo_json, human_bytes, table
 @click.option("--report", type=click.Path(dir_okay=False), help="Write the metrics as JSON.")
 @data_options
 def eval_cmd(
-    reference: str,
-    candidate: str,
-    data: str,
-    labels: str | None,
-    threads: int,
-    as_json: bool,
-    report: str | None,
-    samples: int | None,
-    dims: tuple[str, ...],
-    image_preprocess: str | None,
+    reference: str, candidate: str, data: str, labels: str | None, threads: int, as_json: bool, report: str | None, samples: int | None,
+    dims: tuple[str, ...], image_preprocess: str | None,
 ) -> None:
     """Compare CANDIDATE with REFERENCE on the same inputs: cosine, SQNR, errors, top-1 agreement."""
     ref = load_model(reference)
@@ -83,16 +75,8 @@ def eval_cmd(
 @click.option("--report", type=click.Path(dir_okay=False))
 @data_options
 def bench_cmd(
-    models: tuple[str, ...],
-    threads: int,
-    runs: int,
-    warmup: int,
-    data: str | None,
-    as_json: bool,
-    report: str | None,
-    samples: int | None,
-    dims: tuple[str, ...],
-    image_preprocess: str | None,
+    models: tuple[str, ...], threads: int, runs: int, warmup: int, data: str | None, as_json: bool, report: str | None, samples: int | None,
+    dims: tuple[str, ...], image_preprocess: str | None,
 ) -> None:
     """Time MODELS interleaved on the same inputs; report median, p90 and the ratio to the first."""
     loaded = [load_model(p) for p in models]

@@ -43,8 +43,8 @@ from onnxq import ir
 from onnxq.calibration.ranges import TensorRange
 from onnxq.errors import ConfigError
 from onnxq.ir import Model, Node
-from onnxq.pass_base import Pass, PassConfig, PassContext, PassResult, register_pass
-from onnxq.plan import QuantizationConfig, QuantPlan, TuningRecord, TuningStep
+from onnxq.pass_base import Pass, PassContext, PassResult, register_pass
+from onnxq.plan import AccuracyGuardConfig, QuantizationConfig, QuantPlan, TuningRecord, TuningStep
 from onnxq.progress import status
 from onnxq.runtime.bench import bench_sessions
 from onnxq.runtime.evaluate import compare_outputs
@@ -88,18 +88,14 @@ _PASS_THROUGH = frozenset({"Reshape", "Transpose", "Flatten", "Squeeze", "Unsque
 
 
 @dataclass(frozen=True)
-class TuneLatencyConfig(PassConfig):
-    """Options of ``tune-latency``.
+class TuneLatencyConfig(AccuracyGuardConfig):
+    """Options of ``tune-latency`` (besides the accuracy guard's, see :class:`AccuracyGuardConfig`).
 
     Attributes:
         threads: intra-op threads for timing (1: timings at 2 threads swing on small machines).
         budget_s: time budget of the latency search.
         min_gain: a class is kept float only when that is faster by at least this fraction.
-        accuracy: run the accuracy guard.
-        min_agreement / min_cosine: accuracy targets against float (see the module docstring).
-        eval_samples: calibration samples used by the accuracy guard (fewer for large inputs).
-        max_accuracy_trials: cap on candidate plans the accuracy guard evaluates (a count, not a
-            time, so its decisions do not depend on the machine).
+        accuracy: run the accuracy guard (its targets: see the module docstring).
         replay: a previous conversion report (JSON); its decisions are applied without measuring.
     """
 
@@ -107,16 +103,12 @@ class TuneLatencyConfig(PassConfig):
     budget_s: float = 15.0
     min_gain: float = 0.05
     accuracy: bool = True
-    min_agreement: float = 0.98
-    min_cosine: float = 0.97
-    eval_samples: int = 8
-    max_accuracy_trials: int = 60
     replay: str = ""
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.threads < 0 or self.budget_s <= 0 or not 0 <= self.min_gain < 1 or self.eval_samples < 1:
-            raise ConfigError("tune-latency: threads >= 0, budget_s > 0, 0 <= min_gain < 1 and eval_samples >= 1 required")
+        if self.threads < 0 or self.budget_s <= 0 or not 0 <= self.min_gain < 1:
+            raise ConfigError("tune-latency: threads >= 0, budget_s > 0 and 0 <= min_gain < 1 required")
         if self.replay and not Path(self.replay).is_file():
             raise ConfigError(f"tune-latency: replay report '{self.replay}' does not exist")
 
