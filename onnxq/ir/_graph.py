@@ -110,9 +110,12 @@ def replace_all_uses(graph: Graph, old: Tensor, new: Tensor) -> None:
     """Make every reader of ``old`` read ``new`` instead, keeping graph-output names stable.
 
     When ``old`` is a graph output, the output must keep its name (users bind outputs by name).
-    If ``new`` is an ordinary intermediate tensor it takes over ``old``'s name and place in the
-    output list; otherwise (a graph input, a constant, or already an output) an Identity node
-    copies ``new`` into a fresh tensor carrying ``old``'s name.
+    If ``new`` is an ordinary intermediate tensor computed *in this graph* it takes over ``old``'s
+    name and place in the output list; otherwise (a graph input, a constant, already an output, or
+    a value of an enclosing scope read by a subgraph) an Identity node copies ``new`` into a fresh
+    tensor carrying ``old``'s name. Subgraph outputs must be local: onnxruntime refuses a body that
+    returns an outer-scope value directly ("Subgraph output ... is an outer scope value being
+    returned directly"), and renaming an outer tensor would also rename it for its other readers.
     """
     if old is new:
         return
@@ -126,7 +129,8 @@ def replace_all_uses(graph: Graph, old: Tensor, new: Tensor) -> None:
     name, dtype, shape = old.name, old.dtype, old.shape
     new_is_plain = (
         isinstance(new, Variable)
-        and new.inputs
+        and bool(new.inputs)
+        and any(n is new.inputs[0] for n in graph.nodes)
         and not is_graph_output(graph, new)
         and not is_graph_input(graph, new)
     )

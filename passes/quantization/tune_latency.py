@@ -251,7 +251,7 @@ class TuneLatency(Pass[TuneLatencyConfig]):
                 forced, plan, lat_steps = self._latency(model, trials, plan, forced)
                 steps += lat_steps
         if plan.quantized_nodes:
-            session, _ = trials.build(forced)
+            session, plan = trials.build(forced)  # the plan with the accepted steps' measured reasons
             t_float, t_final = trials.time(trials.float_session, session)
             if t_final >= t_float:
                 reason = f"{KEPT_FLOAT} int8 measured slower than float on this model ({t_final:.3f} ms vs {t_float:.3f} ms)"
@@ -304,7 +304,7 @@ class TuneLatency(Pass[TuneLatencyConfig]):
         acc = trials.accuracy(session)
         steps = [TuningStep("accuracy check", accuracy=acc, meets_targets=trials.meets(acc))]
         while not trials.meets(acc) and plan.quantized_nodes:
-            best = self._best_class(trials, node_of, forced, plan, acc)
+            best = self._best_class(trials, node_of, forced, plan, acc) if trials.trials_left > 0 else None
             if best is None:
                 reason = f"{KEPT_FLOAT} int8 missed the accuracy targets (agreement {acc['agreement']}, cosine {acc['cosine']})"
                 forced = {**{n: reason for n in plan.quantized_nodes}, **forced}
@@ -330,19 +330,29 @@ class TuneLatency(Pass[TuneLatencyConfig]):
     def _best_class(
         self, trials: _Trials, node_of: dict[str, Node], forced: dict[str, str], plan: QuantPlan, acc: Mapping[str, float]
     ) -> tuple[str, list[str]] | None:
-        """The node class whose return to float improves accuracy most (None if none does)."""
+        """The node class whose return to float improves accuracy most (None if none does).
+
+        A class holding every quantized node is not measured (floating it is floating the model);
+        it is returned only when no other class helps and it has several members, so the caller's
+        fewest-nodes search can float part of it (an all-MatMul MLP floats its one sensitive
+        MatMul, not all of them). The trial budget is a hard cap.
+        """
         best: tuple[float, str, list[str]] | None = None
+        whole: tuple[str, list[str]] | None = None
         for label, predicate in NODE_CLASSES.items():
             members = [n for n in plan.quantized_nodes if predicate(node_of[n])]
-            if not members or len(members) == len(plan.quantized_nodes):
+            if not members:
                 continue
-            if best is not None and trials.trials_left <= 0:
+            if len(members) == len(plan.quantized_nodes):
+                whole = whole or ((label, members) if len(members) > 1 else None)
+                continue
+            if trials.trials_left <= 1:  # the last evaluation is kept for the plan this choice builds
                 break
             trial, _ = trials.build({**forced, **{n: "trial" for n in members}})
             gain = self._gain(acc, trials.accuracy(trial))
             if gain > 0 and (best is None or gain > best[0]):
                 best = (gain, label, members)
-        return None if best is None else (best[1], best[2])
+        return (best[1], best[2]) if best is not None else whole
 
     def _fewest_nodes(
         self, trials: _Trials, forced: dict[str, str], members: list[str], acc: Mapping[str, float], reason: str
