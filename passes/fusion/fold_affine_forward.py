@@ -11,22 +11,23 @@ with input channel ``c`` of output ``o``,
 
 (zero padding would see ``t`` inside the image and ``0`` outside, so padded convolutions are left
 alone). Left in place, each affine is two float passes over the tensor between int8 regions.
+A ``Mul → Add`` chain folds from its end: the walk repeats (up to 8 rounds) while something folded.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from onnxq import ir
-from onnxq.ir import Graph, Model, Node, Tensor
-from onnxq.pass_base import EmptyConfig, Pass, PassContext, PassResult, register_pass
+from onnxq.ir import Node, Tensor
+from onnxq.pass_base import EmptyConfig, register_pass
+from onnxq.rewrite import Match, RewritePass, Rewriter, Rule
 
-from .fold_affine import scale_shift
-from .fold_batchnorm import _set_input
+from ._affine import affine_of, channel_vector, scale_shift, set_input, weight
 
 __all__ = ["FoldAffineForward", "input_channel_affine"]
-
-_MAX_ROUNDS = 8  # a Mul → Add chain folds in two rounds; longer chains are rare
 
 
 def _unpadded_conv_weight(conv: Node, x: Tensor) -> np.ndarray | None:
@@ -35,31 +36,23 @@ def _unpadded_conv_weight(conv: Node, x: Tensor) -> np.ndarray | None:
         return None
     if str(conv.attrs.get("auto_pad", "NOTSET")) not in ("NOTSET", "VALID") or any(int(p) != 0 for p in conv.attrs.get("pads", [])):
         return None
-    w = ir.constant_array(conv.inputs[1]) if len(conv.inputs) > 1 else None
+    w = weight(conv, 1)
     if w is None or w.dtype.kind != "f" or w.ndim < 3:
         return None
-    if len(conv.inputs) > 2 and conv.inputs[2].name and ir.constant_array(conv.inputs[2]) is None:
+    if len(conv.inputs) > 2 and conv.inputs[2].name and weight(conv, 2) is None:
         return None
     return w
 
 
 def input_channel_affine(node: Node, x: Tensor, channels: int, rank: int) -> tuple[np.ndarray, np.ndarray] | None:
     """Per-input-channel ``(scale, shift)`` that ``node`` applies to ``x`` (NCHW-like, ``rank`` dims)."""
-    if node.op not in ("Mul", "Add", "Sub", "Div") or (node.domain or "") or len(node.inputs) != 2:
-        return None
-    idx = 0 if node.inputs[0] is x else 1
-    const = ir.constant_array(node.inputs[1 - idx])
-    if const is None or const.dtype.kind != "f" or const.ndim > rank or (node.op in ("Sub", "Div") and idx != 0):
-        return None
-    full: np.ndarray = const.reshape((1,) * (rank - const.ndim) + tuple(const.shape))
-    dims = [int(n) for n in full.shape]
-    if any(d != 1 for i, d in enumerate(dims) if i != 1) or dims[1] not in (1, channels):
-        return None
-    affine = scale_shift(node.op, np.broadcast_to(full.reshape(-1).astype(np.float64), (channels,)).copy())
-    return None if isinstance(affine, str) else affine
+    found = affine_of(node, x)
+    vec = channel_vector(found[1], channels, rank, 1) if found is not None else None
+    affine = scale_shift(found[0], vec) if found is not None and vec is not None else None
+    return None if affine is None or isinstance(affine, str) else affine
 
 
-def _fold_into(conv: Node, w: np.ndarray, scale: np.ndarray, shift: np.ndarray, namer: ir.NameGenerator) -> None:
+def _fold_into(rw: Rewriter, conv: Node, w: np.ndarray, scale: np.ndarray, shift: np.ndarray) -> None:
     group = int(conv.attrs.get("group", 1))
     cout, cin_group = w.shape[0], w.shape[1]
     by_output = np.arange(cout) // (cout // group)  # the group of each output channel
@@ -67,50 +60,53 @@ def _fold_into(conv: Node, w: np.ndarray, scale: np.ndarray, shift: np.ndarray, 
     s = scale.reshape(group, cin_group)[by_output][expand]
     t = shift.reshape(group, cin_group)[by_output][expand]
     w64 = w.astype(np.float64)
-    b = ir.constant_array(conv.inputs[2]) if len(conv.inputs) > 2 and conv.inputs[2].name else None
+    b = weight(conv, 2)
     bias = (np.zeros(cout) if b is None else b.astype(np.float64).reshape(-1)) + (w64 * t).reshape(cout, -1).sum(axis=1)
     base = conv.name or "conv"
-    _set_input(conv, 1, (w64 * s).astype(w.dtype), namer, f"{base}/W_affine_in")
+    set_input(rw, conv, 1, (w64 * s).astype(w.dtype), f"{base}/W_affine_in")
     if b is not None or np.any(shift != 0):
-        _set_input(conv, 2, bias.astype(w.dtype), namer, f"{base}/B_affine_in")
+        set_input(rw, conv, 2, bias.astype(w.dtype), f"{base}/B_affine_in")
 
 
-def _fold_once(graph: Graph, node: Node, namer: ir.NameGenerator) -> bool:
-    out = node.outputs[0] if node.outputs else None
-    if out is None or ir.is_graph_output(graph, out) or not out.outputs:
-        return False
-    for x in node.inputs:
-        if ir.is_constant(x):
-            continue
-        weights = [_unpadded_conv_weight(c, out) for c in out.outputs]
-        if any(w is None for w in weights):
-            return False
-        channels = {w.shape[1] * int(c.attrs.get("group", 1)) for c, w in zip(out.outputs, weights)}  # type: ignore[union-attr]
-        ranks = {w.ndim for w in weights}  # type: ignore[union-attr]
+class _FoldIntoReaders(Rule):
+    """An affine whose every reader is an unpadded Conv → those Convs' weights and biases."""
+
+    name = "affine"
+    ops = ("Mul", "Add", "Sub", "Div")
+
+    def match(self, rw: Rewriter, node: Node) -> Match | None:
+        out = node.outputs[0] if node.outputs else None
+        x = next((t for t in node.inputs if not ir.is_constant(t)), None)
+        if out is None or x is None or ir.is_graph_output(rw.graph, out) or not out.outputs:
+            return None
+        convs = list(out.outputs)
+        weights = [_unpadded_conv_weight(c, out) for c in convs]
+        found = [w for w in weights if w is not None]
+        if len(found) != len(convs):
+            return None
+        channels = {w.shape[1] * int(c.attrs.get("group", 1)) for c, w in zip(convs, found)}
+        ranks = {w.ndim for w in found}
         if len(channels) != 1 or len(ranks) != 1:
-            return False
+            return None
         affine = input_channel_affine(node, x, channels.pop(), ranks.pop())
         if affine is None:
-            return False
-        for conv, w in zip(list(out.outputs), weights):
-            _fold_into(conv, w, *affine, namer)  # type: ignore[arg-type]
-            conv.inputs[0] = x
-        return True
-    return False
+            return None
+        return Match([node], {"x": x, "convs": list(zip(convs, found)), "scale": affine[0], "shift": affine[1]})
+
+    def rewrite(self, rw: Rewriter, match: Match) -> None:
+        v = match.values
+        for conv, w in v["convs"]:
+            _fold_into(rw, conv, w, v["scale"], v["shift"])
+            conv.inputs[0] = v["x"]
+        rw.remove(match.anchor)
 
 
 @register_pass("fold-affine-forward")
-class FoldAffineForward(Pass[EmptyConfig]):
+class FoldAffineForward(RewritePass[EmptyConfig]):
     """Fold per-channel Mul/Add/Sub/Div by constants into the unpadded Convs that read them."""
 
-    def run(self, model: Model, ctx: PassContext) -> PassResult:
-        namer = ir.names(model)
-        folded = 0
-        for graph in ir.iter_graphs(model.graph):
-            for _ in range(_MAX_ROUNDS):
-                doomed = [n for n in list(graph.nodes) if n.op in ("Mul", "Add", "Sub", "Div") and _fold_once(graph, n, namer)]
-                if not doomed:
-                    break
-                ir.remove_nodes(graph, doomed)
-                folded += len(doomed)
-        return PassResult(model, folded > 0, {"folded": folded})
+    counter = "folded"
+    rounds = 8  # a Mul → Add chain folds in two rounds; longer chains are rare
+
+    def rules(self) -> Sequence[Rule]:
+        return [_FoldIntoReaders()]

@@ -8,16 +8,29 @@ Exporters (Paddle2ONNX among them) write HardSwish as element-wise arithmetic:
 
 One op instead of four is faster in float, and for quantization it is one boundary instead of a
 chain of requantized intermediates. HardSwish needs opset 14 (HardSigmoid 6); on older models the
-pattern is left alone.
+pattern is left alone (and the reason recorded).
+
+Three rules, each a chain ending in the node whose output the fused op takes over:
+``Add → Clip → Mul → Div`` (HardSwish), ``Add → Clip → Div`` (HardSigmoid), and
+``HardSigmoid → Mul`` (HardSwish).
 """
 
 from __future__ import annotations
 
+from abc import abstractmethod
+from collections.abc import Sequence
+from typing import ClassVar
+
 import numpy as np
 
 from onnxq import ir
-from onnxq.ir import Graph, Model, Node, Tensor
-from onnxq.pass_base import EmptyConfig, Pass, PassContext, PassResult, register_pass
+from onnxq.ir import Graph, Node, Tensor
+from onnxq.pass_base import EmptyConfig, register_pass
+from onnxq.rewrite import Match, RewritePass, Rewriter, Rule
+
+__all__ = ["FuseActivations"]
+
+_HARDSWISH_OPSET = 14
 
 
 def _scalar(t: Tensor) -> float | None:
@@ -30,11 +43,6 @@ def _other(node: Node, t: Tensor) -> Tensor | None:
     return rest[0] if len(rest) == 1 else None
 
 
-def _only_user(graph: Graph, t: Tensor, op: str) -> Node | None:
-    user = ir.only_consumer(graph, t)
-    return user if user is not None and user.op == op else None
-
-
 def _clip_bounds(clip: Node) -> tuple[float | None, float | None]:
     if "min" in clip.attrs or "max" in clip.attrs:
         return clip.attrs.get("min"), clip.attrs.get("max")
@@ -44,8 +52,8 @@ def _clip_bounds(clip: Node) -> tuple[float | None, float | None]:
 
 
 def _divides_by_six(node: Node, t: Tensor) -> bool:
-    c = _scalar(node.inputs[1]) if node.inputs[0] is t and len(node.inputs) == 2 else None
     if node.op == "Div":
+        c = _scalar(node.inputs[1]) if node.inputs[0] is t and len(node.inputs) == 2 else None
         return c is not None and bool(np.isclose(c, 6.0))
     if node.op == "Mul":
         other = _other(node, t)
@@ -54,92 +62,109 @@ def _divides_by_six(node: Node, t: Tensor) -> bool:
     return False
 
 
-def _match_hardsigmoid_chain(graph: Graph, add: Node) -> tuple[Tensor, Node, list[Node]] | None:
-    """``Add(x, 3) → Clip(0, 6)``: returns (x, clip node, nodes)."""
-    if add.op != "Add" or len(add.inputs) != 2:
+def _hardsigmoid_chain(graph: Graph, add: Node) -> tuple[Tensor, Node] | None:
+    """``Add(x, 3) → Clip(0, 6)``: returns (x, the Clip)."""
+    if len(add.inputs) != 2:
         return None
     for x in add.inputs:
         three = _other(add, x)
-        if three is None or ir.is_constant(x) or _scalar(three) is None or not np.isclose(_scalar(three), 3.0):  # type: ignore[arg-type]
+        value = _scalar(three) if three is not None else None
+        if value is None or ir.is_constant(x) or not np.isclose(value, 3.0):
             continue
-        clip = _only_user(graph, add.outputs[0], "Clip")
-        if clip is None:
+        clip = ir.only_consumer(graph, add.outputs[0])
+        if clip is None or clip.op != "Clip":
             continue
         lo, hi = _clip_bounds(clip)
         if lo is None or hi is None or not (np.isclose(lo, 0.0) and np.isclose(hi, 6.0)):
             continue
-        return x, clip, [add, clip]
+        return x, clip
     return None
 
 
-def _rewrite(graph: Graph, nodes: list[Node], op: str, x: Tensor, out: Tensor, namer: ir.NameGenerator, attrs: dict | None = None) -> Node:
-    new = ir.make_node(op, [x], [], name=namer.new(f"{nodes[0].name or op}/{op.lower()}"), attrs=attrs or {})
-    producer = ir.producer(out)
-    assert producer is not None
-    producer.outputs.clear()
-    new.outputs.append(out)
-    graph.nodes.append(new)
-    return new
+class _Fuse(Rule):
+    """A chain computing ``op(x)``: the rewrite is one ``op`` node taking over the last node's output."""
+
+    fused: ClassVar[str] = ""
+    attrs: ClassVar[dict[str, float]] = {}
+
+    def found(self, rw: Rewriter, anchor: Node, x: Tensor, chain: list[Node]) -> Match | str:
+        """The match for ``chain`` (in data-flow order: its last node's output is the result), or why
+        its op cannot be used here."""
+        if self.fused == "HardSwish" and rw.opset < _HARDSWISH_OPSET:
+            return f"HardSwish needs opset {_HARDSWISH_OPSET} (the model has {rw.opset})"
+        return Match([anchor, *(n for n in chain if n is not anchor)], {"x": x, "chain": chain}, label=self.fused)
+
+    def rewrite(self, rw: Rewriter, match: Match) -> None:
+        op, chain = self.fused, match.values["chain"]
+        new = rw.add(ir.make_node(op, [match.values["x"]], [], name=rw.name(f"{chain[0].name or op}/{op.lower()}"), attrs=dict(self.attrs)))
+        rw.take_output(chain[-1], new)
+        rw.remove(*chain)
+
+
+class _FromClip(_Fuse):
+    """A chain starting ``Add(x, 3) → Clip(0, 6) → user``; subclasses say how it continues from ``user``."""
+
+    ops = ("Add",)
+
+    @abstractmethod
+    def rest(self, rw: Rewriter, x: Tensor, clip: Node, user: Node) -> list[Node] | None:
+        """The chain's nodes from ``user`` on (the Clip's only reader), or None when it is not this op."""
+
+    def match(self, rw: Rewriter, add: Node) -> Match | str | None:
+        found = _hardsigmoid_chain(rw.graph, add)
+        if found is None:
+            return None
+        x, clip = found
+        user = ir.only_consumer(rw.graph, clip.outputs[0])
+        rest = self.rest(rw, x, clip, user) if user is not None else None
+        return None if rest is None else self.found(rw, add, x, [add, clip, *rest])
+
+
+class _HardSwishFromClip(_FromClip):
+    """``x · Clip(x + 3, 0, 6) / 6`` → ``HardSwish(x)``."""
+
+    name = fused = "HardSwish"
+
+    def rest(self, rw: Rewriter, x: Tensor, clip: Node, user: Node) -> list[Node] | None:
+        if user.op != "Mul" or x not in user.inputs:
+            return None
+        div = ir.only_consumer(rw.graph, user.outputs[0])
+        return [user, div] if div is not None and _divides_by_six(div, user.outputs[0]) else None
+
+
+class _HardSigmoidFromClip(_FromClip):
+    """``Clip(x + 3, 0, 6) / 6`` → ``HardSigmoid(x)`` with ``alpha = 1/6, beta = 0.5``."""
+
+    name = fused = "HardSigmoid"
+    attrs = {"alpha": 1 / 6, "beta": 0.5}
+
+    def rest(self, rw: Rewriter, x: Tensor, clip: Node, user: Node) -> list[Node] | None:
+        return [user] if _divides_by_six(user, clip.outputs[0]) else None
+
+
+class _HardSwishFromHardSigmoid(_Fuse):
+    """``x · HardSigmoid(x)`` with ``alpha = 1/6, beta = 0.5`` → ``HardSwish(x)``."""
+
+    name = fused = "HardSwish"
+    ops = ("Mul",)
+
+    def match(self, rw: Rewriter, mul: Node) -> Match | str | None:
+        if len(mul.inputs) != 2:
+            return None
+        for hs_out, x in ((mul.inputs[0], mul.inputs[1]), (mul.inputs[1], mul.inputs[0])):
+            hs = ir.producer(hs_out)
+            if hs is None or hs.op != "HardSigmoid" or hs.inputs[0] is not x or ir.only_consumer(rw.graph, hs_out) is not mul:
+                continue
+            if np.isclose(hs.attrs.get("alpha", 0.2), 1 / 6, rtol=1e-4) and np.isclose(hs.attrs.get("beta", 0.5), 0.5):
+                return self.found(rw, mul, x, [hs, mul])
+        return None
 
 
 @register_pass("fuse-activations")
-class FuseActivations(Pass[EmptyConfig]):
+class FuseActivations(RewritePass[EmptyConfig]):
     """Replace decomposed HardSwish / HardSigmoid arithmetic by the ONNX ops."""
 
-    def run(self, model: Model, ctx: PassContext) -> PassResult:
-        namer = ir.names(model)
-        counts = {"HardSwish": 0, "HardSigmoid": 0}
-        for graph in ir.iter_graphs(model.graph):
-            doomed: list[Node] = []
-            taken: set[int] = set()
-            for node in list(graph.nodes):
-                if id(node) in taken:
-                    continue
-                fused = self._hardswish_from_hardsigmoid(graph, node, model.opset)
-                if fused is None:
-                    fused = self._from_clip_chain(graph, node, model.opset)
-                if fused is None:
-                    continue
-                op, x, chain, out, attrs = fused
-                if any(id(n) in taken for n in chain):
-                    continue
-                taken.update(id(n) for n in chain)
-                _rewrite(graph, chain, op, x, out, namer, attrs)
-                doomed.extend(chain)
-                counts[op] += 1
-            ir.remove_nodes(graph, doomed)
-        total = sum(counts.values())
-        return PassResult(model, total > 0, {"fused": total, **{f"fused.{k}": v for k, v in counts.items() if v}})
+    counter = "fused"
 
-    @staticmethod
-    def _from_clip_chain(graph: Graph, add: Node, opset: int) -> tuple[str, Tensor, list[Node], Tensor, dict] | None:
-        match = _match_hardsigmoid_chain(graph, add)
-        if match is None:
-            return None
-        x, clip, chain = match
-        c = clip.outputs[0]
-        user = ir.only_consumer(graph, c)
-        if user is None:
-            return None
-        # HardSwish: Mul(x, clip) then /6
-        if user.op == "Mul" and x in user.inputs and opset >= 14:
-            div = ir.only_consumer(graph, user.outputs[0])
-            if div is not None and _divides_by_six(div, user.outputs[0]):
-                return "HardSwish", x, [*chain, user, div], div.outputs[0], {}
-        # HardSigmoid: clip / 6
-        if _divides_by_six(user, c):
-            return "HardSigmoid", x, [*chain, user], user.outputs[0], {"alpha": 1 / 6, "beta": 0.5}
-        return None
-
-    @staticmethod
-    def _hardswish_from_hardsigmoid(graph: Graph, mul: Node, opset: int) -> tuple[str, Tensor, list[Node], Tensor, dict] | None:
-        if mul.op != "Mul" or opset < 14 or len(mul.inputs) != 2:
-            return None
-        out = mul.outputs[0]
-        for hs_out, x in ((mul.inputs[0], mul.inputs[1]), (mul.inputs[1], mul.inputs[0])):
-            hs = ir.producer(hs_out)
-            if hs is None or hs.op != "HardSigmoid" or hs.inputs[0] is not x or ir.only_consumer(graph, hs_out) is not mul:
-                continue
-            if np.isclose(hs.attrs.get("alpha", 0.2), 1 / 6, rtol=1e-4) and np.isclose(hs.attrs.get("beta", 0.5), 0.5):
-                return "HardSwish", x, [hs, mul], out, {}
-        return None
+    def rules(self) -> Sequence[Rule]:
+        return [_HardSwishFromClip(), _HardSigmoidFromClip(), _HardSwishFromHardSigmoid()]

@@ -8,6 +8,7 @@ import pytest
 from onnx import helper, numpy_helper
 
 from onnxq import PassManager, ir, make_pass
+from onnxq.context import PassContext
 from tests.helpers import assert_same_outputs, checked, op_count, parse, random_feeds
 
 
@@ -137,7 +138,9 @@ def test_remove_noops() -> None:
     src = parse(NOOPS)
     model = PassManager([make_pass("constants-to-initializers"), make_pass("infer-shapes")]).run(ir.load(src)).model
     model, modified, stats = run_pass("remove-noops", model)
-    assert modified and stats["removed"] == 5
+    assert modified and stats["removed"] == 5 and stats["refused"] == 0
+    per_op = {k: v for k, v in stats.items() if k.startswith("removed.")}
+    assert per_op == {f"removed.{op}": 1 for op in ("Cast", "Dropout", "Identity", "Reshape", "Transpose")}
     assert [n.op for n in model.graph.nodes] == ["Transpose"]
     assert_same_outputs(src, checked(model), random_feeds(src))
     _, again, _ = run_pass("remove-noops", model)
@@ -154,9 +157,11 @@ def test_remove_noops_keeps_real_ops_and_io_identity() -> None:
         }
         """
     )
-    model, modified, _ = run_pass("remove-noops", src)
-    assert not modified
-    assert [n.op for n in model.graph.nodes] == ["Identity", "Cast"]
+    ctx = PassContext()
+    res = PassManager([make_pass("remove-noops")], check=True).run(ir.load(src), ctx)
+    assert not res.modified and [n.op for n in res.model.graph.nodes] == ["Identity", "Cast"]
+    # the Identity is a no-op, but its output is a graph output its input (a graph input) cannot replace
+    assert [(s.op, s.kept) for s in ctx.skips] == [("Identity", "unchanged")] and "graph output" in ctx.skips[0].reason
 
 
 def test_remove_noops_keeps_dropout_in_training_mode() -> None:

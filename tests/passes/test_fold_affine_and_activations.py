@@ -8,6 +8,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from onnxq import PassManager, ir, make_pass
+from onnxq.context import PassContext
 from tests.helpers import assert_same_outputs, checked, op_count, random_feeds
 
 RNG = np.random.default_rng(3)
@@ -109,7 +110,7 @@ def _hardswish_chain(opset: int) -> onnx.ModelProto:
 def test_decomposed_hardswish_fuses() -> None:
     src = _hardswish_chain(14)
     model, modified, stats = _run(src, "fuse-activations")
-    assert modified and [n.op for n in model.graph.nodes] == ["HardSwish"]
+    assert modified and [n.op for n in model.graph.nodes] == ["HardSwish"] and stats == {"fused": 1, "fused.HardSwish": 1, "refused": 0}
     feeds = {"x": (RNG.standard_normal((2, 16)) * 5).astype(np.float32)}
     assert_same_outputs(src, checked(model), feeds, atol=1e-5)
     _, again, _ = _run(ir.to_proto(model), "fuse-activations")
@@ -117,8 +118,10 @@ def test_decomposed_hardswish_fuses() -> None:
 
 
 def test_hardswish_needs_opset_14() -> None:
-    _, modified, _ = _run(_hardswish_chain(13), "fuse-activations")
-    assert not modified
+    ctx = PassContext()
+    res = PassManager([make_pass("infer-shapes"), make_pass("fuse-activations")], check=True).run(ir.load(_hardswish_chain(13)), ctx)
+    assert not res.records[-1].modified and res.records[-1].stats == {"fused": 0, "refused": 1}
+    assert [(s.op, s.reason, s.kept) for s in ctx.skips] == [("Add", "HardSwish needs opset 14 (the model has 13)", "unchanged")]
 
 
 def test_x_times_hardsigmoid_is_hardswish() -> None:

@@ -8,6 +8,7 @@ import pytest
 from onnx import helper, numpy_helper
 
 from onnxq import PassManager, ir, make_pass
+from onnxq.context import PassContext
 from tests.helpers import assert_same_outputs, checked, model_of, op_count, random_feeds, vi
 
 RNG = np.random.default_rng(0)
@@ -20,10 +21,6 @@ def bn_params(c: int, prefix: str = "bn") -> list[onnx.TensorProto]:
         numpy_helper.from_array(RNG.standard_normal(c).astype(np.float32), f"{prefix}_m"),
         numpy_helper.from_array(RNG.uniform(0.5, 2.0, c).astype(np.float32), f"{prefix}_v"),
     ]
-
-
-
-
 
 
 def fold(src: onnx.ModelProto) -> tuple[ir.Model, bool, dict]:
@@ -109,7 +106,23 @@ def test_bn_not_folded_when_conv_output_shared() -> None:
         [numpy_helper.from_array(w, "w"), *bn_params(4)],
     )
     model, modified, stats = fold(src)
-    assert not modified and "other readers" in next(iter(stats["reasons"].values()))
+    assert not modified and stats["skipped"] == 1 and "other readers" in next(iter(stats["reasons"].values()))
+    ctx = PassContext()
+    PassManager([make_pass("infer-shapes"), make_pass("fold-batchnorm")], check=True).run(ir.load(src), ctx)
+    assert [(s.op, s.pass_name, s.kept) for s in ctx.skips] == [("BatchNormalization", "fold-batchnorm", "unchanged")]
+    assert ctx.skips[0].reason == "Conv output has other readers"
+
+
+def test_bn_after_a_non_linear_op_is_recorded_and_kept() -> None:
+    src = model_of(
+        [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("BatchNormalization", ["r", *BN], ["y"], name="bn")],
+        [vi("x", [1, 4, 4, 4])],
+        [vi("y", [1, 4, 4, 4])],
+        bn_params(4),
+    )
+    model, modified, stats = fold(src)
+    assert not modified and stats == {"folded": 0, "skipped": 1, "reasons": {"bn": "not preceded by Conv/ConvTranspose/Gemm/MatMul"}}
+    assert op_count(model, "BatchNormalization") == 1
 
 
 def test_fuse_matmul_add_into_gemm() -> None:
@@ -121,6 +134,7 @@ def test_fuse_matmul_add_into_gemm() -> None:
     )
     res = PassManager([make_pass("infer-shapes"), make_pass("fuse-matmul-add")], check=True).run(ir.load(src))
     assert res.records[-1].modified and [n.op for n in res.model.graph.nodes] == ["Gemm"]
+    assert res.records[-1].stats == {"fused": 1, "fused.Gemm": 1, "refused": 0}
     assert_same_outputs(src, checked(res.model), random_feeds(src))
     again = PassManager([make_pass("fuse-matmul-add")]).run(res.model)
     assert not again.modified
