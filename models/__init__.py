@@ -26,9 +26,11 @@ from ._cnn import (
     deep_cnn_blocks_for,
 )
 from ._common import DEFAULT_IR_VERSION, DEFAULT_OPSET, ModelArgumentError
+from ._control_flow import build_loop_decoder, build_scan_rnn, build_streaming_if
 from ._dense import build_layernorm_classifier, build_mlp, build_transformer
 from ._rnn import build_cnn_lstm, build_lstm
 from ._special import build_detector_head, build_if_model
+from ._task import build_ctc_recognizer, build_yolo_detector
 
 __all__ = [
     "BUILDERS",
@@ -40,14 +42,19 @@ __all__ = [
     "build",
     "build_cnn",
     "build_cnn_lstm",
+    "build_ctc_recognizer",
     "build_deep_cnn",
     "build_detector_head",
     "build_if_model",
     "build_layernorm_classifier",
+    "build_loop_decoder",
     "build_lstm",
     "build_mlp",
     "build_mobilenet_v3_like",
+    "build_scan_rnn",
+    "build_streaming_if",
     "build_transformer",
+    "build_yolo_detector",
     "builder_parameters",
     "deep_cnn_blocks_for",
 ]
@@ -63,6 +70,11 @@ BUILDERS: dict[str, Callable[..., onnx.ModelProto]] = {
     "if-model": build_if_model,
     "cnn-lstm": build_cnn_lstm,
     "deep-cnn": build_deep_cnn,
+    "yolo-detector": build_yolo_detector,
+    "ctc-recognizer": build_ctc_recognizer,
+    "streaming-if": build_streaming_if,
+    "loop-decoder": build_loop_decoder,
+    "scan-rnn": build_scan_rnn,
 }
 """Short name → builder; the names the CLI accepts."""
 

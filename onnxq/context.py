@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from .calibration.ranges import RangeSet
     from .plan import QuantizationConfig, QuantPlan, TuningRecord
 
-__all__ = ["PassContext", "Skip", "SLOTS", "Need", "Kept", "slot_names"]
+__all__ = ["PassContext", "Skip", "SLOTS", "Need", "Kept", "slot_names", "ChannelGaussian"]
 
 #: What a skipped node stayed as: left in float by a quantization pass ("float"), quantized but
 #: kept in QDQ form because no QLinear rule applied ("qdq"), or untouched by a rewrite that did not
@@ -54,6 +54,20 @@ class Skip:
         return {"node": self.node, "op": self.op, "reason": self.reason, "pass": self.pass_name, "kept": self.kept}
 
 
+@dataclass(frozen=True)
+class ChannelGaussian:
+    """Per-channel ``N(mean, std²)`` of a node's output, read off the BatchNormalization folded into it.
+
+    An inference BatchNormalization outputs ``gamma · x̂ + beta`` with ``x̂`` normalized, so after
+    folding, its producer's output channel ``c`` has mean ``beta[c]`` and standard deviation
+    ``|gamma[c]|`` (as far as the running statistics describe the data). Data-free bias correction
+    and high-bias absorption use it; a pass that rescales channels updates it.
+    """
+
+    mean: np.ndarray
+    std: np.ndarray
+
+
 #: A declared need: one slot name, or a tuple of alternatives (any one of them suffices).
 Need = str | tuple[str, ...]
 
@@ -72,6 +86,8 @@ class PassContext:
         plan: the static-quantization plan (written by annotate, refined by tuning, read by insert-qdq).
         tuning: the latency/accuracy tuner's measured steps.
         channel_stats: per-channel activation statistics for data-driven channel pruning.
+        batchnorm_stats: ``{node name: ChannelGaussian}`` for nodes a BatchNormalization was folded
+            into, recorded before folding (``record-batchnorm-stats``).
         skips: every node a pass left as it was (one record shape for all passes).
         notes: sentences for the report (a skipped step, an opset upgrade, a reverted rewrite).
         progress: draw progress bars (on a terminal only).
@@ -85,6 +101,7 @@ class PassContext:
     plan: QuantPlan | None = None
     tuning: TuningRecord | None = None
     channel_stats: Mapping[str, Mapping[str, Any]] | None = None
+    batchnorm_stats: dict[str, ChannelGaussian] | None = None
     skips: list[Skip] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     progress: bool = False

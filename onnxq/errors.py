@@ -16,6 +16,8 @@ __all__ = [
     "PassError",
     "PreconditionError",
     "ConfigError",
+    "OutputError",
+    "InternalError",
 ]
 
 
@@ -49,3 +51,15 @@ class PreconditionError(OnnxqError):
 
 class ConfigError(OnnxqError):
     """A pass option, pipeline file or CLI option is invalid; the message lists what is valid."""
+
+
+class OutputError(OnnxqError):
+    """An output cannot be written where asked: it would overwrite an input, its folder is missing or
+    not writable, the disk is full, ... The message names the output and the path."""
+
+
+class InternalError(OnnxqError):
+    """onnxq produced something invalid from valid input: a bug in onnxq, never blamed on the input.
+
+    The CLI reports it as one line with exit code 1 (a bug), unlike the other errors (exit code 2).
+    """

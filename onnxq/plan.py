@@ -82,14 +82,22 @@ class AccuracyGuardConfig(PassConfig):
         eval_samples: calibration samples the guard evaluates on (fewer for large inputs).
         max_accuracy_trials: cap on candidate plans the guard evaluates (a count, not a time, so
             its decisions do not depend on the machine).
+        accuracy_metric: guard specs ``METRIC[>=T|<=T][@OUTPUT]`` replacing the default guard of
+            the outputs they name (all outputs without ``@``); empty: each output's default, chosen
+            from its shape and producers (see :mod:`onnxq.metrics.guard`). min_agreement is the bar
+            of every agreement metric (top1, sequence_agreement, topk, threshold), min_cosine of
+            the cosines.
     """
 
     min_agreement: float = 0.98
     min_cosine: float = 0.97
     eval_samples: int = 8
     max_accuracy_trials: int = 60
+    accuracy_metric: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        if isinstance(self.accuracy_metric, str):  # one spec given as a string: accuracy_metric="top1"
+            object.__setattr__(self, "accuracy_metric", (self.accuracy_metric,))
         super().__post_init__()
         for name in ("min_agreement", "min_cosine"):
             value = getattr(self, name)
@@ -98,6 +106,10 @@ class AccuracyGuardConfig(PassConfig):
         for name in ("eval_samples", "max_accuracy_trials"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        from .metrics import check_guard  # checked now: a bad spec fails before any work is done
+
+        for spec in self.accuracy_metric:
+            check_guard(spec)
 
 
 @dataclass
@@ -182,8 +194,11 @@ class TuningStep:
         with_ms / without_ms: medians with and without the step's change (latency trials).
         speedup: float_ms / int8_ms of the final plan.
         accepted: whether the change was kept.
-        accuracy: the guard's metrics against float after the step (e.g. agreement, cosine).
+        accuracy: the guard's metrics against float after the step: the worst value of each
+            guard metric over the outputs it guards (``agreement`` and ``cosine`` always present).
         meets_targets: whether those metrics meet the accuracy targets.
+        guards: per output, the metric that guarded it, its threshold and value (see
+            :meth:`onnxq.metrics.Guard.record`).
     """
 
     step: str
@@ -196,6 +211,7 @@ class TuningStep:
     accepted: bool | None = None
     accuracy: dict[str, float] = field(default_factory=dict)
     meets_targets: bool | None = None
+    guards: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"step": self.step}
@@ -206,19 +222,29 @@ class TuningStep:
         out.update(self.accuracy)
         if self.meets_targets is not None:
             out["meets_targets"] = self.meets_targets
+        if self.guards:
+            out["guards"] = self.guards
         return out
 
 
 @dataclass
 class TuningRecord:
-    """What the tuner did: its thread count and steps, or the report whose decisions it replayed."""
+    """What the tuner did: its thread count and steps, or the report whose decisions it replayed.
+
+    ``guards`` are the per-output guard records of the last plan the tuner measured (the final one
+    when int8 was kept): which metric guarded each output, its bar and its value.
+    """
 
     threads: int = 1
     steps: list[TuningStep] = field(default_factory=list)
     replayed: str | None = None
     replayed_nodes: int = 0
+    guards: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         if self.replayed is not None:
             return {"replayed": self.replayed, "nodes": self.replayed_nodes, "steps": []}
-        return {"threads": self.threads, "steps": [s.as_dict() for s in self.steps]}
+        out: dict[str, Any] = {"threads": self.threads, "steps": [s.as_dict() for s in self.steps]}
+        if self.guards:
+            out["guards"] = self.guards
+        return out

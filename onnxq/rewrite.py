@@ -21,6 +21,11 @@ What the walk guarantees a rule:
   list when the walk of their graph ends.
 - *No overlap.* A match naming a node an earlier match of the same walk claimed (consumed or
   edited) is refused silently (a later walk or pass run may apply it).
+- *One scope.* A match naming a node of another graph (a pattern running from the main graph
+  into an If branch or a Loop/Scan body, found through a tensor the body reads from outside) is
+  refused with a reason: the rewrite would put the fused node in the walked graph, so a body
+  output could become an outer value returned directly (onnxruntime refuses such a body), and
+  the consumed nodes would stay behind in their own graph's node list.
 - *Repeated walks* when a pass sets ``rounds`` > 1: a graph is walked again while the previous
   walk rewrote something, for rewrites that expose one another (an affine folded into its readers
   makes the affine before it foldable).
@@ -76,6 +81,8 @@ class Rewriter:
         self.namer = namer
         self.doomed: list[Node] = []
         self._pending: list[Node] = []
+        #: ids of the walked graph's nodes (a match must stay within them)
+        self.local: set[int] = {id(n) for n in graph.nodes}
 
     @property
     def opset(self) -> int:
@@ -85,6 +92,7 @@ class Rewriter:
     def add(self, node: Node) -> Node:
         """Append ``node`` to the graph (the pass manager restores topological order afterwards)."""
         self.graph.nodes.append(node)
+        self.local.add(id(node))
         return node
 
     def remove(self, *nodes: Node) -> None:
@@ -193,6 +201,9 @@ class _Walk:
                 reason = reason or found
                 continue
             if any(id(n) in taken for n in found.nodes):
+                continue
+            if any(id(n) not in rw.local for n in found.nodes):
+                reason = reason or "the pattern crosses a subgraph boundary (an If/Loop/Scan body and its enclosing graph)"
                 continue
             return (r, found), ""
         return None, reason

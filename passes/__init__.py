@@ -5,6 +5,6 @@ Importing this package registers every pass; use :func:`onnxq.registered_passes`
 
 from __future__ import annotations
 
-from . import cleanup, compression, fusion, pipelines, pruning, quantization  # noqa: F401  (imported to register the passes)
+from . import cleanup, compensation, compression, fusion, pipelines, pruning, quantization  # noqa: F401  (imported to register the passes)
 
 __all__: list[str] = []

@@ -9,12 +9,13 @@ package, the CLI and the package root do (a lint rule and a test keep it so).
 - :func:`convert` → :class:`ConversionResult` (the model and a typed :class:`ConversionReport`).
 - :func:`quantize_static` / :func:`quantize_dynamic`: :func:`convert` with the mode set.
 - :func:`load_recipe`: TOML recipes, loaded in one place.
+- :func:`prepare_for_calibration`: the static pipeline up to calibration (``onnxq calibrate``).
 """
 
 from __future__ import annotations
 
 from .. import passes as _passes  # noqa: F401  (registers the pass library)
-from .conversion import ConversionResult, convert, open_conversion_data, quantize_dynamic, quantize_static
+from .conversion import ConversionResult, convert, open_conversion_data, prepare_for_calibration, quantize_dynamic, quantize_static
 from .options import MODES, ConversionOptions, Mode
 from .pipelines import MODE_PIPELINES, build_steps
 from .recipes import load_recipe
@@ -32,6 +33,7 @@ __all__ = [
     "convert",
     "load_recipe",
     "open_conversion_data",
+    "prepare_for_calibration",
     "quantize_dynamic",
     "quantize_static",
 ]

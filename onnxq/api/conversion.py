@@ -4,6 +4,8 @@
 :func:`convert`, so the CLI and the API cannot drift: the same options build the same pipeline
 (:mod:`onnxq.api.pipelines`, or a recipe), run by the same pass manager on a copy of the model,
 checked by the full ONNX checker, and reported in the same :class:`ConversionReport`.
+:func:`prepare_for_calibration` runs the static pipeline's steps before calibration, so
+``onnxq calibrate`` measures the tensors ``onnxq convert --ranges`` needs.
 """
 
 from __future__ import annotations
@@ -19,14 +21,16 @@ from .. import ir
 from ..calibration.collector import replayable
 from ..calibration.ranges import RangeSet
 from ..context import PassContext
+from ..data import DataSource
 from ..errors import ConfigError, PreconditionError
 from ..ir import Model
 from ..pipeline import pipeline_from_data
+from ._loading import check_output, load_model, raise_ir_floor
 from .options import ConversionOptions
-from .pipelines import PipelineInputs, build_steps
-from .report import ConversionReport
+from .pipelines import PipelineInputs, build_steps, calibration_steps
+from .report import ConversionReport, model_digest
 
-__all__ = ["ConversionResult", "convert", "quantize_static", "quantize_dynamic", "open_conversion_data"]
+__all__ = ["ConversionResult", "convert", "quantize_static", "quantize_dynamic", "open_conversion_data", "prepare_for_calibration"]
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +49,35 @@ class ConversionResult:
         """Write the model atomically (see :func:`onnxq.ir.save`) and record where in the report."""
         out = ir.save(self.model, path, external_data=external_data)
         self.report.output = str(path)
-        self.report.bytes_after = Path(path).stat().st_size
+        self.report.bytes_after = ir.stored_size(path)  # the .onnx and its data file
         return out
+
+    def write_html(
+        self, path: str | Path, source: Any = None, data: Any = None, *, samples: int | None = 32, dims: Mapping[str, int] | None = None,
+        image_preprocess: str | None = None, progress: bool = False, top: int = 6,
+    ) -> Path:
+        """Write the report as a self-contained HTML page (what ``onnxq convert --report-html`` writes).
+
+        The page shows the decisions (nodes left float with their reasons, tuner steps and latencies,
+        accuracy guards) and, given ``source`` (the float model converted) and ``data``, the layer-wise
+        error of the result on at most ``samples`` samples (:func:`onnxq.debug.compare_layers`; a
+        result without quantized activations gets a note instead). Save the model first so the page
+        names the output. Atomic.
+
+        Raises:
+            ConfigError: matplotlib is missing (``pip install 'onnxq[report]'``).
+        """
+        from ..debug import NothingQuantizedError, compare_layers, require_matplotlib, write_html
+
+        require_matplotlib()
+        conversion = self.report.to_dict()
+        layers = None
+        if source is not None and data is not None:
+            try:
+                layers = compare_layers(source, self.model, data, samples=samples, dims=dims, image_preprocess=image_preprocess, progress=progress)
+            except NothingQuantizedError:
+                conversion["notes"] = [*conversion["notes"], "no layer-wise section: the result has no quantized activations (weights only, or dynamic)"]
+        return write_html(path, layers, conversion=conversion, top=top)
 
 
 def open_conversion_data(data: Any, model: Model, *, samples: int | None, dims: Mapping[str, int] | None = None, image_preprocess: str | None = None) -> Any:
@@ -61,7 +92,7 @@ def open_conversion_data(data: Any, model: Model, *, samples: int | None, dims: 
         return data
     from ..data import open_source
 
-    return open_source(data, ir.to_proto(model), dims=dict(dims or {}), samples=samples, image_preprocess=image_preprocess)
+    return open_source(data, ir.to_proto(model, weights=False), dims=dict(dims or {}), samples=samples, image_preprocess=image_preprocess)
 
 
 def convert(
@@ -92,36 +123,103 @@ def convert(
         The converted model (already checked with ``full_check``) and its report.
 
     Raises:
-        ConfigError: invalid or inapplicable options, or static mode without data or ranges.
+        ConfigError: invalid or inapplicable options, static mode without data or ranges, or a
+            ``replay`` report that is malformed or was made for another model.
         OnnxqError: anything the passes refuse (bad data, unsupported model, ...).
+        InternalError: the converted model fails the checker (a bug in onnxq, not in the input).
     """
     if options is not None and option_values:
         raise ConfigError("give either options=ConversionOptions(...) or option keywords, not both")
     opts = options if options is not None else ConversionOptions.from_values(option_values)
     start = time.perf_counter()
-    if ranges is not None and opts.mode != "static":
-        raise ConfigError(f"--ranges applies to --mode static, not {opts.mode}")
-    source_model = ir.load(model)
+    _check_inputs(opts, data, ranges)
+    source_model = load_model(model)
+    _refuse_quantized(source_model, opts)
+    digest = model_digest(source_model)
+    if opts.replay:
+        _check_replay(opts.replay, source_model, digest)
     if isinstance(ranges, (str, Path)):
         ranges = RangeSet.load_json(ranges)
-    if opts.mode == "static" and data is None and ranges is None:
-        raise ConfigError("static quantization needs --data (calibration samples) or --ranges FILE (precomputed ranges)")
     samples = open_conversion_data(data, source_model, samples=opts.samples, dims=dims, image_preprocess=image_preprocess)
+    if opts.mode != "static" and isinstance(samples, DataSource):
+        _read_all(samples)
     steps = build_steps(opts, PipelineInputs(has_data=samples is not None, has_ranges=ranges is not None))
-    work = ir.clone(source_model)  # passes edit in place; the caller's model stays untouched
+    work = raise_ir_floor(ir.clone(source_model))  # passes edit in place; the caller's model stays untouched
     steps, notes = _with_opset_fallback(steps, work)
     # Several passes read the samples (smoothing, calibration, tuning): a one-shot reader is
     # cached as it is consumed so each of them sees every sample.
     ctx = PassContext(calibration_data=replayable(samples) if samples is not None else None, ranges=ranges, progress=progress)
     result = pipeline_from_data(steps, where="conversion pipeline", check=check).run(work, ctx)
-    ir.check(result.model, full=True)
+    check_output(result.model, source_model.source, f"{opts.mode} conversion")
     report = ConversionReport.from_context(
         model=source_model.source, mode=opts.mode, options=opts.as_dict(), pipeline=steps, ctx=ctx, records=result.records, notes=notes
     )
+    report.model_digest = digest
     report.bytes_before = _model_size(source_model)
     report.bytes_after = _model_size(result.model)
     report.seconds = time.perf_counter() - start
     return ConversionResult(result.model, report)
+
+
+def prepare_for_calibration(model: Any, options: ConversionOptions | None = None) -> tuple[Model, list[str]]:
+    """``model`` as the static pipeline calibrates it: upgrade-opset → cleanup → expand-hardswish.
+
+    Ranges collected on the result name the tensors ``convert(..., ranges=...)`` needs (HardSwish
+    is expanded into ``x · HardSigmoid(x)`` before calibration, so the HardSigmoid outputs need
+    ranges too). ``model`` is not modified.
+
+    Returns:
+        The prepared copy and the notes of the run (an opset upgrade, a fallback).
+    """
+    opts = options if options is not None else ConversionOptions()
+    work = raise_ir_floor(load_model(model))  # loading a Model clones it
+    steps, notes = _with_opset_fallback(calibration_steps(opts, smooth=False), work)
+    return pipeline_from_data(steps, where="calibration preparation").run(work).model, notes
+
+
+def _check_inputs(opts: ConversionOptions, data: Any, ranges: Any) -> None:
+    """Refuse data or ranges the mode does not use, and static mode with neither."""
+    if ranges is not None and opts.mode != "static":
+        raise ConfigError(f"--ranges applies to --mode static, not {opts.mode}")
+    if opts.mode == "static" and data is None and ranges is None:
+        raise ConfigError("static quantization needs --data (calibration samples) or --ranges FILE (precomputed ranges)")
+    if data is not None and opts.mode not in _DATA_MODES and opts.recipe is None:
+        raise ConfigError(f"--data does not apply to --mode {opts.mode} (it applies to: {', '.join(sorted(_DATA_MODES))})")
+
+
+#: Modes whose default pipeline reads samples (static: calibration; dynamic: smoothing, latency guard).
+_DATA_MODES = frozenset({"static", "dynamic"})
+#: Modes that quantize: running one on a quantized model would quantize twice (or do nothing).
+_QUANTIZING_MODES = frozenset({"static", "dynamic", "weight-only"})
+
+
+def _refuse_quantized(model: Model, opts: ConversionOptions) -> None:
+    """Refuse to quantize a model that is already quantized (a recipe may still do anything)."""
+    if opts.mode not in _QUANTIZING_MODES or opts.recipe is not None:
+        return
+    from ..inspect import QUANT_OPS
+
+    found = sorted({n.op for n in ir.iter_nodes(model.graph) if n.op in QUANT_OPS or n.op.startswith("QLinear")})
+    if found:
+        raise PreconditionError(f"{model.source}: the model is already quantized (found {', '.join(found)}); convert the float model instead")
+
+
+def _read_all(source: DataSource) -> None:
+    """Read (and so validate) every sample once: calibration does so in static mode, but dynamic mode
+    may read only a few, and a NaN or a wrong shape further on must not pass unnoticed."""
+    for _ in source:
+        pass
+
+
+def _check_replay(path: str, model: Model, digest: str) -> None:
+    """Refuse a ``replay`` report that is malformed, of another mode, or made for another model."""
+    report = ConversionReport.load(path)
+    if report.mode != "static":
+        raise ConfigError(f"--replay '{path}': a report of a {report.mode} conversion; only static conversions have tuning decisions to replay")
+    if not report.model_digest:
+        raise ConfigError(f"--replay '{path}': the report does not record which model it was made for (no model_digest); convert again with --report")
+    if report.model_digest != digest:
+        raise ConfigError(f"--replay '{path}': the report was made for another model ('{report.model}'), not '{model.source}' (structural digests differ)")
 
 
 def quantize_static(model: Any, data: Any = None, *, ranges: RangeSet | str | Path | None = None, **option_values: Any) -> ConversionResult:
@@ -136,7 +234,7 @@ def quantize_dynamic(model: Any, data: Any = None, **option_values: Any) -> Conv
 
 
 def _model_size(model: Model) -> int:
-    return ir.to_proto(model).ByteSize()
+    return ir.serialized_size(model)
 
 
 def _with_opset_fallback(steps: list[dict[str, Any]], model: Model) -> tuple[list[dict[str, Any]], list[str]]:

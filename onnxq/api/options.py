@@ -11,6 +11,7 @@ CLI, which passes every flag, never trips on its own defaults.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -55,6 +56,8 @@ class ConversionOptions(QuantizationConfig, AccuracyGuardConfig):
         tune: measure int8 against float and keep float where int8 is slower or costs accuracy.
         threads: threads for timing (also dynamic mode's latency guard).
         min_agreement / min_cosine: the accuracy guard's targets.
+        accuracy_metric: guard specs replacing the default metric of the outputs they name
+            (CLI: ``--metric``; see :mod:`onnxq.metrics.guard`).
         max_accuracy_trials / eval_samples: the guard's budget.
         replay: a previous report whose tuning decisions are re-applied without measuring.
 
@@ -145,7 +148,7 @@ APPLIES_TO: dict[str, frozenset[str]] = {
             "method", "percentile", "max_memory_mb", "format", "activation_dtype", "weight_dtype", "activation_symmetric",
             "weight_symmetric", "op_types", "exclude_op_types", "include_nodes", "keep_first", "keep_last",
             "quantize_activation_matmul", "concat_range_ratio", "tune", "min_agreement", "min_cosine",
-            "max_accuracy_trials", "eval_samples", "replay",
+            "max_accuracy_trials", "eval_samples", "replay", "accuracy_metric",
         ),
         _STATIC,
     ),
@@ -179,8 +182,15 @@ def _check_applicable(o: ConversionOptions) -> None:
         modes = APPLIES_TO.get(name)
         if modes is not None and o.mode not in modes:
             raise ConfigError(f"{option_flag(name)} does not apply to --mode {o.mode} (it applies to: {', '.join(sorted(modes))})")
+    if o.replay is not None and not o.tune:
+        raise ConfigError("--replay re-applies the decisions of latency tuning, which --no-tune turns off; drop one of them")
     if o.percentile is not None and o.method != "percentile":
         raise ConfigError(f"--percentile applies to --method percentile, not '{o.method}'")
+    if o.mode == "static" and o.format == "qoperator" and o.activation_dtype in ("int16", "uint16"):
+        raise ConfigError(
+            f"--format qoperator needs 8-bit activations, not --activation-dtype {o.activation_dtype}: onnxruntime has no 16-bit "
+            "QLinear ops; use --format qdq for 16-bit activations"
+        )
 
 
 def _check_ranges(o: ConversionOptions) -> None:
@@ -189,8 +199,10 @@ def _check_ranges(o: ConversionOptions) -> None:
         problems.append(f"samples must be >= 1, got {o.samples}")
     if o.percentile is not None and not 50.0 < o.percentile <= 100.0:
         problems.append(f"percentile must be in (50, 100], got {o.percentile}")
-    if o.max_memory_mb is not None and o.max_memory_mb <= 0:
-        problems.append(f"max_memory_mb must be > 0, got {o.max_memory_mb}")
+    if o.max_memory_mb is not None and not 0 < o.max_memory_mb < math.inf:
+        problems.append(f"max_memory_mb must be > 0 and finite, got {o.max_memory_mb}")
+    if math.isnan(o.concat_range_ratio):
+        problems.append(f"concat_range_ratio must be a number > 1, got {o.concat_range_ratio}")
     if not 0.0 <= o.smooth <= 1.0:
         problems.append(f"smooth (SmoothQuant alpha) must be in [0, 1], got {o.smooth}")
     if o.threads < 0:

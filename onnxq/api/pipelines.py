@@ -23,7 +23,7 @@ from ..plan import AccuracyGuardConfig, QuantizationConfig
 from .options import ConversionOptions
 from .recipes import load_recipe
 
-__all__ = ["PipelineInputs", "MODE_PIPELINES", "build_steps", "STATIC_OPSET", "WIDE_ACTIVATION_OPSET"]
+__all__ = ["PipelineInputs", "MODE_PIPELINES", "build_steps", "calibration_steps", "STATIC_OPSET", "WIDE_ACTIVATION_OPSET"]
 
 #: Opset the static pipeline raises models to: cleanup's fusions (HardSwish: 14), per-channel Q/DQ
 #: (13) and LayerNormalization (17) need it.
@@ -50,8 +50,23 @@ _QUANT_FIELDS = tuple(f.name for f in dataclasses.fields(QuantizationConfig))
 _GUARD_FIELDS = tuple(f.name for f in dataclasses.fields(AccuracyGuardConfig))
 
 
-def _static(o: ConversionOptions, given: PipelineInputs) -> list[Step]:
+def calibration_steps(o: ConversionOptions, *, smooth: bool) -> list[Step]:
+    """The static pipeline's steps before ``calibrate``.
+
+    ``onnxq calibrate`` runs them too (without smoothing, which ``--ranges`` conversions skip), so
+    its ranges name the tensors ``onnxq convert --ranges`` quantizes: HardSwish is expanded into
+    ``x · HardSigmoid(x)`` before calibration, and the HardSigmoid outputs need ranges.
+    """
     target = WIDE_ACTIVATION_OPSET if o.activation_dtype in ("int16", "uint16") else STATIC_OPSET
+    # Upgrade first: cleanup's fusions and per-channel Q/DQ need the newer opset.
+    steps: list[Step] = [{"pass": "upgrade-opset", "target": target}, {"pass": "cleanup"}]
+    if smooth:
+        steps.append({"pass": "smooth-activations", "alpha": o.smooth})
+    steps.append({"pass": "expand-hardswish"})  # no CPU HardSwish kernel: x · HardSigmoid(x) gets a QLinearMul
+    return steps
+
+
+def _static(o: ConversionOptions, given: PipelineInputs) -> list[Step]:
     calib: Step = {
         "pass": "calibrate",
         "method": o.method,
@@ -60,15 +75,9 @@ def _static(o: ConversionOptions, given: PipelineInputs) -> list[Step]:
     }
     if o.max_memory_mb is not None:
         calib["max_memory_mb"] = o.max_memory_mb
-    # Upgrade first: cleanup's fusions and per-channel Q/DQ need the newer opset.
-    steps: list[Step] = [{"pass": "upgrade-opset", "target": target}, {"pass": "cleanup"}]
-    if o.smooth > 0 and not given.has_ranges:  # ranges measured on the unsmoothed model would not fit
-        steps.append({"pass": "smooth-activations", "alpha": o.smooth})
-    steps += [
-        {"pass": "expand-hardswish"},  # no CPU HardSwish kernel: x · HardSigmoid(x) gets a QLinearMul
-        calib,
-        {"pass": "annotate-quantization", **{k: getattr(o, k) for k in _QUANT_FIELDS}},
-    ]
+    # Ranges measured on the unsmoothed model would not fit a smoothed one.
+    steps = calibration_steps(o, smooth=o.smooth > 0 and not given.has_ranges)
+    steps += [calib, {"pass": "annotate-quantization", **{k: getattr(o, k) for k in _QUANT_FIELDS}}]
     if o.tune:
         steps.append(
             {

@@ -12,6 +12,11 @@ per_channel = false
 A recipe replaces the mode's default passes (see :mod:`onnxq.api.pipelines`); each table names a
 registered pass and its options, and both are checked (unknown passes and options are errors that
 list what is valid) when the pipeline is built.
+
+Built-in recipes ship with the package (``onnxq/api/builtin_recipes/*.toml``) and are named
+instead of a path: ``--recipe accurate`` (error compensation: cross-layer equalization, MSE
+calibration, the accuracy guard, AdaRound, bias correction) and ``--recipe fast`` (min-max
+calibration, no smoothing, no tuning). A file that exists always wins over a built-in name.
 """
 
 from __future__ import annotations
@@ -19,15 +24,42 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..errors import ConfigError
 from ..pipeline import load_pipeline_specs
 
-__all__ = ["load_recipe"]
+__all__ = ["load_recipe", "builtin_recipes", "resolve_recipe"]
+
+_BUILTIN_DIR = Path(__file__).resolve().with_name("builtin_recipes")
+
+
+def builtin_recipes() -> dict[str, Path]:
+    """The built-in recipes by name (``accurate``, ``fast``, ...)."""
+    return {p.stem: p for p in sorted(_BUILTIN_DIR.glob("*.toml"))}
+
+
+def resolve_recipe(recipe: str | Path) -> Path:
+    """The file a recipe reference names: an existing path, else a built-in recipe's name.
+
+    Raises:
+        ConfigError: a bare name that is neither a file nor a built-in recipe (listing the built-ins).
+    """
+    path = Path(recipe)
+    if path.is_file():
+        return path
+    builtins = builtin_recipes()
+    name = str(recipe)
+    if name in builtins:
+        return builtins[name]
+    if path.suffix or len(path.parts) > 1:
+        return path  # a path: load_pipeline_specs says it does not exist
+    raise ConfigError(f"recipe '{name}' is neither a file nor a built-in recipe (built-in: {', '.join(builtins)})")
 
 
 def load_recipe(path: str | Path) -> list[dict[str, Any]]:
-    """The steps of the TOML recipe at ``path`` (``[{"pass": name, **options}, ...]``).
+    """The steps of the TOML recipe at ``path``, or of the built-in recipe of that name
+    (``[{"pass": name, **options}, ...]``).
 
     Raises:
         ConfigError: the file is missing, is not TOML, or has no ``[[passes]]`` tables.
     """
-    return [dict(step) for step in load_pipeline_specs(path)]
+    return [dict(step) for step in load_pipeline_specs(resolve_recipe(path))]

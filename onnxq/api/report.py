@@ -9,6 +9,8 @@ Fields (JSON keys):
     schema_version: bumped whenever a field changes meaning or disappears.
     onnxq_version: the onnxq that wrote the report.
     model / output: input path (or ``<ModelProto>``/``<bytes>``) and where the result was written.
+    model_digest: structural SHA-256 of the input model (:func:`model_digest`); ``--replay`` refuses
+        a report whose digest is not the digest of the model it converts.
     mode: the conversion mode; options: every conversion option, defaults included.
     pipeline: the steps that ran (``{"pass": name, **options}``), after the opset fallback.
     notes: sentences about the run (a skipped step, an opset upgrade, a reverted rewrite).
@@ -20,6 +22,10 @@ Fields (JSON keys):
     unchanged: nodes or layers a rewrite or pruning pass did not apply to (same records).
     ranges: activation ranges of the quantized tensors, ``{tensor: {"min", "max", "group"}}``.
     latency: the tuner's steps (``{"threads", "steps": [...]}``) or the report it replayed.
+    accuracy_guards: per graph output, the metric that guarded it in the tuner, its threshold,
+        direction, measured value (of the last plan measured: the final one when int8 was kept),
+        whether it met the bar and why that metric (``{"output", "metric", "threshold",
+        "direction", "value", "meets", "why", "worst"}``). Empty when the guard did not run.
     calibration: what calibration did (tensors, samples, groups, seconds, peak RSS, ...).
 """
 
@@ -34,12 +40,43 @@ from typing import Any
 from .._version import __version__
 from ..context import PassContext, Skip
 from ..errors import ConfigError
+from ..ir import Model
 from ..pass_manager import PassRecord
 
-__all__ = ["ConversionReport", "SCHEMA_VERSION", "RangeEntry"]
+__all__ = ["ConversionReport", "SCHEMA_VERSION", "RangeEntry", "GuardEntry", "model_digest"]
 
-#: Version of the report's JSON layout.
-SCHEMA_VERSION = 1
+#: Version of the report's JSON layout. 2: ``accuracy_guards`` added; the tuner's ``agreement`` /
+#: ``cosine`` step values cover only the outputs those metrics guard (sequence and concatenated
+#: outputs now have their own metrics).
+SCHEMA_VERSION = 2
+
+
+@dataclass(frozen=True)
+class GuardEntry:
+    """Which metric guarded one output, its bar and the value measured (see :meth:`onnxq.metrics.Guard.record`)."""
+
+    output: str
+    metric: str
+    threshold: float
+    direction: str
+    value: float | None
+    meets: bool
+    why: str
+    worst: str = ""
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> GuardEntry:
+        value = d.get("value")
+        return cls(
+            str(d["output"]), str(d["metric"]), float(d["threshold"]), str(d.get("direction", "higher")),
+            None if value is None else float(value), bool(d.get("meets", False)), str(d.get("why", "")), str(d.get("worst", "")),
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {k: getattr(self, k) for k in ("output", "metric", "threshold", "direction", "value", "meets", "why")}
+        if self.worst:
+            out["worst"] = self.worst
+        return out
 
 
 @dataclass(frozen=True)
@@ -70,8 +107,10 @@ class ConversionReport:
     unchanged: list[Skip] = field(default_factory=list)
     ranges: dict[str, RangeEntry] = field(default_factory=dict)
     latency: dict[str, Any] | None = None
+    accuracy_guards: list[GuardEntry] = field(default_factory=list)
     calibration: dict[str, Any] | None = None
     output: str | None = None
+    model_digest: str = ""
     schema_version: int = SCHEMA_VERSION
     onnxq_version: str = __version__
 
@@ -97,6 +136,7 @@ class ConversionReport:
             unchanged=ctx.skipped("unchanged"),
             ranges=entries,
             latency=ctx.tuning.as_dict() if ctx.tuning is not None else None,
+            accuracy_guards=[GuardEntry.from_dict(g) for g in ctx.tuning.guards] if ctx.tuning is not None else [],
             calibration=ctx.calibration_stats.as_dict() if ctx.calibration_stats is not None else None,
         )
 
@@ -113,6 +153,7 @@ class ConversionReport:
             "schema_version": self.schema_version,
             "onnxq_version": self.onnxq_version,
             "model": self.model,
+            "model_digest": self.model_digest,
             "output": self.output,
             "mode": self.mode,
             "options": self.options,
@@ -128,6 +169,7 @@ class ConversionReport:
             "unchanged": [s.as_dict() for s in self.unchanged],
             "ranges": {k: {"min": v.min, "max": v.max, "group": v.group} for k, v in self.ranges.items()},
             "latency": self.latency,
+            "accuracy_guards": [g.as_dict() for g in self.accuracy_guards],
             "calibration": self.calibration,
         }
 
@@ -160,8 +202,10 @@ class ConversionReport:
                 unchanged=[_skip(d) for d in data.get("unchanged") or []],
                 ranges={k: RangeEntry(float(v["min"]), float(v["max"]), str(v.get("group", ""))) for k, v in (data.get("ranges") or {}).items()},
                 latency=data.get("latency"),
+                accuracy_guards=[GuardEntry.from_dict(g) for g in data.get("accuracy_guards") or []],
                 calibration=data.get("calibration"),
                 output=data.get("output"),
+                model_digest=str(data.get("model_digest") or ""),
                 schema_version=version,
                 onnxq_version=str(data.get("onnxq_version", "")),
             )
@@ -174,9 +218,18 @@ class ConversionReport:
         path = Path(path)
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise ConfigError(f"{path}: cannot read the report: {e}") from e
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+            detail = e.strerror if isinstance(e, OSError) and e.strerror else e
+            raise ConfigError(f"{path}: cannot read the report: {type(e).__name__}: {detail}") from e
         return cls.from_dict(data, str(path))
+
+
+def model_digest(model: Model) -> str:
+    """Structural SHA-256 of ``model`` (ops, names, connections, weight shapes), the digest ranges
+    files carry too: enough to recognize a report made for another model."""
+    from ..calibration.collector import _model_digest  # one definition, shared with ranges files
+
+    return _model_digest(model)
 
 
 def _skip(d: Mapping[str, Any]) -> Skip:

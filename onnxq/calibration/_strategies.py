@@ -10,6 +10,13 @@
   (min-max is order-free). Per-tensor observer calls cost more than onnxruntime's reductions on
   models with hundreds of tensors.
 
+A tensor of a ``Loop``/``Scan`` body arrives stacked over the iterations (``depth`` leading axes,
+see :mod:`.expose`), and every iteration is merged into the sample's one observation: a full tensor
+is observed whole (per-tensor observers) or one iteration at a time (per-channel observers, whose
+axis refers to the body tensor), and summaries ``[..., 3]`` are folded into one ``[min, max, sum]``.
+An ``If`` branch that did not run shows up as an empty tensor or the neutral summary
+``[+inf, -inf, 0]``; neither is observed, so observers see only the branch taken.
+
 A strategy says whether to expose summaries, what one sample of a tensor costs in memory (for
 :mod:`._groups`) and which :class:`Feed` consumes one tensor group's outputs.
 """
@@ -29,7 +36,7 @@ from ._groups import tensor_nbytes
 from ._samples import describe_sample
 from .observers import Observer
 
-__all__ = ["Feed", "Strategy", "choose_strategy"]
+__all__ = ["Feed", "Strategy", "choose_strategy", "merge_summaries"]
 
 #: Bytes of one tensor's in-graph summary per sample: three float32 numbers.
 _SUMMARY_NBYTES = 12
@@ -41,11 +48,13 @@ class Feed(ABC):
     Args:
         tensors: the tensor observed through each session output, in output order.
         observers: observer by tensor name (one exists for every name in ``tensors``).
+        depths: leading iteration axes of each output (0 outside Loop/Scan bodies; default all 0).
     """
 
-    def __init__(self, tensors: Sequence[str], observers: Mapping[str, Observer]) -> None:
+    def __init__(self, tensors: Sequence[str], observers: Mapping[str, Observer], depths: Sequence[int] | None = None) -> None:
         self.tensors = list(tensors)
         self.observers = observers
+        self.depths = list(depths) if depths is not None else [0] * len(self.tensors)
 
     @abstractmethod
     def update(self, values: Sequence[np.ndarray], sample: Any, index: int) -> None:
@@ -63,8 +72,14 @@ class _FullTensors(Feed):
     """Each activation goes to its observer as it is."""
 
     def update(self, values: Sequence[np.ndarray], sample: Any, index: int) -> None:
-        for tensor, value in zip(self.tensors, values):
-            _observe(self.observers[tensor], value, tensor, sample, index)
+        for tensor, value, depth in zip(self.tensors, values, self.depths):
+            observer = self.observers[tensor]
+            if depth and observer.per_channel_axis is not None and value.size:
+                # The channel axis is the body tensor's: observe each iteration on its own.
+                for step in value.reshape((-1, *value.shape[depth:])):
+                    _observe(observer, step, tensor, sample, index)
+            else:
+                _observe(observer, value, tensor, sample, index)
 
 
 class _Summaries(Feed):
@@ -72,7 +87,7 @@ class _Summaries(Feed):
 
     def update(self, values: Sequence[np.ndarray], sample: Any, index: int) -> None:
         for tensor, value in zip(self.tensors, values):
-            _observe_summary(self.observers[tensor], value, tensor, sample, index)
+            _observe_summary(self.observers[tensor], merge_summaries(value), tensor, sample, index)
 
 
 class _MinMaxSummaries(Feed):
@@ -84,15 +99,16 @@ class _MinMaxSummaries(Feed):
 
     _NOT_RUN = np.array([np.inf, -np.inf, 0.0])
 
-    def __init__(self, tensors: Sequence[str], observers: Mapping[str, Observer]) -> None:
-        super().__init__(tensors, observers)
+    def __init__(self, tensors: Sequence[str], observers: Mapping[str, Observer], depths: Sequence[int] | None = None) -> None:
+        super().__init__(tensors, observers, depths)
         self.lo = np.full(len(self.tensors), np.inf)
         self.hi = np.full(len(self.tensors), -np.inf)
         self.seen = np.zeros(len(self.tensors), dtype=np.int64)
 
     def update(self, values: Sequence[np.ndarray], sample: Any, index: int) -> None:
-        ran = np.array([v.size >= 3 for v in values])
-        arr = np.stack([np.asarray(v[:3], np.float64) if ok else self._NOT_RUN for v, ok in zip(values, ran)])
+        merged = [merge_summaries(v) for v in values]
+        ran = np.array([m is not None for m in merged])
+        arr = np.stack([m if m is not None else self._NOT_RUN for m in merged])
         lo, hi, total = arr[:, 0], arr[:, 1], arr[:, 2]
         bad = ran & (np.isnan(lo) | np.isnan(hi) | (np.isnan(total) & np.isfinite(lo) & np.isfinite(hi)))
         if bad.any():
@@ -119,10 +135,25 @@ def _observe(observer: Observer, value: np.ndarray, tensor: str, sample: Any, in
     observer.update(value)
 
 
-def _observe_summary(observer: Observer, value: np.ndarray, tensor: str, sample: Any, index: int) -> None:
-    """Feed ``[min, max, marker]`` (see expose._summary_of) to a min-max observer."""
-    if value.size < 3:
-        return  # a not-taken If branch yields an empty dummy
+def merge_summaries(value: np.ndarray) -> np.ndarray | None:
+    """One ``[min, max, sum]`` (float64) from a summary stacked over iterations (``[..., 3]``).
+
+    None when nothing ran: no iteration, or only If branches that were not taken (their neutral
+    ``[+inf, -inf, 0]`` placeholder). ``np.min`` / ``np.max`` propagate NaN, so NaN detection holds.
+    """
+    if value.size == 0 or value.size % 3:
+        return None
+    rows = np.asarray(value, np.float64).reshape(-1, 3)
+    lo, hi = rows[:, 0].min(), rows[:, 1].max()
+    if lo == np.inf and hi == -np.inf:
+        return None
+    return np.array([lo, hi, rows[:, 2].sum()])
+
+
+def _observe_summary(observer: Observer, value: np.ndarray | None, tensor: str, sample: Any, index: int) -> None:
+    """Feed a merged ``[min, max, marker]`` (see expose._summary_of) to a min-max observer."""
+    if value is None:
+        return  # not computed on this sample (an If branch not taken, a loop without iterations)
     lo, hi, marker = (float(v) for v in value[:3])
     if np.isnan(lo) or np.isnan(hi) or (np.isnan(marker) and np.isfinite(lo) and np.isfinite(hi)):
         raise CalibrationError(f"{describe_sample(sample, index)} produced NaN value(s) in tensor '{tensor}'")

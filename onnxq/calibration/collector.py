@@ -109,6 +109,11 @@ def collect_ranges(
         InvalidModelError: onnxruntime cannot load the model.
     """
     start = time.perf_counter()
+    if not ir.serializes_cheaply(model):
+        # onnxruntime is about to hold every weight: weights earlier passes computed in memory
+        # (smoothing...) move to a mapped scratch file first, so they are not resident twice.
+        # Values do not change. Before the clone, which would otherwise keep the in-memory arrays.
+        ir.spill_weights(model)
     work = ir.clone(model)
     if tensors is None:
         ir.infer_shapes(work)  # dtypes tell which activations are float
@@ -158,7 +163,7 @@ class _Calibration:
         Returns:
             The number of samples read.
         """
-        exposed = expose_tensors(self.work, group, summarize=self.strategy.summarize)
+        exposed = expose_tensors(self.work, group, summarize=self.strategy.summarize, loops=True)
         unreachable.update(exposed.unreachable)
         # Graph optimizations off: which tensors are exposed changes what onnxruntime may fuse, and
         # ranges must not depend on how tensors were grouped.
@@ -174,7 +179,7 @@ class _Calibration:
         for name in tensors:
             if name not in self.observers:
                 self.observers[name] = make_observer(self.method, per_channel_axis=self.per_channel_axis, **self.options)
-        feed = self.strategy.feed(tensors, self.observers)
+        feed = self.strategy.feed(tensors, self.observers, [exposed.output_depth[o] for o in outputs])
         count = 0
         samples = islice(self.replay, self.max_samples)
         for index, sample in enumerate(track(samples, label, total=self.total, enabled=self.progress)):

@@ -1,13 +1,32 @@
 """Exposing intermediate tensors as model outputs for calibration, with an explicit name map.
 
-Top-level tensors become graph outputs under their own names. A tensor inside an ``If`` branch is
-routed out through the ``If`` node: the branch gets it as an extra output, the other branch a
-dummy empty tensor (branch outputs must match in number and type, not shape), and the ``If`` node a
-new output — recursively for nested ``If``s. Tensors inside ``Loop``/``Scan`` bodies cannot be
-exposed per iteration this way and are reported as unreachable.
+onnxruntime only returns graph outputs, and a tensor computed inside a subgraph (an ``If`` branch,
+a ``Loop``/``Scan`` body) cannot be named as one. So each such tensor is *routed out* through its
+enclosing control-flow nodes, innermost first, on an in-memory copy of the model:
 
-The model is modified on an in-memory copy; nothing is written to disk and no name is parsed: the
-returned map says which output carries which tensor.
+- **If**: the branch gets the tensor as an extra output, the other branch a placeholder of the
+  same element type, and the ``If`` node a new output. Branch outputs must agree in number and type
+  (not shape), so the placeholder is an empty ``[0]`` tensor for full values, and for in-graph
+  summaries (``[min, max, sum]``) the neutral summary ``[+inf, -inf, 0]``. Either way the observer
+  sees only the branch that ran: empty tensors and neutral summaries are skipped, never observed.
+- **Loop / Scan**: the tensor becomes an extra *scan output* of the body (appended after the
+  existing ones; a Scan's ``scan_output_axes`` / ``scan_output_directions`` grow with it), so
+  onnxruntime stacks its value of every iteration along a new leading axis. ``output_depth`` says
+  how many such iteration axes an exposed output carries; the feeds (:mod:`._strategies`) merge
+  every iteration into one observation (min/max/histogram over all of them).
+- **Nested control flow** repeats this at each level: a tensor of a Loop body inside an If branch
+  is stacked by the Loop, then routed through the If.
+
+A tensor that is already an output (or an input) of its body is copied by an Identity first: a
+name is an output at most once per graph. What cannot be exposed is reported in ``unreachable``
+with the reason: bodies of other ops (SequenceMap, contrib ops), and full values of a tensor in an
+``If`` inside a ``Loop``/``Scan`` body, whose empty placeholder could not be stacked with the real
+value of other iterations (summaries can: the neutral summary has the real one's shape). Stacking
+also needs a body tensor to keep its shape across iterations, which onnxruntime enforces for scan
+outputs.
+
+Nothing is written to disk and no name is parsed: ``output_to_tensor`` says which output carries
+which tensor, ``output_depth`` how many iteration axes lead it.
 """
 
 from __future__ import annotations
@@ -22,6 +41,13 @@ from ..ir import Graph, Model, Node, Tensor
 __all__ = ["ExposedModel", "expose_tensors", "float_activations"]
 
 _FLOAT_KINDS = ("f",)
+#: Bodies whose per-iteration values are stacked as extra scan outputs.
+_LOOPS = ("Loop", "Scan")
+#: ``[min, max, sum]`` of a branch that did not run: the identity of the min/max/sum merge.
+NEUTRAL_SUMMARY = np.array([np.inf, -np.inf, 0.0])
+
+#: Map id(subgraph) → (parent graph, owning node, attribute name); the root maps to (root, None, "").
+Owners = dict[int, tuple[Graph, "Node | None", str]]
 
 
 @dataclass
@@ -31,6 +57,8 @@ class ExposedModel:
     model: Model
     #: output name → tensor name (in the original model)
     output_to_tensor: dict[str, str] = field(default_factory=dict)
+    #: output name → number of leading iteration axes (Loop/Scan bodies it was stacked through)
+    output_depth: dict[str, int] = field(default_factory=dict)
     #: tensors that could not be exposed, with the reason
     unreachable: dict[str, str] = field(default_factory=dict)
 
@@ -45,29 +73,30 @@ def _is_float(t: Tensor) -> bool:
 
 
 def float_activations(model: Model, *, include_subgraphs: bool = True) -> list[str]:
-    """Names of float tensors computed at run time (graph inputs and node outputs), in graph order.
+    """Names of float tensors computed at run time, in graph order.
 
-    Requires dtypes (run ``ir.infer_shapes`` first); tensors with unknown dtypes are skipped.
+    Graph inputs and node outputs; with ``include_subgraphs`` also those of every body, whose
+    inputs (a Loop's carried state, a Scan's time step) take one value per iteration. Requires
+    dtypes (run ``ir.infer_shapes`` first); tensors with unknown dtypes are skipped.
     """
-    names: list[str] = [t.name for t in model.graph.inputs if not ir.is_constant(t) and _is_float(t)]
     graphs = list(ir.iter_graphs(model.graph)) if include_subgraphs else [model.graph]
-    seen = set(names)
+    names: list[str] = []
+    seen: set[str] = set()
     for g in graphs:
-        for node in g.nodes:
-            for t in node.outputs:
-                if t.name and t.name not in seen and _is_float(t):
-                    seen.add(t.name)
-                    names.append(t.name)
+        for t in [*g.inputs, *(o for node in g.nodes for o in node.outputs)]:
+            if t.name and t.name not in seen and not ir.is_constant(t) and _is_float(t):
+                seen.add(t.name)
+                names.append(t.name)
     return names
 
 
-def _owners(graph: Graph) -> dict[int, tuple[Graph, Node | None, str]]:
-    """Map id(subgraph) → (parent graph, owning node, attribute name); the root maps to (root, None, "")."""
-    owners: dict[int, tuple[Graph, Node | None, str]] = {id(graph): (graph, None, "")}
+def _owners(graph: Graph) -> Owners:
+    """Where each subgraph hangs: its parent graph, the node holding it and the attribute name."""
+    owners: Owners = {id(graph): (graph, None, "")}
     for g in ir.iter_graphs(graph):
         for node in g.nodes:
             for key, value in node.attrs.items():
-                if hasattr(value, "nodes") and hasattr(value, "outputs"):
+                if isinstance(value, Graph):
                     owners[id(value)] = (g, node, key)
     return owners
 
@@ -94,11 +123,17 @@ def _summary_of(graph: Graph, tensor: Tensor, namer: ir.NameGenerator) -> Tensor
     return out
 
 
-def expose_tensors(model: Model, names: list[str], *, summarize: bool = False) -> ExposedModel:
+def expose_tensors(model: Model, names: list[str], *, summarize: bool = False, loops: bool = False) -> ExposedModel:
     """A copy of ``model`` with ``names`` added as outputs (see module docstring).
 
-    With ``summarize`` each tensor is exposed as ``[min, max, nan-or-inf marker]`` computed in the
-    graph (see :func:`_summary_of`) instead of the full tensor.
+    Args:
+        model: the model (not modified).
+        names: tensors to expose (unique names across all scopes, as ONNX requires).
+        summarize: expose each tensor as ``[min, max, sum]`` computed in the graph (see
+            :func:`_summary_of`) instead of the full tensor.
+        loops: route tensors of ``Loop``/``Scan`` bodies out as stacked scan outputs (see
+            ``output_depth``); otherwise they are unreachable (callers that read shapes off the
+            outputs, not values, would see the iteration axes).
     """
     copy = ir.clone(model)
     namer = ir.names(copy)
@@ -119,39 +154,79 @@ def expose_tensors(model: Model, names: list[str], *, summarize: bool = False) -
             result.unreachable[name] = "no such tensor"
             continue
         graph, tensor = where[name]
+        problem = _route_problem(graph, owners, summarize=summarize, loops=loops)
+        if problem is not None:
+            result.unreachable[name] = problem
+            continue
         if summarize:
             tensor = _summary_of(graph, tensor, namer)
-        route = _route_out(graph, tensor, owners, namer)
-        if isinstance(route, str):
-            result.unreachable[name] = route
-            continue
+        route, depth = _route_out(graph, tensor, owners, namer, summarize)
         if route.name not in existing:
             root.outputs.append(route)
             existing.add(route.name)
         result.output_to_tensor[route.name] = name
+        result.output_depth[route.name] = depth
     return result
 
 
-def _route_out(graph: Graph, tensor: Tensor, owners: dict[int, tuple[Graph, Node | None, str]], namer: ir.NameGenerator) -> Tensor | str:
-    """Return the top-level tensor carrying ``tensor`` (adding If outputs on the way) or a reason."""
-    parent, node, key = owners[id(graph)]
-    if node is None:
+def _route_problem(graph: Graph, owners: Owners, *, summarize: bool, loops: bool) -> str | None:
+    """Why a tensor of ``graph`` cannot be routed out (None when it can), checked before any edit."""
+    in_if = False
+    while True:
+        graph, node, _ = owners[id(graph)]
+        if node is None:
+            return None
+        if node.op == "If" and not node.domain:
+            in_if = True
+        elif node.op in _LOOPS and not node.domain:
+            if not loops:
+                return f"inside a {node.op} body (per-iteration values are not exposed here)"
+            if in_if and not summarize:
+                return (
+                    f"inside an If within a {node.op} body: an untaken branch's empty placeholder cannot be stacked "
+                    "with other iterations' values (in-graph summaries can: use method minmax or moving-average)"
+                )
+        else:
+            return f"inside a {node.domain + '.' if node.domain else ''}{node.op} body (only If, Loop and Scan bodies are routed out)"
+
+
+def _local_copy(graph: Graph, tensor: Tensor, namer: ir.NameGenerator) -> Tensor:
+    """``tensor`` itself, or an Identity copy when it already is an input or output of ``graph``."""
+    if not (ir.is_graph_output(graph, tensor) or ir.is_graph_input(graph, tensor)):
         return tensor
-    if node.op != "If":
-        return f"inside a {node.op} body (per-iteration values cannot be exposed)"
-    if any(out is tensor for out in graph.outputs):
-        # Already a branch output: its If output also carries the other branch's value, so route
-        # a copy (an output name may appear only once per graph).
-        copy = ir.make_variable(namer.new(f"{tensor.name}/calib_copy"), dtype=tensor.dtype, shape=tensor.shape)
-        graph.nodes.append(ir.make_node("Identity", [tensor], [copy], name=namer.new(f"{tensor.name}/calib_copy")))
-        tensor = copy
-    other_key = "else_branch" if key == "then_branch" else "then_branch"
-    other = node.attrs[other_key]
-    graph.outputs.append(tensor)
-    dummy = ir.make_variable(namer.new(f"{tensor.name}/calib_dummy"), dtype=tensor.dtype, shape=None)
-    empty = ir.make_constant(namer.new(f"{tensor.name}/calib_empty"), np.zeros((0,), dtype=np.dtype(tensor.dtype or np.float32)))
-    other.nodes.append(ir.make_node("Identity", [empty], [dummy], name=namer.new(f"{tensor.name}/calib_dummy")))
-    other.outputs.append(dummy)
-    out = ir.make_variable(namer.new(f"{tensor.name}/calib_out"), dtype=tensor.dtype, shape=None)
-    node.outputs.append(out)
-    return _route_out(parent, out, owners, namer)
+    copy = ir.make_variable(namer.new(f"{tensor.name}/calib_copy"), dtype=tensor.dtype, shape=tensor.shape)
+    graph.nodes.append(ir.make_node("Identity", [tensor], [copy], name=namer.new(f"{tensor.name}/calib_copy")))
+    return copy
+
+
+def _route_out(graph: Graph, tensor: Tensor, owners: Owners, namer: ir.NameGenerator, summarize: bool) -> tuple[Tensor, int]:
+    """The top-level tensor carrying ``tensor`` and its number of iteration axes (edits on the way)."""
+    depth = 0
+    while True:
+        parent, node, key = owners[id(graph)]
+        if node is None:
+            return tensor, depth
+        tensor = _local_copy(graph, tensor, namer)
+        graph.outputs.append(tensor)
+        if node.op == "If":
+            other = node.attrs["else_branch" if key == "then_branch" else "then_branch"]
+            _add_placeholder(other, tensor, namer, summarize)
+        else:
+            depth += 1
+            if node.op == "Scan":
+                for attr in ("scan_output_axes", "scan_output_directions"):
+                    if attr in node.attrs:
+                        node.attrs[attr] = [*node.attrs[attr], 0]
+        out = ir.make_variable(namer.new(f"{tensor.name}/calib_out"), dtype=tensor.dtype, shape=None)
+        node.outputs.append(out)
+        graph, tensor = parent, out
+
+
+def _add_placeholder(branch: Graph, like: Tensor, namer: ir.NameGenerator, summarize: bool) -> None:
+    """Give ``branch`` an output standing for ``like`` when the other branch runs (see module docstring)."""
+    dtype = np.dtype(like.dtype or np.float32)
+    value = NEUTRAL_SUMMARY.astype(dtype) if summarize else np.zeros((0,), dtype=dtype)
+    const = ir.make_constant(namer.new(f"{like.name}/calib_placeholder_value"), value)
+    out = ir.make_variable(namer.new(f"{like.name}/calib_placeholder"), dtype=like.dtype, shape=list(value.shape))
+    branch.nodes.append(ir.make_node("Identity", [const], [out], name=namer.new(f"{like.name}/calib_placeholder")))
+    branch.outputs.append(out)

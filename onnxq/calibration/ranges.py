@@ -453,10 +453,12 @@ class RangeSet(Mapping[str, TensorRange]):
             text = Path(path).read_text(encoding="utf-8")
         except OSError as e:
             raise CalibrationError(f"cannot read ranges file {str(path)!r}: {e.strerror or e}") from e
+        except UnicodeDecodeError as e:  # a model or a data file given as --ranges
+            raise CalibrationError(f"ranges file {str(path)!r} is not UTF-8 text (byte {e.start}); expected the JSON written by `onnxq calibrate`") from e
         try:
             data = json.loads(text, parse_constant=_reject_constant)
-        except (ValueError, CalibrationError) as e:
-            raise CalibrationError(f"ranges file {str(path)!r} is not valid JSON: {e}") from e
+        except (ValueError, CalibrationError, RecursionError) as e:
+            raise CalibrationError(f"ranges file {str(path)!r} is not valid JSON: {type(e).__name__}: {e}") from e
         try:
             return cls.from_json(data)
         except CalibrationError as e:

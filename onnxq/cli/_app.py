@@ -1,8 +1,11 @@
 """The ``onnxq`` command group: global options and error handling.
 
 Commands stay thin: they turn options into pass configs / library calls and print results. Any
-:class:`OnnxqError` becomes one line on stderr and exit code 2; an unexpected exception becomes one
-line and exit code 1. ``--debug`` shows the traceback instead.
+:class:`OnnxqError` becomes one line on stderr and exit code 2, and so do the problems of the
+machine rather than of onnxq: an ``OSError`` (permission denied, read-only or full disk, a name too
+long), a ``MemoryError``, a name that is not valid UTF-8. An :class:`InternalError` (onnxq produced
+an invalid model) and any other exception are bugs: one line and exit code 1. ``--debug`` shows the
+traceback instead.
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ from typing import Any
 import click
 
 from .._version import __version__
-from ..errors import OnnxqError
+from ..errors import InternalError, OnnxqError
+from ._output import echo, printable
 
 __all__ = ["cli", "State"]
 
@@ -33,29 +37,63 @@ class OnnxqGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except click.UsageError as e:  # one line, like every other error, with the help hint in it
+            command = e.ctx.command_path if e.ctx is not None else ctx.command_path
+            _fail(ctx, f"error: {_one_line(e.format_message())} (see '{command} -h')", e.exit_code)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
+        except InternalError as e:
+            if _debug(ctx):
+                raise
+            _fail(ctx, f"internal error: {_one_line(e)}", 1)
         except OnnxqError as e:
             if _debug(ctx):
                 raise
-            click.echo(f"error: {e}", err=True)
-            ctx.exit(2)
+            _fail(ctx, f"error: {_one_line(e)}", 2)
         except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
-            ctx.exit(130)
+            _fail(ctx, "interrupted", 130)
         except BrokenPipeError:  # output piped into `head` and closed early: not an error
             ctx.exit(0)
+        except (OSError, MemoryError, UnicodeError) as e:
+            if _debug(ctx):
+                raise
+            _fail(ctx, f"error: {_environment_message(e)}", 2)
         except Exception as e:
             if _debug(ctx):
                 raise
-            message = " ".join(str(e).split()) or type(e).__name__
-            click.echo(f"internal error: {type(e).__name__}: {message} (rerun with --debug for the traceback)", err=True)
-            ctx.exit(1)
+            message = _one_line(e) or type(e).__name__
+            _fail(ctx, f"internal error: {type(e).__name__}: {message} (rerun with --debug for the traceback)", 1)
+
+
+def _one_line(error: object) -> str:
+    return " ".join(printable(str(error)).split())
+
+
+def _fail(ctx: click.Context, line: str, code: int) -> None:
+    echo(line, err=True)
+    ctx.exit(code)
+
+
+def _environment_message(e: BaseException) -> str:
+    """One line for a problem of the machine or of a name, naming the file when the OS does."""
+    if isinstance(e, OSError):
+        names = " → ".join(f"'{n}'" for n in (e.filename, e.filename2) if n is not None)
+        return f"{names + ': ' if names else ''}{e.strerror or _one_line(e)}"
+    if isinstance(e, MemoryError):
+        return f"out of memory ({_one_line(e) or 'MemoryError'}); the input needs more memory than this machine has"
+    return f"a name or text is not valid UTF-8 ({_one_line(e)})"
 
 
 def _debug(ctx: click.Context) -> bool:
     state = ctx.find_object(State)
     return bool(state and state.debug)
+
+
+class _PrintableFormatter(logging.Formatter):
+    """Log lines that print even when they quote a non-UTF-8 file name."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return printable(super().format(record))
 
 
 def _configure_logging(verbose: int, debug: bool) -> None:
@@ -64,7 +102,7 @@ def _configure_logging(verbose: int, debug: bool) -> None:
     logger.setLevel(level)
     if not logger.handlers:
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(_PrintableFormatter("%(levelname)s %(name)s: %(message)s"))
         logger.addHandler(handler)
     logger.propagate = False
 

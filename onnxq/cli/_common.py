@@ -1,38 +1,33 @@
-"""Helpers shared by CLI commands: loading models, guarding output paths, JSON reports."""
+"""Helpers shared by CLI commands: loading models, staging outputs, JSON reports, data options."""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any
 
 from .. import ir
+from ..api._loading import load_model as _load
+from ..api._loading import raise_ir_floor
 from ..errors import ConfigError
 from ._output import write_json
+from ._paths import Input, Output, RunOutputs
 
-__all__ = ["load_model", "check_output_path", "maybe_write_report", "parse_shapes", "data_options", "open_data"]
+__all__ = ["load_model", "load_for_rewrite", "maybe_write_report", "parse_shapes", "data_options", "open_data", "Input", "Output", "RunOutputs"]
 
 
 def load_model(path: str) -> ir.Model:
-    """Load and validate a model given on the command line."""
-    return ir.load(path)
+    """Load and validate a model given on the command line (sparse initializers densified)."""
+    return _load(path)
 
 
-def check_output_path(model_path: str | Path, out: str | Path) -> Path:
-    """Refuse to overwrite the input model (inputs are never modified)."""
-    out = Path(out)
-    src = Path(model_path)
-    if out.exists() and src.exists() and os.path.samefile(out, src):
-        raise ConfigError(f"output '{out}' is the input model; onnxq never overwrites its input, choose another path")
-    if out.exists() and out.is_dir():
-        raise ConfigError(f"output '{out}' is a folder, expected a file path")
-    return out
+def load_for_rewrite(path: str) -> ir.Model:
+    """:func:`load_model` for commands that write a new model (IR version raised to one onnxq writes)."""
+    return raise_ir_floor(_load(path))
 
 
-def maybe_write_report(path: str | None, data: Any) -> None:
-    """Write a JSON report when ``--report`` / ``--json-out`` was given."""
+def maybe_write_report(outs: RunOutputs, role: str, path: str | None, data: Any) -> None:
+    """Stage the JSON report of ``role`` (``--report``) when it was given."""
     if path:
-        write_json(path, data)
+        outs.write(role, lambda staged: write_json(staged, data))
 
 
 def parse_shapes(values: tuple[str, ...]) -> dict[str, list[int]]:
@@ -69,7 +64,7 @@ def open_data(
 
     return open_source(
         spec,
-        ir.to_proto(model),
+        ir.to_proto(model, weights=False),  # input specs only: no copy of the weights
         dims=parse_data_dims(dims),
         samples=samples,
         seed=seed,

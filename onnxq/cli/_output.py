@@ -13,7 +13,27 @@ from typing import Any
 import click
 import numpy as np
 
-__all__ = ["echo_json", "write_json", "table", "human_bytes", "to_jsonable"]
+__all__ = ["echo", "echo_json", "write_json", "table", "human_bytes", "to_jsonable", "printable"]
+
+
+def printable(text: str) -> str:
+    """``text`` safe to print on a UTF-8 stream: bytes of a non-UTF-8 file name (which Python
+    decodes to lone surrogates) are shown as ``\\xff`` escapes instead of failing the write."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        raw = text.encode("utf-8", "surrogateescape") if _only_escapes(text) else text.encode("utf-8", "backslashreplace")
+        return raw.decode("utf-8", "backslashreplace")
+
+
+def _only_escapes(text: str) -> bool:
+    return all(not 0xD800 <= ord(c) <= 0xDFFF or 0xDC80 <= ord(c) <= 0xDCFF for c in text)
+
+
+def echo(message: str = "", *, err: bool = False) -> None:
+    """``click.echo`` of :func:`printable` text: the only way commands print."""
+    click.echo(printable(message), err=err)
 
 
 def to_jsonable(value: Any) -> Any:
@@ -39,13 +59,12 @@ def dumps(data: Any) -> str:
 
 def echo_json(data: Any) -> None:
     """Print ``data`` as JSON on stdout."""
-    click.echo(dumps(data))
+    echo(dumps(data))
 
 
 def write_json(path: str | Path, data: Any) -> None:
-    """Write ``data`` as JSON atomically (temp file + rename)."""
+    """Write ``data`` as JSON atomically (temp file + rename) into an existing folder."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -67,7 +86,8 @@ def human_bytes(n: float) -> str:
 
 def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
     """Print a table (rich on a terminal, aligned text otherwise)."""
-    cells = [[_cell(c) for c in row] for row in rows]
+    cells = [[printable(_cell(c)) for c in row] for row in rows]
+    title = printable(title) if title else title
     if sys.stdout.isatty():
         from rich.console import Console  # a dependency (pyproject), imported only for terminals
         from rich.table import Table
@@ -77,14 +97,14 @@ def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any
             t.add_column(c)
         for row in cells:
             t.add_row(*row)
-        Console().print(t)
+        Console().print(t)  # rich replaces what the terminal cannot encode
         return
     widths = [max(len(str(c)), *(len(r[i]) for r in cells)) if cells else len(str(c)) for i, c in enumerate(columns)]
     if title:
-        click.echo(title)
-    click.echo("  ".join(str(c).ljust(w) for c, w in zip(columns, widths)).rstrip())
+        echo(title)
+    echo("  ".join(str(c).ljust(w) for c, w in zip(columns, widths)).rstrip())
     for row in cells:
-        click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip())
+        echo("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip())
 
 
 def _cell(value: Any) -> str:

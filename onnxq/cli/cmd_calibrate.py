@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import click
 
+from ..api import ConversionOptions, prepare_for_calibration
 from ..calibration.collector import DEFAULT_MAX_MEMORY_MB, collect_ranges
 from ..calibration.observers import OBSERVERS
-from ..pass_base import make_pass
-from ..pass_manager import PassManager
 from ..progress import progress_enabled
 from ._app import cli
-from ._common import data_options, load_model, maybe_write_report, open_data
-from ._output import table
+from ._common import Input, Output, RunOutputs, data_options, load_for_rewrite, maybe_write_report, open_data
+from ._output import echo, table
 
 
 def method_options(method: str, percentile: float | None) -> dict:
@@ -26,7 +25,7 @@ def method_options(method: str, percentile: float | None) -> dict:
 @click.option("--method", type=click.Choice(sorted(OBSERVERS)), default="percentile", show_default=True, help="Observer (the same default as convert).")
 @click.option("--percentile", type=float, help="Percentile for --method percentile (default 99.999).")
 @click.option("--per-channel-axis", type=int, help="Observe ranges per channel along this axis.")
-@click.option("--threads", type=int, default=0, show_default=True, help="onnxruntime threads (0: all cores).")
+@click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True, help="onnxruntime threads (0: all cores).")
 @click.option(
     "--max-memory",
     "max_memory",
@@ -35,7 +34,9 @@ def method_options(method: str, percentile: float | None) -> dict:
     show_default=True,
     help="MB of one sample's exposed activations per pass; more are split into groups.",
 )
-@click.option("--no-cleanup", is_flag=True, help="Calibrate the model as is (ranges then match the raw model's tensor names).")
+@click.option(
+    "--no-cleanup", is_flag=True, help="Calibrate the model as is, not as convert prepares it (ranges then match the raw model's tensor names)."
+)
 @click.option("--report", type=click.Path(dir_okay=False), help="Write run statistics as JSON.")
 @data_options
 def calibrate_cmd(
@@ -55,30 +56,34 @@ def calibrate_cmd(
 ) -> None:
     """Run MODEL on calibration data and write the range of every float activation.
 
-    By default the model is cleaned up first (the same `cleanup` pipeline `onnxq convert` runs), so
-    `onnxq convert --ranges` can reuse the file.
+    By default the model is first prepared as `onnxq convert` prepares it for calibration (opset
+    upgrade, `cleanup`, HardSwish expansion), so `onnxq convert --ranges` can reuse the file.
     """
-    m = load_model(model)
-    if not no_cleanup:
-        m = PassManager([make_pass("cleanup")]).run(m).model
-    source = open_data(data, m, samples=samples, dims=dims, image_preprocess=image_preprocess)
-    ranges, stats = collect_ranges(
-        m,
-        source,
-        method=method,
-        options=method_options(method, percentile),
-        per_channel_axis=per_channel_axis,
-        max_memory_mb=max_memory,
-        threads=threads,
-        progress=progress_enabled(),
-    )
-    ranges.save_json(output)
+    # The options convert would take for the same calibration: validated in one place.
+    options = ConversionOptions(method=method, percentile=percentile, max_memory_mb=max_memory, threads=threads)
+    outputs = [Output("-o", output), Output("--report", report)]
+    with RunOutputs(outputs, [Input("input model", model, model=True), Input("--data", data, data=True)]) as outs:
+        m = load_for_rewrite(model)
+        if not no_cleanup:
+            m, _ = prepare_for_calibration(m, options)
+        source = open_data(data, m, samples=samples, dims=dims, image_preprocess=image_preprocess)
+        ranges, stats = collect_ranges(
+            m,
+            source,
+            method=method,
+            options=method_options(method, percentile),
+            per_channel_axis=per_channel_axis,
+            max_memory_mb=max_memory,
+            threads=threads,
+            progress=progress_enabled(),
+        )
+        outs.write("-o", ranges.save_json)
+        maybe_write_report(outs, "--report", report, {"model": model, "method": method, "output": output, **stats.as_dict()})
     table(
         None,
         ["tensors", "samples", "groups", "wall time", "peak RSS", "saturating", "unreachable"],
         [[len(ranges), stats.samples, stats.groups, f"{stats.seconds:.2f} s", f"{stats.peak_rss_mb:.0f} MB", len(stats.saturating), len(stats.unreachable)]],
     )
     for name in stats.saturating[:10]:
-        click.echo(f"saturating (kept float by quantizers): {name}", err=True)
-    click.echo(f"wrote {output}")
-    maybe_write_report(report, {"model": model, "method": method, "output": output, **stats.as_dict()})
+        echo(f"saturating (kept float by quantizers): {name}", err=True)
+    echo(f"wrote {output}")

@@ -16,11 +16,12 @@ import click
 from ..api import MODES, ConversionOptions, ConversionReport, convert
 from ..calibration.observers import OBSERVERS
 from ..data import parse_dims
+from ..debug import require_matplotlib
 from ..errors import ConfigError
 from ..progress import progress_enabled
 from ._app import cli
-from ._common import check_output_path, data_options, load_model, maybe_write_report
-from ._output import human_bytes, table
+from ._common import Input, Output, RunOutputs, data_options, maybe_write_report
+from ._output import echo, human_bytes, table
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -31,8 +32,8 @@ __all__ = ["convert_cmd", "parse_pass_options", "CLI_ONLY"]
 
 #: ``convert`` parameters that are not conversion options: the model, the data and where results go
 #: (the API takes the first as arguments of :func:`onnxq.api.convert` and writes the others with
-#: ``ConversionResult.save`` / ``ConversionReport.to_dict``).
-CLI_ONLY = ("model", "output", "data", "ranges", "report", "dims", "image_preprocess")
+#: ``ConversionResult.save`` / ``ConversionReport.to_dict`` / ``ConversionResult.write_html``).
+CLI_ONLY = ("model", "output", "data", "ranges", "report", "report_html", "dims", "image_preprocess")
 
 
 def _split(values: tuple[str, ...]) -> tuple[str, ...]:
@@ -73,6 +74,11 @@ def _choice_option(flag: str, choices: list[str], default: str, help: str) -> An
 @click.option("--data", help="Calibration data: folder of .npz/.npy/images, an .npz/.npy file, or 'synthetic[:N]'.")
 @click.option("--ranges", type=click.Path(dir_okay=False), help="Reuse ranges from `onnxq calibrate` (static mode).")
 @click.option("--report", type=click.Path(dir_okay=False), help="Write the conversion report (JSON, with schema_version).")
+@click.option(
+    "--report-html",
+    type=click.Path(dir_okay=False),
+    help="Write the report as an HTML page; with --data, plus the result's layer-wise error (needs onnxq[report]).",
+)
 @click.option("--mode", type=click.Choice(MODES), default="static", show_default=True, help="static int8, dynamic int8, weight-only int4/int8, fp16 or bf16.")
 @click.option("--recipe", type=click.Path(dir_okay=False), help="TOML pipeline replacing the mode's default passes.")
 @click.option("--pass-option", multiple=True, metavar="PASS.OPTION=VALUE", help="Set an option of one pass of the pipeline (repeatable).")
@@ -109,8 +115,18 @@ def _choice_option(flag: str, choices: list[str], default: str, help: str) -> An
 @click.option("--concat-range-ratio", type=float, default=10.0, show_default=True, help="A Concat whose input ranges differ by more than this stays float.")
 @click.option("--tune/--no-tune", default=True, show_default=True, help="Measure int8 vs float and keep float where int8 is slower or costs accuracy.")
 @click.option("--threads", type=click.IntRange(min=0), default=1, show_default=True, help="Threads for latency tuning / the dynamic latency guard.")
-@click.option("--min-agreement", type=float, default=0.98, show_default=True, help="Accuracy guard: top-1 agreement with float for class-score outputs.")
+@click.option(
+    "--min-agreement", type=float, default=0.98, show_default=True, help="Accuracy guard: share of decisions (top-1, whole sequences, ...) agreeing with float."
+)
 @click.option("--min-cosine", type=float, default=0.97, show_default=True, help="Accuracy guard: cosine with float for other outputs.")
+@click.option(
+    "--metric",
+    "accuracy_metric",
+    multiple=True,
+    metavar="SPEC[>=T][@OUTPUT]",
+    help="Accuracy guard: the metric guarding OUTPUT (all outputs without @), e.g. 'worst_slice_sqnr:axis=1>=25@detections', "
+    "'mymodule:f1>=0.9' (repeatable; default: chosen per output from its shape and producer).",
+)
 @click.option("--max-accuracy-trials", type=click.IntRange(min=1), default=60, show_default=True, help="Accuracy guard: candidate plans it may evaluate.")
 @click.option("--eval-samples", type=click.IntRange(min=1), default=8, show_default=True, help="Accuracy guard: calibration samples it evaluates on.")
 @click.option(
@@ -131,6 +147,7 @@ def convert_cmd(
     data: str | None,
     ranges: str | None,
     report: str | None,
+    report_html: str | None,
     dims: tuple[str, ...],
     image_preprocess: str | None,
     pass_option: tuple[str, ...],
@@ -142,17 +159,24 @@ def convert_cmd(
     weights and uint8 activations. The report lists every node left float with its reason.
     Other modes: --mode dynamic | weight-only | fp16 | bf16.
     """
-    out = check_output_path(model, output)
     for name in ("op_types", "exclude_op_types"):
         values[name] = _split(values[name])
     for name in ("weight_bits", "block_size"):
         values[name] = int(values[name])
     options = ConversionOptions.from_values({**values, "pass_options": parse_pass_options(pass_option)})
-    m = load_model(model)
-    result = convert(m, data, ranges=ranges, options=options, dims=parse_dims(dims), image_preprocess=image_preprocess, progress=progress_enabled())
-    result.save(out)
-    _print_summary(result.report, out)
-    maybe_write_report(report, result.report.to_dict())
+    reads = [Input("input model", model, model=True), Input("--data", data, data=True), Input("--ranges", ranges)]
+    reads += [Input("--recipe", options.recipe), Input("--replay", options.replay)]
+    if report_html:
+        require_matplotlib()  # before the conversion runs, not after
+    with RunOutputs([Output("-o", output, model=True), Output("--report", report), Output("--report-html", report_html)], reads) as outs:
+        result = convert(model, data, ranges=ranges, options=options, dims=parse_dims(dims), image_preprocess=image_preprocess, progress=progress_enabled())
+        outs.write("-o", result.save)
+        result.report.output = output
+        maybe_write_report(outs, "--report", report, result.report.to_dict())
+        if report_html:
+            sizes, bars = parse_dims(dims), progress_enabled()
+            outs.write("--report-html", lambda path: result.write_html(path, model, data, dims=sizes, image_preprocess=image_preprocess, progress=bars))
+    _print_summary(result.report, Path(output))
 
 
 def _print_summary(rep: ConversionReport, out: Path) -> None:
@@ -161,12 +185,12 @@ def _print_summary(rep: ConversionReport, out: Path) -> None:
     if reasons:
         table("nodes left float", ["nodes", "reason"], sorted(([v, k] for k, v in reasons.items()), reverse=True))
     for note in rep.notes:
-        click.echo(f"note: {note}", err=True)
+        echo(f"note: {note}", err=True)
     latency = rep.latency or {}
     timed = [s for s in latency.get("steps", []) if "float_ms" in s and "int8_ms" in s]
     if timed:
         final = timed[-1]
-        click.echo(f"latency ({latency.get('threads')} thread): float {final['float_ms']:.3f} ms, int8 {final['int8_ms']:.3f} ms ({final['step']})")
-    size = out.stat().st_size
+        echo(f"latency ({latency.get('threads')} thread): float {final['float_ms']:.3f} ms, int8 {final['int8_ms']:.3f} ms ({final['step']})")
+    size = rep.bytes_after or out.stat().st_size  # set by ConversionResult.save: the .onnx and its data file
     what = f"{rep.quantized_nodes} nodes quantized, {len(rep.float_nodes)} float" if rep.quantized_nodes is not None else rep.mode
-    click.echo(f"wrote {out}: {human_bytes(rep.bytes_before)} → {human_bytes(size)} ({size / max(rep.bytes_before, 1):.3f}x), {what}, {rep.seconds:.1f} s")
+    echo(f"wrote {out}: {human_bytes(rep.bytes_before)} → {human_bytes(size)} ({size / max(rep.bytes_before, 1):.3f}x), {what}, {rep.seconds:.1f} s")

@@ -14,6 +14,7 @@ import click
 import numpy as np
 
 from .. import ir
+from ..api._loading import check_output
 from ..data import open_source
 from ..data import parse_dims as parse_data_dims
 from ..errors import ConfigError
@@ -21,8 +22,8 @@ from ..pass_base import PassContext, Skip, make_pass
 from ..pass_manager import PassManager
 from ..runtime.evaluate import compare_models
 from ._app import cli
-from ._common import check_output_path, load_model, maybe_write_report
-from ._output import human_bytes, table
+from ._common import Input, Output, RunOutputs, load_for_rewrite, maybe_write_report
+from ._output import echo, human_bytes, table
 
 PASSES = {"magnitude": "prune-magnitude", "nm": "prune-nm", "channel": "prune-channels", "lowrank": "factorize-lowrank", "cluster": "cluster-weights"}
 #: Which value options each method accepts (others are refused rather than silently ignored).
@@ -128,7 +129,7 @@ def _open_samples(data: str | None, reference: Any, samples: int | None, dims: t
     if data is None and criterion in DATA_CRITERIA:
         raise ConfigError(f"--criterion {criterion} ranks channels by their activations and needs --data")
     if data is None:
-        click.echo(f"note: no --data given: metrics use {samples or 8} synthetic (random) samples, not real data")
+        echo(f"note: no --data given: metrics use {samples or 8} synthetic (random) samples, not real data")
     return open_source(data or "synthetic", reference, samples=samples or (None if data else 8), dims=parse_data_dims(dims))
 
 
@@ -146,23 +147,20 @@ def _search(m: ir.Model, method: str, name: str, options: dict[str, Any], values
     if found.best_model is None:
         first = found.curve[0]
         raise ConfigError(f"no step kept {metric} within {max_drop}: the first step ({first['step']}) gave {first['metric']:.6g}; try smaller --steps")
-    click.echo(f"best step: {key} = {to_value(found.best_step)}")
+    echo(f"best step: {key} = {to_value(found.best_step)}")
     best = next(c for c in found.curve if c["step"] == found.best_step)
     curve = [{k: v for k, v in c.items() if k not in ("stats", "skips")} for c in found.curve]
     return found.best_model, best["stats"], best["skips"], {"option": key, "steps": plan, "best_step": found.best_step, "curve": curve}
 
 
-def _evaluate(reference: Any, model: ir.Model, source: Any) -> dict[str, Any] | None:
-    """Compare with the original on ``source`` and print one line (None without data)."""
+def _evaluate(reference: Any, model: ir.Model, source: Any) -> tuple[dict[str, Any] | None, str]:
+    """Compare with the original on ``source``: the metrics and a line to print (None, "" without data)."""
     if source is None:
-        return None
+        return None, ""
     evaluation = compare_models(reference, model, source)
     top1 = evaluation.output().top1_agreement
-    click.echo(
-        f"vs original on {evaluation.samples} samples: cosine {evaluation.worst('cosine'):.6f}, SQNR {evaluation.worst('sqnr_db'):.2f} dB"
-        + (f", top-1 agreement {top1:.4f}" if top1 is not None else "")
-    )
-    return evaluation.as_dict()
+    line = f"vs original on {evaluation.samples} samples: cosine {evaluation.worst('cosine'):.6f}, SQNR {evaluation.worst('sqnr_db'):.2f} dB"
+    return evaluation.as_dict(), line + (f", top-1 agreement {top1:.4f}" if top1 is not None else "")
 
 
 @cli.command("prune")
@@ -205,46 +203,52 @@ def prune_cmd(
     `--method channel --sparsity 0.3`, `--method lowrank --energy 0.95`,
     `--method cluster --bits 4`, `--method magnitude --max-drop 0.01 --data calib/`.
     """
-    from ..passes.pruning import channel_stat_tensors, collect_channel_stats
-
-    out = check_output_path(model, output)
-    m = load_model(model)
-    reference = ir.to_proto(m)
-    name = PASSES[method]
-    options = _options(method, values, exclude, exclude_ops, skip_first_last)
-    criterion = values["criterion"]
-    source = _open_samples(data, reference, samples, dims, max_drop is not None or data is not None or criterion in DATA_CRITERIA, criterion)
-    before = _flops_and_sparsity(m, source)  # passes edit the model in place: measure first
-    channel_stats = None
-    if method == "channel" and criterion in DATA_CRITERIA:
-        channel_stats = collect_channel_stats(m, source, channel_stat_tensors(ir.clone(m)))
-    search = None
-    if max_drop is not None:
-        result_model, stats, skips, search = _search(
-            m, method, name, options, values, source, metric=metric, max_drop=max_drop, steps=steps, channel_stats=channel_stats
-        )
-    else:
-        ctx = PassContext(channel_stats=channel_stats)
-        run = PassManager([make_pass(name, options)]).run(m, ctx)
-        result_model, stats, skips = run.model, run.records[-1].stats, ctx.skips
-    ir.check(result_model, full=True)
-    ir.save(result_model, out)
+    reads = [Input("input model", model, model=True), Input("--data", data, data=True)]
+    with RunOutputs([Output("-o", output, model=True), Output("--report", report)], reads) as outs:
+        m = load_for_rewrite(model)
+        reference = ir.clone(m)  # shares the weights: passes replace constants, never edit them
+        name = PASSES[method]
+        options = _options(method, values, exclude, exclude_ops, skip_first_last)
+        criterion = values["criterion"]
+        needed = max_drop is not None or data is not None or criterion in DATA_CRITERIA
+        source = _open_samples(data, ir.to_proto(reference, weights=False), samples, dims, needed, criterion)
+        before = _flops_and_sparsity(m, source)  # passes edit the model in place: measure first
+        result_model, stats, skips, search = _prune(m, method, name, options, values, source, max_drop=max_drop, metric=metric, steps=steps)
+        check_output(result_model, model, "pruned model")
+        size_out = ir.stored_size(outs.write("-o", lambda path: ir.save(result_model, path)))
+        metrics, metrics_line = _evaluate(reference, result_model, source)
+        after = _flops_and_sparsity(result_model, source)
+        size_in = ir.serialized_size(reference)
+        summary = {"input": model, "output": output, "method": method, "pass": name, "options": options}
+        sizes = {"bytes_before": size_in, "bytes_after": size_out}
+        unchanged = [s.as_dict() for s in skips]
+        results = {"before": before, "after": after, "stats": stats, "unchanged": unchanged, "search": search, "metrics": metrics}
+        maybe_write_report(outs, "--report", report, {**summary, **sizes, **results})
     table(f"{name} per layer", *_layer_rows(method, stats))
     if skips:
         table("left unchanged", ["layer / group", "reason"], [[s.node, s.reason] for s in skips])
-    metrics = _evaluate(reference, result_model, source)
-    size_in, size_out = len(reference.SerializeToString()), out.stat().st_size
-    after = _flops_and_sparsity(result_model, source)
-    click.echo(
+    if metrics_line:
+        echo(metrics_line)
+    echo(
         f"FLOPs {before['flops'] / 1e9:.4f} G → {after['flops'] / 1e9:.4f} G, weight sparsity {before['sparsity']:.1%} → {after['sparsity']:.1%}"
         + (" (FLOPs of nodes with unknown shapes not counted)" if after["unknown"] else "")
     )
-    click.echo(f"wrote {out} ({human_bytes(size_in)} → {human_bytes(size_out)})")
-    summary = {"input": model, "output": str(out), "method": method, "pass": name, "options": options}
-    sizes = {"bytes_before": size_in, "bytes_after": size_out}
-    unchanged = [s.as_dict() for s in skips]
-    results = {"before": before, "after": after, "stats": stats, "unchanged": unchanged, "search": search, "metrics": metrics}
-    maybe_write_report(report, {**summary, **sizes, **results})
+    echo(f"wrote {output} ({human_bytes(size_in)} → {human_bytes(size_out)})")
+
+
+def _prune(m: ir.Model, method: str, name: str, options: dict[str, Any], values: dict[str, Any], source: Any, *,
+           max_drop: float | None, metric: str, steps: str | None) -> tuple[ir.Model, dict[str, Any], list[Skip], dict[str, Any] | None]:  # fmt: skip
+    """Run the pass (or the ``--max-drop`` search); return (model, pass stats, skip records, search report)."""
+    from ..passes.pruning import channel_stat_tensors, collect_channel_stats
+
+    channel_stats = None
+    if method == "channel" and values["criterion"] in DATA_CRITERIA:
+        channel_stats = collect_channel_stats(m, source, channel_stat_tensors(ir.clone(m)))
+    if max_drop is not None:
+        return _search(m, method, name, options, values, source, metric=metric, max_drop=max_drop, steps=steps, channel_stats=channel_stats)
+    ctx = PassContext(channel_stats=channel_stats)
+    run = PassManager([make_pass(name, options)]).run(m, ctx)
+    return run.model, run.records[-1].stats, ctx.skips, None
 
 
 def _flops_and_sparsity(model: ir.Model, source: Any) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from onnxq.errors import CalibrationDataError, ConfigError
 
 from ._base import DataSource, LimitedSource
 from ._files import _existing, _natural_key
-from ._sources import NpyFolderSource, NpzFileSource, NpzFolderSource, ReaderSource, SyntheticSource
+from ._sources import MAX_SYNTHETIC_SAMPLES, NpyFolderSource, NpzFileSource, NpzFolderSource, ReaderSource, SyntheticSource
 from ._validation import IMAGE_SUFFIXES, InputSpec, PathArg, input_specs
 from .images import ImageFolderSource
 
@@ -98,11 +98,14 @@ def open_source(
 
     Raises:
         CalibrationDataError: the data is missing, empty, of an unknown or mixed kind.
-        ConfigError: ``samples`` < 1 or a malformed ``synthetic:N``.
+        ConfigError: ``samples`` < 1, a malformed or absurd ``synthetic:N``, or ``image_preprocess``
+            for data that is not images.
     """
     specs = input_specs(model_or_specs) if isinstance(model_or_specs, onnx.ModelProto) else list(model_or_specs)
     options = _OpenOptions(dict(dims or {}), seed, image_preprocess, labels_file)
     source = _dispatch(spec, specs, options, samples)
+    if image_preprocess is not None and not isinstance(source, ImageFolderSource) and not isinstance(spec, DataSource):
+        raise ConfigError(f"--image-preprocess applies to image data, not to {source.describe()}")
     if samples is not None:
         source = LimitedSource(source, samples)
     _LOG.info("data: %s", source.describe())
@@ -134,10 +137,14 @@ def _dispatch(spec: Any, specs: Sequence[InputSpec], options: _OpenOptions, samp
 
 def _synthetic_count(text: str | None, samples: int | None) -> int:
     if text is None:
-        return samples or 8
-    if not text.strip().isdigit() or int(text) < 1:
+        count = samples or 8
+    elif not text.strip().isdigit() or int(text) < 1:
         raise ConfigError(f"'synthetic:{text}': expected synthetic:N with N >= 1")
-    return int(text)
+    else:
+        count = int(text)
+    if count > MAX_SYNTHETIC_SAMPLES:
+        raise ConfigError(f"'synthetic:{count}': at most {MAX_SYNTHETIC_SAMPLES:,} synthetic samples (random data gains nothing from more)")
+    return count
 
 
 def _folder_kind(folder: Path) -> str:

@@ -33,7 +33,13 @@ from ._validation import _BATCH_NAMES, InputSpec, PathArg, check_input_names
 
 _LOG = logging.getLogger(__name__)
 
-__all__ = ["NpyFolderSource", "NpzFileSource", "NpzFolderSource", "ReaderSource", "SyntheticSource"]
+__all__ = ["NpyFolderSource", "NpzFileSource", "NpzFolderSource", "ReaderSource", "SyntheticSource", "MAX_SYNTHETIC_SAMPLES", "MAX_SYNTHETIC_BYTES"]
+
+#: More random samples than this are refused (``synthetic:N`` with an absurd N would never finish).
+MAX_SYNTHETIC_SAMPLES = 1_000_000
+#: Largest synthetic sample (all inputs together): a declared shape can ask for any size, and the
+#: allocation must be refused before it is tried.
+MAX_SYNTHETIC_BYTES = 2 * 2**30
 
 
 class NpzFolderSource(RecordSource):
@@ -213,13 +219,15 @@ class SyntheticSource(RecordSource):
     ) -> None:
         super().__init__(specs, labels_file)
         self.model_specs: tuple[InputSpec, ...] = tuple(specs)
-        if count < 1 or seed < 0 or int_high < 1:
+        if not 1 <= count <= MAX_SYNTHETIC_SAMPLES or seed < 0 or int_high < 1:
             raise ConfigError(
-                f"synthetic data needs count >= 1, seed >= 0 and int_high >= 1; got {count}, {seed}, {int_high}"
+                f"synthetic data needs count >= 1 (at most {MAX_SYNTHETIC_SAMPLES:,}), seed >= 0 and int_high >= 1; "
+                f"got {count}, {seed}, {int_high}"
             )
         self.count, self.seed, self.int_high = count, seed, int_high
         self.dims = dict(dims or {})
         self.shapes = {spec.name: _synthetic_shape(spec, self.dims) for spec in self.model_specs}
+        _check_sample_size(self.model_specs, self.shapes)
         for spec in self.model_specs:
             if spec.dtype.kind not in "biuf":
                 raise CalibrationDataError(f"input '{spec.name}' has dtype {spec.dtype}; synthetic data cannot make it")
@@ -255,6 +263,18 @@ class SyntheticSource(RecordSource):
         """E.g. ``synthetic: 8 samples (seed 0, seq=16)``."""
         dims = "".join(f", {k}={v}" for k, v in sorted(self.dims.items()))
         return f"synthetic: {self.count} samples (seed {self.seed}{dims})"
+
+
+def _check_sample_size(specs: Sequence[InputSpec], shapes: Mapping[str, tuple[int, ...]]) -> None:
+    """Refuse a sample larger than :data:`MAX_SYNTHETIC_BYTES` before allocating it."""
+    sizes = {spec.name: float(np.prod(shapes[spec.name], dtype=np.float64)) * spec.dtype.itemsize for spec in specs}
+    total = sum(sizes.values())
+    if total > MAX_SYNTHETIC_BYTES:
+        name = max(sizes, key=lambda n: sizes[n])
+        raise CalibrationDataError(
+            f"input '{name}': a synthetic sample of shape {list(shapes[name])} would take {sizes[name] / 2**30:.1f} GiB "
+            f"(all inputs: {total / 2**30:.1f} GiB, limit {MAX_SYNTHETIC_BYTES / 2**30:.0f} GiB); pass smaller --dim values or real data"
+        )
 
 
 def _synthetic_shape(spec: InputSpec, dims: Mapping[str, int]) -> tuple[int, ...]:

@@ -4,6 +4,10 @@ Passes speak this vocabulary: :func:`load` / :func:`save` / :func:`check` / :fun
 :func:`normalize`, graph queries (:func:`producer`, :func:`consumers`, :func:`replace_all_uses`),
 constructors (:func:`make_node`, :func:`make_constant`, :func:`make_variable`) and
 :func:`infer_shapes`.
+
+Models past the 2 GiB protobuf limit load lazily (external data memory-mapped), save by streaming
+their weights to a data file, and reach onnxruntime through :func:`session_file`; :func:`is_large`
+says which path a model takes.
 """
 
 from __future__ import annotations
@@ -42,14 +46,29 @@ from ._gs import (
     is_constant,
     is_lazy,
     is_variable,
+    iter_constants,
     make_constant,
     make_graph,
     make_node,
     make_variable,
     tensor_proto_of,
 )
-from ._io import MAX_OPSET, MIN_OPSET, check, from_proto, load, nodes_to_proto, save, to_proto
+from ._io import (
+    MAX_OPSET,
+    MIN_OPSET,
+    WEIGHTS_PLACEHOLDER,
+    check,
+    from_proto,
+    is_large,
+    load,
+    nodes_to_proto,
+    serialized_size,
+    serializes_cheaply,
+    to_proto,
+    weight_bytes,
+)
 from ._model import MS_DOMAIN, ONNX_DOMAIN, Model, clone, gc_paused
+from ._save import move_model, save, session_file, spill_weights, stored_size
 from ._shapes import infer_shapes
 
 __all__ = [
@@ -65,6 +84,16 @@ __all__ = [
     "to_proto",
     "from_proto",
     "nodes_to_proto",
+    "is_large",
+    "serializes_cheaply",
+    "weight_bytes",
+    "serialized_size",
+    "session_file",
+    "move_model",
+    "spill_weights",
+    "stored_size",
+    "WEIGHTS_PLACEHOLDER",
+    "iter_constants",
     "clone",
     "normalize",
     "toposort",

@@ -171,37 +171,38 @@ def remove_nodes(graph: Graph, nodes: Iterable[Node]) -> int:
     return before - len(graph.nodes)
 
 
-def _is_used(graph: Graph, outputs: set[int], tensor: Tensor) -> bool:
-    return bool(tensor.outputs) or id(tensor) in outputs
-
-
 def remove_dead_nodes(graph: Graph) -> int:
     """Remove nodes none of whose outputs are read (recursively, in subgraphs too).
 
+    A body output counts as read (the holder node returns it). Graphs are visited innermost first
+    and each only removes its own nodes: a dead body node may leave an outer producer without
+    readers, and that producer is removed when its own graph's turn comes (removing it from the
+    body's walk would detach it yet leave it in its graph's node list).
+
     Returns the number of nodes removed.
     """
-    removed = 0
-    for sub in list(iter_graphs(graph)):
-        outputs = {id(t) for t in sub.outputs}
-        dead: set[int] = set()
-        work = list(sub.nodes)
-        while work:
-            node = work.pop()
-            if id(node) in dead:
-                continue
-            if any(_is_used(sub, outputs, t) for t in node.outputs):
-                continue
-            dead.add(id(node))
-            upstream = [t.inputs[0] for t in node.inputs if t.inputs]
-            for inner in subgraphs_of(node):
-                upstream.extend(foreign_producers(inner))
-            _detach(node)
-            work.extend(upstream)
-        if dead:
-            before = len(sub.nodes)
-            sub.nodes = [n for n in sub.nodes if id(n) not in dead]
-            removed += before - len(sub.nodes)
-    return removed
+    return sum(_remove_dead_in(sub) for sub in reversed(list(iter_graphs(graph))))
+
+
+def _remove_dead_in(graph: Graph) -> int:
+    outputs = {id(t) for t in graph.outputs}
+    local = {id(n) for n in graph.nodes}
+    dead: set[int] = set()
+    work = list(graph.nodes)
+    while work:
+        node = work.pop()
+        if id(node) in dead or any(t.outputs or id(t) in outputs for t in node.outputs):
+            continue
+        dead.add(id(node))
+        upstream = [t.inputs[0] for t in node.inputs if t.inputs]
+        for inner in subgraphs_of(node):
+            upstream.extend(foreign_producers(inner))
+        _detach(node)
+        work.extend(n for n in upstream if id(n) in local)
+    if not dead:
+        return 0
+    graph.nodes = [n for n in graph.nodes if id(n) not in dead]
+    return len(dead)
 
 
 def foreign_inputs(graph: Graph) -> list[Tensor]:

@@ -8,7 +8,7 @@ duplicates outer-scope constants into subgraphs and always writes intermediate `
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -18,6 +18,8 @@ from onnx import numpy_helper
 from onnx_graphsurgeon.ir.tensor import LazyValues, SparseValues
 from onnx_graphsurgeon.logger import G_LOGGER
 
+from ._external import Region, note_read
+
 __all__ = [
     "Graph",
     "Node",
@@ -26,6 +28,10 @@ __all__ = [
     "Constant",
     "import_graph",
     "export_graph",
+    "LazyValues",
+    "SharedLazyValues",
+    "TensorWriter",
+    "iter_constants",
     "make_constant",
     "make_variable",
     "make_node",
@@ -47,9 +53,78 @@ Variable = gs.Variable
 Constant = gs.Constant
 
 
+#: Exports one initializer (e.g. into a data file); returns None to have it written inline.
+TensorWriter = Callable[[gs.Constant], "onnx.TensorProto | None"]
+
+
+class SharedLazyValues(LazyValues):
+    """Values read on first use — once for every constant holding them.
+
+    graph-surgeon's ``LazyValues`` loads a fresh array for each constant that reads it, so a cloned
+    model (clones share their constants' values) would read and hold every weight twice. The
+    values come from the tensor proto, or for a sub-byte type stored externally (int4, ...: no
+    byte-per-value view exists) from ``region`` of its data file.
+    """
+
+    def __init__(self, tensor: onnx.TensorProto, region: Region | None = None) -> None:
+        super().__init__(tensor)
+        self.region = region
+        self._array: np.ndarray | None = None
+
+    def inline_proto(self) -> onnx.TensorProto:
+        """A copy of the tensor proto with its data inline."""
+        proto = onnx.TensorProto()
+        proto.CopyFrom(self.tensor)
+        if self.region is not None:
+            del proto.external_data[:]
+            proto.data_location = onnx.TensorProto.DEFAULT
+            proto.raw_data = self.region.read()
+        return proto
+
+    def load(self) -> np.ndarray:
+        """The array, read-only: every constant sharing it sees the same values (passes replace
+        values, they never edit them in place)."""
+        if self._array is None:
+            self._array = np.array(numpy_helper.to_array(self.inline_proto()))
+            self._array.setflags(write=False)
+        return self._array
+
+
 def import_graph(proto: onnx.ModelProto) -> gs.Graph:
-    """Import a ModelProto's graph (functions must already be detached)."""
-    return gs.import_onnx(proto)
+    """Import a ModelProto's graph (functions must already be detached).
+
+    Initializers stay lazy (:class:`SharedLazyValues`); external ones are bound by the caller.
+    """
+    graph = gs.import_onnx(proto)
+    for constant in iter_constants(graph):
+        if type(constant._values) is LazyValues:
+            constant._values = SharedLazyValues(constant._values.tensor)
+    return graph
+
+
+def iter_constants(graph: gs.Graph) -> Iterable[gs.Constant]:
+    """Every constant of ``graph`` and its subgraphs, node-attribute tensors included (each once)."""
+    seen: set[int] = set()
+    stack = [graph]
+    while stack:
+        g = stack.pop()
+        for node in g.nodes:
+            for t in node.inputs:
+                if isinstance(t, gs.Constant) and id(t) not in seen:
+                    seen.add(id(t))
+                    yield t
+            for value in node.attrs.values():
+                values = value if isinstance(value, list) else [value]
+                for v in values:
+                    if isinstance(v, gs.Graph):
+                        stack.append(v)
+                    elif isinstance(v, gs.Constant) and id(v) not in seen:
+                        seen.add(id(v))
+                        yield v
+        for t in list(g.inputs) + list(g.outputs):
+            if isinstance(t, gs.Constant) and id(t) not in seen:
+                seen.add(id(t))
+                yield t
 
 
 def is_constant(tensor: Any) -> bool:
@@ -68,8 +143,10 @@ def is_lazy(tensor: gs.Constant) -> bool:
 
 
 def const_value(tensor: gs.Constant) -> np.ndarray:
-    """The numpy value of a constant (loads lazily stored values)."""
-    return tensor.values
+    """The numpy value of a constant (loads lazily stored values; see :func:`._external.note_read`)."""
+    values = tensor.values
+    note_read(values)
+    return values
 
 
 def make_constant(name: str, values: np.ndarray) -> gs.Constant:
@@ -104,6 +181,10 @@ def make_graph(
 
 def tensor_proto_of(tensor: gs.Constant) -> onnx.TensorProto:
     """Serialize a constant, including sub-byte (int4/uint4) and bfloat16/float8 types."""
+    if isinstance(tensor._values, SharedLazyValues):
+        proto = tensor._values.inline_proto()
+        proto.name = tensor.name
+        return proto
     if isinstance(tensor._values, LazyValues):
         proto = onnx.TensorProto()
         proto.CopyFrom(tensor._values.tensor)
@@ -125,11 +206,11 @@ def _value_info(tensor: gs.Tensor) -> onnx.ValueInfoProto:
     return onnx.helper.make_tensor_value_info(tensor.name, dtype, tensor.shape)
 
 
-def _export_attr(key: str, value: Any, visible: set[str], value_info: bool) -> onnx.AttributeProto:
+def _export_attr(key: str, value: Any, visible: set[str], value_info: bool, writer: TensorWriter | None) -> onnx.AttributeProto:
     if isinstance(value, gs.Constant):
         return onnx.helper.make_attribute(key, tensor_proto_of(value))
     if isinstance(value, gs.Graph):
-        return onnx.helper.make_attribute(key, export_graph(value, value_info=value_info, outer=visible))
+        return onnx.helper.make_attribute(key, export_graph(value, value_info=value_info, outer=visible, tensor_writer=writer))
     if isinstance(value, gs.Node.AttributeRef):
         attr = onnx.AttributeProto()
         attr.name = key
@@ -138,7 +219,7 @@ def _export_attr(key: str, value: Any, visible: set[str], value_info: bool) -> o
     if isinstance(value, type) or isinstance(value, np.dtype):
         value = onnx.helper.np_dtype_to_tensor_dtype(np.dtype(value))
     if isinstance(value, list) and value and isinstance(value[0], gs.Graph):
-        return onnx.helper.make_attribute(key, [export_graph(g, value_info=value_info, outer=visible) for g in value])
+        return onnx.helper.make_attribute(key, [export_graph(g, value_info=value_info, outer=visible, tensor_writer=writer) for g in value])
     return onnx.helper.make_attribute(key, value)
 
 
@@ -159,7 +240,7 @@ def _graph_tensors(graph: gs.Graph) -> dict[str, gs.Tensor]:
     return tensors
 
 
-def export_graph(graph: gs.Graph, *, value_info: bool = False, outer: Iterable[str] = ()) -> onnx.GraphProto:
+def export_graph(graph: gs.Graph, *, value_info: bool = False, outer: Iterable[str] = (), tensor_writer: TensorWriter | None = None) -> onnx.GraphProto:
     """Export a graph-surgeon graph to a GraphProto.
 
     Args:
@@ -167,6 +248,8 @@ def export_graph(graph: gs.Graph, *, value_info: bool = False, outer: Iterable[s
         value_info: also write intermediate tensors' known types/shapes.
         outer: names visible from enclosing graphs; constants with those names belong to the
             enclosing graph and are not duplicated as this subgraph's initializers.
+        tensor_writer: exports initializers itself (streaming large ones to a data file, so no
+            proto ever holds them); initializers it returns None for are written inline.
     """
     outer = set(outer)
     tensors = _graph_tensors(graph)
@@ -180,7 +263,7 @@ def export_graph(graph: gs.Graph, *, value_info: bool = False, outer: Iterable[s
             name=node.name or None,
             domain=node.domain or None,
         )
-        proto.attribute.extend(_export_attr(k, v, visible, value_info) for k, v in node.attrs.items())
+        proto.attribute.extend(_export_attr(k, v, visible, value_info, tensor_writer) for k, v in node.attrs.items())
         nodes.append(proto)
     initializers = []
     sparse = []
@@ -189,8 +272,9 @@ def export_graph(graph: gs.Graph, *, value_info: bool = False, outer: Iterable[s
             continue
         if isinstance(t._values, SparseValues):
             sparse.append(t._values.tensor)
-        else:
-            initializers.append(tensor_proto_of(t))
+            continue
+        written = tensor_writer(t) if tensor_writer is not None else None
+        initializers.append(written if written is not None else tensor_proto_of(t))
     io_names = {t.name for t in graph.inputs} | {t.name for t in graph.outputs}
     infos = []
     if value_info:
@@ -227,4 +311,4 @@ def constant_array(tensor: gs.Tensor | None) -> np.ndarray | None:
     """The value of a constant tensor, or None for run-time tensors and missing optionals."""
     if tensor is None or not isinstance(tensor, gs.Constant):
         return None
-    return np.asarray(tensor.values)
+    return np.asarray(const_value(tensor))

@@ -40,6 +40,10 @@ class Model:
             rewrites them; we only need to carry them through untouched).
         source: where the model came from (a path or a short description), for error messages.
         base_dir: folder used to resolve external data when the model was loaded from a file.
+        large: loaded past the protobuf limit, or made from such a model (clones and conversions
+            keep the flag). Large models are saved with external data and never serialized into
+            one protobuf, even once a conversion shrank them below the limit: a pipeline on a
+            large model then never builds a protobuf holding its weights (see ``ir.is_large``).
     """
 
     graph: gs.Graph
@@ -54,6 +58,7 @@ class Model:
     functions: list[onnx.FunctionProto] = field(default_factory=list)
     source: str = "<memory>"
     base_dir: Path | None = None
+    large: bool = False
 
     @property
     def opset(self) -> int:

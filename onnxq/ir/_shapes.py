@@ -1,5 +1,9 @@
 """Shape inference: onnx's inference run on an exported copy, its results written back to the graph.
 
+A model whose weights are costly to copy is exported without them (``to_proto(weights=False)``: initializers keep their
+type and dims, which is all inference reads; shape-valued constants are small and stay inline), so
+inference never needs a protobuf past 2 GiB.
+
 onnx infers shapes on protobuf, so this module sits above both the graph queries (:mod:`._graph`)
 and serialization (:mod:`._io`); keeping it out of either is what keeps those two free of an import
 cycle. Annotations are merged conservatively: a concrete dim the graph already knows is never
@@ -17,7 +21,7 @@ import onnx
 
 from ._graph import iter_graphs, np_dtype
 from ._gs import Tensor, Variable
-from ._io import PROTO_LIMIT, to_proto
+from ._io import serializes_cheaply, to_proto
 from ._model import Model
 
 __all__ = ["infer_shapes"]
@@ -34,10 +38,7 @@ def infer_shapes(model: Model) -> bool:
     Returns:
         True when inference ran and annotations were applied.
     """
-    proto = to_proto(model)
-    if proto.ByteSize() >= PROTO_LIMIT:
-        log.info("%s: shape inference skipped (model exceeds 2 GiB)", model.source)
-        return False
+    proto = to_proto(model, weights=serializes_cheaply(model))
     # Infer top-level outputs from scratch: a declared output shape can be wrong (exporters do
     # that), and the declared value would otherwise hide what the graph really computes.
     for out in proto.graph.output:

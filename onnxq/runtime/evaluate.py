@@ -1,26 +1,31 @@
 """Comparing a candidate model with its reference on the same inputs (the maths behind ``onnxq eval``).
 
-Metrics are accumulated sample by sample (streaming: memory does not grow with the data set):
+Metrics are accumulated sample by sample (streaming: memory does not grow with the data set), all
+from the registry of :mod:`onnxq.metrics`:
 
 - cosine similarity of the flattened outputs, per sample (mean and min reported) and overall,
 - SQNR in dB: ``10 log10(Σ ref² / Σ (ref - cand)²)`` over all samples,
 - max and mean absolute error,
 - top-1 agreement along the last axis (each row's argmax), for outputs with a class axis,
-- top-1 accuracy against labels, when labels are given.
+- top-1 accuracy against labels, when labels are given,
+- any further registry metric asked for (``metrics``: a spec such as ``worst_slice_sqnr:axis=1``,
+  a :class:`~onnxq.metrics.Metric` or a ``fn(ref, cand) -> float``), reported under its spec,
+- and guards (:class:`~onnxq.metrics.Guard`: a metric with a bar), reported with their verdict.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
-from ..errors import CalibrationDataError, CalibrationError
+from ..errors import CalibrationDataError, CalibrationError, ConfigError
+from ..metrics import Guard, Metric, cosine_of, make_metric
 from .session import make_session, run_session
 
-__all__ = ["OutputMetrics", "EvalResult", "MetricAccumulator", "compare_models", "compare_outputs"]
+__all__ = ["OutputMetrics", "EvalResult", "MetricAccumulator", "compare_models", "compare_outputs", "metrics_per_output", "STANDARD"]
 
 
 @dataclass
@@ -38,6 +43,10 @@ class OutputMetrics:
     top1_agreement: float | None = None
     top1_accuracy_reference: float | None = None
     top1_accuracy_candidate: float | None = None
+    #: further registry metrics asked for, by spec
+    metrics: dict[str, float | None] = field(default_factory=dict)
+    #: guard records (metric, threshold, value, meets, why) — see :meth:`onnxq.metrics.Guard.record`
+    guards: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -67,22 +76,20 @@ class EvalResult:
         return {"samples": self.samples, "outputs": [o.as_dict() for o in self.outputs]}
 
 
-class MetricAccumulator:
-    """Streaming accumulator of the metrics for one output."""
+#: The registry metrics every evaluation reports, by OutputMetrics field.
+STANDARD = {"cosine": "cosine", "sqnr_db": "sqnr", "max_abs": "max_abs", "mean_abs": "mean_abs", "top1_agreement": "top1"}
 
-    def __init__(self, name: str) -> None:
+
+class MetricAccumulator:
+    """Streaming accumulator of the metrics for one output: the standard ones, ``metrics`` and ``guards``."""
+
+    def __init__(self, name: str, metrics: Sequence[Metric] = (), guards: Sequence[Guard] = ()) -> None:
         self.name = name
         self.samples = 0
-        self.dot = 0.0
-        self.ref_sq = 0.0
-        self.cand_sq = 0.0
-        self.noise_sq = 0.0
-        self.max_abs = 0.0
-        self.abs_sum = 0.0
-        self.count = 0
-        self.cosines: list[float] = []
-        self.top1_match = 0
-        self.top1_total = 0
+        self.standard = {field_: make_metric(spec).accumulator() for field_, spec in STANDARD.items()}
+        self.extra = [(m, m.accumulator()) for m in metrics]
+        self.guards = [(g, g.metric.accumulator()) for g in guards]
+        self.cosines: list[float] = []  # per-sample cosines (one scalar per sample)
         self.ref_correct = 0
         self.cand_correct = 0
         self.labelled = 0
@@ -90,66 +97,84 @@ class MetricAccumulator:
     def update(self, ref: np.ndarray, cand: np.ndarray, label: Any = None) -> None:
         if ref.shape != cand.shape:
             raise CalibrationDataError(f"output '{self.name}': reference shape {ref.shape} differs from candidate shape {cand.shape}")
-        r = np.asarray(ref, dtype=np.float64).ravel()
-        c = np.asarray(cand, dtype=np.float64).ravel()
-        diff = r - c
+        for acc in self.standard.values():
+            acc.update(ref, cand)
+        for acc in [a for _, a in self.extra] + [a for _, a in self.guards]:
+            try:
+                acc.update(ref, cand)
+            except ConfigError as e:
+                raise ConfigError(f"output '{self.name}', sample #{self.samples}: {e}") from e
         self.samples += 1
-        self.dot += float(r @ c)
-        rs, cs = float(r @ r), float(c @ c)
-        self.ref_sq += rs
-        self.cand_sq += cs
-        self.noise_sq += float(diff @ diff)
-        if diff.size:
-            self.max_abs = max(self.max_abs, float(np.max(np.abs(diff))))
-        self.abs_sum += float(np.abs(diff).sum())
-        self.count += diff.size
-        self.cosines.append(_cos(float(r @ c), rs, cs))
-        if ref.ndim >= 1 and ref.shape[-1] > 1 and np.issubdtype(ref.dtype, np.floating):
+        r, c = np.asarray(ref, dtype=np.float64).ravel(), np.asarray(cand, dtype=np.float64).ravel()
+        self.cosines.append(cosine_of(float(r @ c), float(r @ r), float(c @ c)))
+        if label is not None and ref.ndim >= 1 and ref.shape[-1] > 1 and np.issubdtype(ref.dtype, np.floating):
             ra = np.argmax(ref.reshape(-1, ref.shape[-1]), axis=-1)
             ca = np.argmax(cand.reshape(-1, cand.shape[-1]), axis=-1)
-            self.top1_match += int((ra == ca).sum())
-            self.top1_total += ra.size
-            if label is not None:
-                lab = np.asarray(label).reshape(-1)
-                if lab.size == ra.size:
-                    self.ref_correct += int((ra == lab).sum())
-                    self.cand_correct += int((ca == lab).sum())
-                    self.labelled += ra.size
+            lab = np.asarray(label).reshape(-1)
+            if lab.size == ra.size:
+                self.ref_correct += int((ra == lab).sum())
+                self.cand_correct += int((ca == lab).sum())
+                self.labelled += ra.size
 
     def result(self) -> OutputMetrics:
-        sqnr = float("inf") if self.noise_sq == 0 else 10 * np.log10(max(self.ref_sq, 1e-300) / self.noise_sq)
+        std = {field_: acc.result() for field_, acc in self.standard.items()}
         return OutputMetrics(
             name=self.name,
             samples=self.samples,
-            cosine=_cos(self.dot, self.ref_sq, self.cand_sq),
+            cosine=float(std["cosine"] if std["cosine"] is not None else float("nan")),
             cosine_mean=float(np.mean(self.cosines)) if self.cosines else float("nan"),
             cosine_min=float(np.min(self.cosines)) if self.cosines else float("nan"),
-            sqnr_db=float(sqnr),
-            max_abs=self.max_abs,
-            mean_abs=self.abs_sum / max(self.count, 1),
-            top1_agreement=self.top1_match / self.top1_total if self.top1_total else None,
+            sqnr_db=float(std["sqnr_db"] if std["sqnr_db"] is not None else float("nan")),
+            max_abs=float(std["max_abs"] or 0.0),
+            mean_abs=float(std["mean_abs"] or 0.0),
+            top1_agreement=std["top1_agreement"],
             top1_accuracy_reference=self.ref_correct / self.labelled if self.labelled else None,
             top1_accuracy_candidate=self.cand_correct / self.labelled if self.labelled else None,
+            metrics={m.spec: acc.result() for m, acc in self.extra},
+            guards=[g.record(acc.result(), acc.detail() if hasattr(acc, "detail") else "") for g, acc in self.guards],
         )
 
 
-def _cos(dot: float, a: float, b: float) -> float:
-    if a == 0 and b == 0:
-        return 1.0
-    if a == 0 or b == 0:
-        return 0.0
-    return float(dot / np.sqrt(a * b))
+def compare_outputs(
+    names: Sequence[str],
+    pairs: Iterable[tuple[Sequence[np.ndarray], Sequence[np.ndarray], Any]],
+    *,
+    metrics: Mapping[str, Sequence[Metric]] | None = None,
+    guards: Sequence[Guard] = (),
+) -> EvalResult:
+    """Metrics from an iterable of ``(reference outputs, candidate outputs, label)``.
 
-
-def compare_outputs(names: Sequence[str], pairs: Iterable[tuple[Sequence[np.ndarray], Sequence[np.ndarray], Any]]) -> EvalResult:
-    """Metrics from an iterable of ``(reference outputs, candidate outputs, label)``."""
-    accs = [MetricAccumulator(n) for n in names]
+    Args:
+        metrics: further metrics per output name (beyond the standard ones).
+        guards: guards to evaluate; each names its output.
+    """
+    accs = [MetricAccumulator(n, (metrics or {}).get(n, ()), [g for g in guards if g.output == n]) for n in names]
     samples = 0
     for ref, cand, label in pairs:
         samples += 1
         for acc, r, c in zip(accs, ref, cand):
             acc.update(r, c, label)
     return EvalResult([a.result() for a in accs], samples)
+
+
+def metrics_per_output(names: Sequence[str], specs: Sequence[str | Metric | Callable[..., Any]]) -> dict[str, list[Metric]]:
+    """Resolve metric specs onto outputs: ``SPEC@OUTPUT`` for one output, a bare spec (or a
+    :class:`Metric` / function) for all of them.
+
+    Raises:
+        ConfigError: an unknown metric, or an output the model does not have (the message lists them).
+    """
+    out: dict[str, list[Metric]] = {n: [] for n in names}
+    for spec in specs:
+        target = None
+        if isinstance(spec, str):
+            spec, _, target = spec.partition("@")
+        metric = make_metric(spec)
+        if target and target not in out:
+            raise ConfigError(f"metric '{metric.spec}@{target}': no output '{target}'; outputs: {', '.join(names)}")
+        for name in [target] if target else names:
+            out[name].append(metric)
+    return out
 
 
 def compare_models(
@@ -160,6 +185,8 @@ def compare_models(
     threads: int = 1,
     with_labels: bool = False,
     reference_session: Any = None,
+    metrics: Sequence[str | Metric | Callable[..., Any]] = (),
+    guards: Sequence[Guard] = (),
 ) -> EvalResult:
     """Run both models on the same samples and compare every output (matched by position).
 
@@ -169,10 +196,16 @@ def compare_models(
         threads: onnxruntime intra-op threads.
         reference_session: reuse an existing session for the reference (loops evaluating many
             candidates against one reference).
+        metrics: further metrics, reported under their spec (see :func:`metrics_per_output`).
+        guards: guards to evaluate (e.g. :func:`onnxq.metrics.choose_guards` of the reference).
+
+    Raises:
+        ConfigError: an unknown metric or output, or a metric function that fails.
     """
     ref_sess = reference_session or make_session(reference, threads=threads, where="reference model")
     cand_sess = make_session(candidate, threads=threads, where="candidate model")
     names = [o.name for o in ref_sess.get_outputs()]
+    per_output = metrics_per_output(names, metrics)
     cand_names = [o.name for o in cand_sess.get_outputs()]
     if len(cand_names) != len(names):
         raise CalibrationDataError(f"reference has {len(names)} outputs {names}, candidate has {len(cand_names)} {cand_names}")
@@ -194,4 +227,4 @@ def compare_models(
             feeds, label = item if with_labels and isinstance(item, tuple) else (item, None)
             yield run("reference", ref_sess, feeds, index), run("candidate", cand_sess, feeds, index), label
 
-    return compare_outputs(names, pairs())
+    return compare_outputs(names, pairs(), metrics=per_output, guards=guards)

@@ -1,8 +1,16 @@
-"""Creating onnxruntime CPU sessions with explicit threading and clear load errors."""
+"""Creating onnxruntime CPU sessions with explicit threading and clear load errors.
+
+onnxruntime takes a model as bytes or as a path. Bytes mean one serialized protobuf, which cannot
+pass 2 GiB and costs a copy of every weight; so a :class:`~onnxq.ir.Model` with more weights than
+``ir.serializes_cheaply`` allows is written with
+external data to a temporary folder (:func:`onnxq.ir.session_file`: weights still mapped from the
+source file are hard-linked, not copied) and the session is created from that path.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 import numpy as np
@@ -46,7 +54,11 @@ def session_options(
 
 
 def model_bytes(model: Any) -> bytes:
-    """Serialized bytes of a Model, ModelProto, bytes or path."""
+    """Serialized bytes of a Model, ModelProto, bytes or path (a path with external data: just the graph).
+
+    Raises:
+        PreconditionError: a large Model (it does not fit one protobuf; use :func:`make_session`).
+    """
     if isinstance(model, ir.Model):
         return ir.to_proto(model).SerializeToString()
     if isinstance(model, onnx.ModelProto):
@@ -60,15 +72,27 @@ def model_bytes(model: Any) -> bytes:
 def make_session(model: Any, *, threads: int = 1, optimization: str = "all", where: str | None = None, **options: Any) -> ort.InferenceSession:
     """An onnxruntime CPU session for ``model`` (Model, ModelProto, bytes or path).
 
+    A path is loaded by onnxruntime itself (with its external data); a large Model goes through a
+    temporary folder (see the module docstring).
+
     Raises:
         InvalidModelError: onnxruntime cannot load the model; the message quotes onnxruntime.
     """
     so = session_options(threads, optimization, **options)
+    if isinstance(model, os.PathLike):
+        model = os.fspath(model)
     where = where or (model.source if isinstance(model, ir.Model) else str(model) if isinstance(model, str) else "model")
+    if isinstance(model, ir.Model) and not ir.serializes_cheaply(model):
+        ir.spill_weights(model)  # onnxruntime gets its own copy: ours need not stay resident too
+        with ir.session_file(model) as path:
+            log.debug("%s: large model, session created from %s", where, path)
+            return _create(str(path), so, where)
+    return _create(model if isinstance(model, str) else model_bytes(model), so, where)
+
+
+def _create(model: str | bytes, so: ort.SessionOptions, where: str) -> ort.InferenceSession:
     try:
-        if isinstance(model, str):
-            return ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
-        return ort.InferenceSession(model_bytes(model), so, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
     except Exception as e:
         msg = " ".join(str(e).split())
         raise InvalidModelError(f"{where}: onnxruntime cannot load the model: {msg}") from e

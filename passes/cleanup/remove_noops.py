@@ -22,18 +22,25 @@ from collections.abc import Sequence
 import numpy as np
 
 from onnxq import ir
-from onnxq.ir import Graph, Node, Tensor
+from onnxq.ir import Node, Tensor
 from onnxq.pass_base import EmptyConfig, register_pass
 from onnxq.rewrite import Match, RewritePass, Rewriter, Rule
 
 __all__ = ["RemoveNoops"]
 
 
-def _removable(graph: Graph, node: Node, replacement: Tensor) -> bool:
+def _removable(rw: Rewriter, node: Node, replacement: Tensor) -> bool:
+    """Removing ``node`` must not leave its graph output copied from something non-local.
+
+    A graph output fed by an input, a constant, another output, or (in a subgraph) a value of an
+    enclosing scope keeps its copy: ``replace_all_uses`` would put an Identity right back, so the
+    pass would report a change on every run.
+    """
     out = node.outputs[0]
-    if not ir.is_graph_output(graph, out):
+    if not ir.is_graph_output(rw.graph, out):
         return True
-    return ir.is_variable(replacement) and bool(replacement.inputs) and not ir.is_graph_output(graph, replacement)
+    local = bool(replacement.inputs) and id(replacement.inputs[0]) in rw.local
+    return ir.is_variable(replacement) and local and not ir.is_graph_output(rw.graph, replacement)
 
 
 class _PassThrough(Rule):
@@ -49,8 +56,8 @@ class _PassThrough(Rule):
         x = self.passes(node)
         if x is None:
             return None
-        if not _removable(rw.graph, node, x):
-            return "graph output copied from a graph input, constant or other output (the node keeps the output's name)"
+        if not _removable(rw, node, x):
+            return "graph output copied from a graph input, constant, other output or outer-scope value (the node keeps the output's name)"
         return Match([node], {"x": x}, label=node.op)
 
     def rewrite(self, rw: Rewriter, match: Match) -> None:

@@ -31,14 +31,19 @@ class UpgradeOpsetConfig(PassConfig):
 
 
 def upgrade_opset(model: Model, target: int) -> Model:
-    """Return ``model`` converted to opset ``target`` (metadata, source and functions kept)."""
-    proto = ir.to_proto(model)
+    """Return ``model`` converted to opset ``target`` (metadata, source and functions kept).
+
+    A model too big to copy into a protobuf is converted without its weights (the converter rewrites
+    nodes; large initializers keep their values, taken back by name).
+    """
+    cheap = ir.serializes_cheaply(model)
+    proto = ir.to_proto(model, weights=cheap)
     try:
         converted = onnx.version_converter.convert_version(proto, target)
     except Exception as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise PreconditionError(f"{model.source}: cannot convert opset {model.opset} to {target}: {first}") from e
-    new = ir.from_proto(converted, source=model.source, base_dir=model.base_dir, check=False)
+    new = ir.from_proto(converted, source=model.source, base_dir=model.base_dir, check=False, weights=None if cheap else model)
     new.opsets = {**model.opsets, ir.ONNX_DOMAIN: target}
     return new
 

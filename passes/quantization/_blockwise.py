@@ -136,13 +136,14 @@ def block_qparams(
 def quantize_blocks(blocks: np.ndarray, scale: np.ndarray, zp: np.ndarray, bits: int, symmetric: bool) -> np.ndarray:
     """Integer codes ``clip(round(w / s) + z)`` as int32, shape of ``blocks``."""
     qmin, qmax = qrange(bits, symmetric)
-    q = np.rint(blocks / scale[..., None]) + zp[..., None]
-    return np.clip(q, qmin, qmax).astype(np.int32)
+    q = np.rint(blocks / scale[..., None])
+    q += zp[..., None].astype(q.dtype)  # float32: codes and zero points are small integers (exact); an int32 + float32 sum would be float64
+    return np.clip(q, qmin, qmax, out=q).astype(np.int32)
 
 
 def dequantize_blocks(q: np.ndarray, scale: np.ndarray, zp: np.ndarray) -> np.ndarray:
     """``(q - z) * s`` as float32."""
-    return ((q - zp[..., None]).astype(np.float32) * scale[..., None]).astype(np.float32)
+    return ((q - zp[..., None]).astype(np.float32) * scale[..., None]).astype(np.float32, copy=False)
 
 
 def _block_errors(blocks: np.ndarray, bits: int, symmetric: bool, ratios: np.ndarray, scale_dtype: np.dtype | type | None) -> np.ndarray:

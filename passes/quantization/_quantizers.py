@@ -103,7 +103,12 @@ def _matmul(node: Node) -> NodeQuant | str:
         rank = ir.constant_array(b).ndim  # type: ignore[union-attr]
         if rank < 2:
             return "1-D weight"
-        return NodeQuant({0: Act(), 1: Weight(axis=rank - 1)}, {0: OptionalAct()}, anchor=True)
+        # Per column only for a 2-D B: onnxruntime fuses DQ → MatMul into MatMulIntegerToFloat,
+        # whose B zero point must then be a scalar or one per column of a 2-D B; the 1-D per-axis
+        # zero point of a batched [B, K, N] weight makes it fail at run time ("b zero point is
+        # not valid"), so batched weights go per tensor (fuzz regression
+        # test_batched_matmul_weight_quantizes_per_tensor).
+        return NodeQuant({0: Act(), 1: Weight(axis=1 if rank == 2 else None)}, {0: OptionalAct()}, anchor=True)
     if _is_float_activation(b):
         return "activation × activation MatMul"
     return "weight is not a float constant"

@@ -59,10 +59,19 @@ def _user_exclusion(node: Node, cfg: QuantizationConfig) -> str | None:
     return None
 
 
-def build_plan(model: Model, ranges: Mapping[str, TensorRange], cfg: QuantizationConfig, forced_float: Mapping[str, str] | None = None) -> QuantPlan:
+def build_plan(
+    model: Model,
+    ranges: Mapping[str, TensorRange],
+    cfg: QuantizationConfig,
+    forced_float: Mapping[str, str] | None = None,
+    unreachable: Mapping[str, str] | None = None,
+) -> QuantPlan:
     """Decide what to quantize (pure with respect to the graph).
 
-    ``forced_float`` maps node names to a reason for keeping them float (latency tuning).
+    Nodes inside If branches and Loop/Scan bodies are planned like any other (their tensors have
+    ranges when calibration observed them). ``forced_float`` maps node names to a reason for keeping
+    them float (latency tuning); ``unreachable`` says why calibration has no range for a tensor (an
+    If branch no sample took), which then completes the node's reason.
     """
     forced_float = forced_float or {}
     nodes = list(ir.iter_nodes(model.graph))
@@ -80,7 +89,7 @@ def build_plan(model: Model, ranges: Mapping[str, TensorRange], cfg: Quantizatio
             reason = desc
         if reason is None:
             assert isinstance(desc, NodeQuant)
-            reason = _range_problem(node, desc, ranges, saturating)
+            reason = _range_problem(node, desc, ranges, saturating, unreachable or {})
         if reason is not None:
             reasons[id(node)] = reason
         else:
@@ -108,7 +117,9 @@ def build_plan(model: Model, ranges: Mapping[str, TensorRange], cfg: Quantizatio
     return plan
 
 
-def _range_problem(node: Node, desc: NodeQuant, ranges: Mapping[str, TensorRange], saturating: dict[str, str]) -> str | None:
+def _range_problem(
+    node: Node, desc: NodeQuant, ranges: Mapping[str, TensorRange], saturating: dict[str, str], unreachable: Mapping[str, str]
+) -> str | None:
     """A reason when a tensor this node would quantize has no usable range."""
     tensors = [node.inputs[i] for i, r in desc.inputs.items() if isinstance(r, (Act, Shared)) and not ir.is_constant(node.inputs[i])]
     tensors += [node.outputs[i] for i, r in desc.outputs.items() if isinstance(r, (Act, Shared, OptionalAct))]
@@ -116,7 +127,8 @@ def _range_problem(node: Node, desc: NodeQuant, ranges: Mapping[str, TensorRange
         if t.name in saturating:
             return saturating[t.name]
         if t.name not in ranges:
-            return f"no calibration range for tensor '{t.name}'"
+            why = unreachable.get(t.name)
+            return f"no calibration range for tensor '{t.name}'" + (f": {why}" if why else "")
     return None
 
 
@@ -276,7 +288,8 @@ class AnnotateQuantization(Pass[QuantizationConfig]):
         renamed = _name_nodes(model)
         reduce_range, note = resolve_reduce_range(self.config.reduce_range, self.config.activation_dtype, self.config.weight_dtype)
         config = dataclasses.replace(self.config, reduce_range=reduce_range)
-        plan = build_plan(model, dict(ranges), config)
+        stats = ctx.calibration_stats  # optional: absent when ranges were given
+        plan = build_plan(model, dict(ranges), config, unreachable=stats.unreachable if stats is not None else None)
         if note and plan.weights:
             ctx.note(note)
         ctx.plan = plan

@@ -2,8 +2,9 @@
 
 Reads samples from ``ctx.calibration_data`` and leaves a RangeSet in ``ctx.ranges`` (and what the
 run did in ``ctx.calibration_stats``). When ranges are already there (``onnxq convert --ranges FILE``) they
-are checked against the model instead: every tensor the quantizers could need must have a range,
-or the error names the missing tensors (a ranges file made for another model).
+are checked against the model instead: every main-graph tensor the quantizers could need must have a
+range, or the error names the missing tensors (a ranges file made for another model). Subgraph
+tensors may lack one, as after calibrating with data: a branch the samples never took.
 
 Only tensors a quantizer could touch are observed (inputs and outputs of ops with a quantizer),
 which keeps histogram methods cheap on large models.
@@ -61,6 +62,14 @@ def candidate_tensors(model: Model) -> list[str]:
     return names
 
 
+def _main_graph_tensors(model: Model) -> set[str]:
+    """Names of the tensors the main graph's nodes read or write (subgraph-only tensors excluded)."""
+    names = {t.name for t in model.graph.inputs}
+    for node in model.graph.nodes:
+        names.update(t.name for t in list(node.inputs) + list(node.outputs))
+    return names
+
+
 def _is_float(t: ir.Tensor) -> bool:
     import numpy as np
 
@@ -83,7 +92,12 @@ class Calibrate(Pass[CalibrateConfig]):
         names = candidate_tensors(model)
         given = ctx.ranges
         if given is not None:
-            missing = [n for n in names if n not in given]
+            # Tensors of If branches / Loop bodies that the calibration samples never ran have no
+            # range in the file, exactly as a calibration with data leaves them (their nodes stay
+            # float, "no calibration range"). Only a missing main-graph tensor means another model
+            # (fuzz regression test_ranges_from_calibrate_skip_branches_the_data_never_takes).
+            main = _main_graph_tensors(model)
+            missing = [n for n in names if n not in given and n in main]
             if missing and len(missing) == len(names):
                 raise CalibrationError(
                     f"the ranges file has none of this model's tensors (e.g. {', '.join(missing[:3])}); was it made for another model?"

@@ -40,8 +40,14 @@ overflow 65504), ``Pow`` (squares of activations, e.g. decomposed LayerNorm vari
 ``Resize`` is not blocked: only its data input changes type, its ``scales``/``roi`` stay float32.
 ``Softmax`` and ``ReduceMean`` are not blocked either: max-subtracted softmax and means cannot overflow.
 
-Subgraphs (If / Loop / Scan bodies) are left in float32; their nodes are counted in the stats and the
-outer tensors they read keep a float32 version. A model without float32 tensors is left unchanged.
+Subgraphs (If branches, Loop / Scan bodies) are converted like the main graph, outermost first, with
+one rule: a body's inputs and outputs keep their float32 type whatever ``keep_io_types`` says, because
+they are the holder node's: both branches of an If must return the same types, and a Loop's carried
+state must have the same type at the body's input and output (and at the Loop's). Outer tensors a body
+reads are float32 there (the outer graph gives body readers a float32 version, as it does to any
+float32 reader); Casts a body needs are placed inside the body. A float constant read in several
+graphs (an outer weight read by both branches) is converted once and shared. The holder node itself
+(If / Loop / Scan) stays float32 with its reason. A model without float32 tensors is left unchanged.
 """
 
 from __future__ import annotations
@@ -127,7 +133,7 @@ class ConvertFloat16Config(PassConfig):
 
 @dataclass
 class _Info:
-    """A float32 node of the main graph: its float type group and the decision."""
+    """A float32 node of the graph being converted: its float type group and the decision."""
 
     node: Node
     group_in: set[int] = field(default_factory=set)
@@ -173,7 +179,7 @@ def _float_group(node: Node, opset: int, target: str) -> tuple[set[int], set[int
     if not f_in and not f_out:
         return None
     if ir.subgraphs_of(node):
-        return "holds subgraphs (If/Loop/Scan bodies stay float32)"
+        return "holds subgraphs (the If/Loop/Scan interface stays float32; its bodies are converted)"
     schema = _schema(node, opset)
     if schema is None:
         return f"no ONNX schema for {node.domain or 'ai.onnx'}:{node.op} (contrib ops stay float32)"
@@ -208,21 +214,32 @@ def _type_name(dtype: np.dtype | None) -> str:
 
 
 class _Converter:
-    """One conversion run (holds the plan and the counters)."""
+    """The conversion of one (sub)graph: its plan; the name generator, counters and half constants
+    are shared with the converters of the model's other graphs (``shared``)."""
 
-    def __init__(self, model: Model, config: ConvertFloat16Config) -> None:
+    def __init__(self, model: Model, config: ConvertFloat16Config, graph: Graph | None = None, shared: _Converter | None = None) -> None:
         self.model = model
-        self.graph: Graph = model.graph
+        self.graph: Graph = graph if graph is not None else model.graph
         self.c = config
+        # A body's inputs and outputs are its holder's (If / Loop / Scan) and keep their types.
+        self.keep_io = config.keep_io_types or self.graph is not model.graph
         self.half, self.half_enum = _TARGETS[config.dtype]
         info = ml_dtypes.finfo(self.half)
         self.max_val = float(config.max_finite_val if config.max_finite_val is not None else info.max)
         self.min_pos = float(config.min_positive_val if config.min_positive_val is not None else info.smallest_subnormal)
-        self.namer = ir.names(model)
         self.infos: dict[int, _Info] = {}
-        self.casts: dict[int, Node] = {}  # main-graph Cast nodes (accept any input type)
+        self.casts: dict[int, Node] = {}  # this graph's Cast nodes (accept any input type)
         self.converted_casts: set[int] = set()
-        self.stats: dict[str, Any] = {
+        self.io_changed = False
+        self.namer: ir.NameGenerator
+        self.stats: dict[str, Any]
+        #: float32 constant (by name) → its half version, shared by every graph that reads the constant
+        self.halves: dict[str, Tensor]
+        if shared is not None:
+            self.namer, self.stats, self.halves = shared.namer, shared.stats, shared.halves
+            return
+        self.namer = ir.names(model)
+        self.stats = {
             "casts_inserted": 0,
             "constants_half": 0,
             "constants_storage_only": 0,
@@ -230,7 +247,7 @@ class _Converter:
             "constant_bytes_after": 0,
             "clamped": {},
         }
-        self.io_changed = False
+        self.halves = {}
 
     # -- planning ---------------------------------------------------------------------------
 
@@ -322,7 +339,7 @@ class _Converter:
 
     def _source_type(self, t: Tensor) -> str:
         if ir.is_graph_input(self.graph, t):
-            return "f32" if self.c.keep_io_types else "half"
+            return "f32" if self.keep_io else "half"
         p = ir.producer(t)
         if p is None:
             return "f32"
@@ -369,7 +386,7 @@ class _Converter:
             by_kind[src if kind == "any" else kind].append((n, i))
         holder = t
         if ir.is_graph_output(self.graph, t):
-            out_kind = "f32" if self.c.keep_io_types else "half"
+            out_kind = "f32" if self.keep_io else "half"
             p = ir.producer(t)
             if out_kind != src and p is not None:
                 # The output keeps its name and type: the producer writes a new tensor, a Cast fills t.
@@ -406,21 +423,22 @@ class _Converter:
         ]
         if not half_uses and not storage_uses:
             return
-        remaining = len(uses) - len(half_uses) - len(storage_uses)
-        exclusive = remaining == 0 and not ir.is_graph_input(self.graph, t) and not ir.is_graph_output(self.graph, t)
-        name = t.name if exclusive else self.namer.new(f"{t.name}/{self.c.dtype}")  # the old constant vanishes
-        half_const = ir.make_constant(name, self.to_half(values, t.name))  # type: ignore[arg-type]
-        self.stats["constant_bytes_before"] += values.nbytes  # type: ignore[union-attr]
-        self.stats["constant_bytes_after"] += half_const.values.nbytes
+        # Keyed by name: a copied graph holds one object per body for an outer constant only bodies read.
+        half_const = self.halves.get(t.name or str(id(t)))
+        if half_const is None:
+            remaining = len(uses) - len(half_uses) - len(storage_uses)
+            exclusive = remaining == 0 and not ir.is_graph_input(self.graph, t) and not ir.is_graph_output(self.graph, t)
+            name = t.name if exclusive else self.namer.new(f"{t.name}/{self.c.dtype}")  # the old constant vanishes
+            half_const = self.halves[t.name or str(id(t))] = ir.make_constant(name, self.to_half(values, t.name))  # type: ignore[arg-type]
+            self.stats["constant_bytes_before"] += values.nbytes  # type: ignore[union-attr]
+            self.stats["constant_bytes_after"] += half_const.values.nbytes
+            self.stats["constants_half" if half_uses else "constants_storage_only"] += 1
         for n, i in half_uses:
             n.inputs[i] = half_const
-        if half_uses:
-            self.stats["constants_half"] += 1
-        if storage_uses:
+        if storage_uses:  # widened by a Cast in this graph, next to its readers
             widened = self._cast(half_const, "f32", f"{t.name}/float32")
             for n, i in storage_uses:
                 n.inputs[i] = widened
-            self.stats["constants_storage_only"] += 1
 
     def to_half(self, values: np.ndarray, name: str) -> np.ndarray:
         """``values`` in the half type, clamping out-of-range values (with a warning naming ``name``)."""
@@ -492,36 +510,43 @@ class ConvertFloat16(Pass[ConvertFloat16Config]):
         ir.infer_shapes(model)
         if not _has_float32(model):
             return PassResult(model, False, {"note": "no float32 tensors: the model is already float16/bfloat16 (or has no float compute)"})
-        conv = _Converter(model, self.config)
-        conv.plan()
-        variables, constants = conv.float_tensors()
-        for t in constants:
-            conv.rewrite_constant(t)
-        for t in variables:
-            conv.rewrite_variable(t)
-        conv.convert_cast_nodes()
-        folded = conv.fold_casts()
+        convs: list[_Converter] = []
+        folded = 0
+        for graph in list(ir.iter_graphs(model.graph)):  # outermost first: bodies see their outer values' final types
+            conv = _Converter(model, self.config, graph, convs[0] if convs else None)
+            conv.plan()
+            variables, constants = conv.float_tensors()
+            for t in constants:
+                conv.rewrite_constant(t)
+            for t in variables:
+                conv.rewrite_variable(t)
+            conv.convert_cast_nodes()
+            folded += conv.fold_casts()
+            convs.append(conv)
         ir.remove_dead_nodes(model.graph)
         ir.toposort(model.graph)
-        stats = conv.stats
-        half_nodes = [i for i in conv.infos.values() if i.half]
-        float_nodes = [i for i in conv.infos.values() if not i.half]
+        stats = convs[0].stats
+        infos = [(i, c.graph is not model.graph) for c in convs for i in c.infos.values()]
+        half_nodes = [i for i, _ in infos if i.half]
         reasons: dict[str, int] = {}
-        for info in float_nodes:
-            key = info.reason.split(":")[0]
-            reasons[key] = reasons.get(key, 0) + 1
-            ctx.skip(info.node.name or info.node.outputs[0].name, info.node.op, info.reason)
-        sub_nodes = sum(len(g.nodes) for g in ir.iter_graphs(model.graph)) - len(model.graph.nodes)
+        for info, _ in infos:
+            if not info.half:
+                key = info.reason.split(":")[0]
+                reasons[key] = reasons.get(key, 0) + 1
+                ctx.skip(info.node.name or info.node.outputs[0].name, info.node.op, info.reason)
+        half_casts = sum(len(c.converted_casts) for c in convs)
         stats.update(
             dtype=self.config.dtype,
             half_nodes=len(half_nodes),
-            float_nodes=len(float_nodes),
+            float_nodes=len(infos) - len(half_nodes),
             float_reasons=reasons,
-            half_casts=len(conv.converted_casts),
+            half_casts=half_casts,
             casts_folded=folded,
-            subgraph_nodes_left_float32=sub_nodes,
+            subgraph_half_nodes=sum(1 for i, inside in infos if inside and i.half),
+            subgraph_float_nodes=sum(1 for i, inside in infos if inside and not i.half),
         )
-        modified = bool(half_nodes or stats["constants_half"] or stats["constants_storage_only"] or conv.converted_casts or conv.io_changed)
+        io_changed = any(c.io_changed for c in convs)
+        modified = bool(half_nodes or stats["constants_half"] or stats["constants_storage_only"] or half_casts or io_changed)
         if not modified:
             stats["note"] = "nothing to convert (no float32 weights or half-capable nodes)"
         return PassResult(model, modified, stats)

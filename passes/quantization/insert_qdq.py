@@ -10,6 +10,14 @@ initializer feeding ``DequantizeLinear(W_q, s_w, 0, axis)``. Biases are int32 wi
 ``s_b = s_x · s_w`` and zero point 0; when ``|b / s_b|`` would overflow int32 the weight scale of
 that channel is raised to ``|b| / (s_x · (2^31 - 1))`` (vectorized, reported in stats).
 
+Subgraphs (If branches, Loop/Scan bodies): Q/DQ nodes live in the graph that computes ``t`` (a body
+tensor is quantized inside its body, a body output keeps its name on a ``t_dq`` computed there, so
+it never becomes an outer value returned directly); a reader inside a body nested in that graph gets
+its own ``DequantizeLinear(t_q)`` inside its body, so onnxruntime (which fuses ``DQ → op → Q`` one
+graph at a time) and ``convert-qlinear`` find the pattern next to the op. A weight is quantized once
+per set of parameters however many nodes, in however many graphs, read it; each reader gets its own
+``DequantizeLinear`` in its own graph (onnxruntime fuses a weight's DQ only into a sole reader).
+
 Opset: per-channel ``axis`` needs opset 13, 16-bit types opset 21; the pass refuses older opsets
 with a clear precondition error (``onnxq convert`` upgrades the opset first).
 """
@@ -103,6 +111,8 @@ class _Materializer:
         self.graph_of = ir.node_graph_index(model.graph)
         self.stats = {"activations": 0, "weights": 0, "biases": 0, "bias_overflow_channels": 0}
         self._consts: dict[tuple, Tensor] = {}
+        #: (float constant's name, parameters) → its quantized value, scale and zero point
+        self._stored: dict[tuple, tuple[Tensor, Tensor, Tensor]] = {}
 
     def const(self, base: str, values: np.ndarray) -> Tensor:
         """A constant, shared between Q/DQ pairs that use the same value."""
@@ -150,43 +160,54 @@ class _Materializer:
         zp = self.const(f"{t.name}/zero_point", qp.zero_point)
         readers = list(t.outputs)
         q_out = ir.make_variable(self.namer.new(f"{t.name}/q"), dtype=qp.zero_point.dtype, shape=t.shape)
-        outputs_of = [g for g in ir.iter_graphs(self.model.graph) if ir.is_graph_output(g, t)]
-        if outputs_of:
-            # The graph output keeps its name, now on the dequantized tensor.
-            name = t.name
-            t.name = self.namer.new(f"{name}/float")
-            dq_out = ir.make_variable(name, dtype=t.dtype, shape=t.shape)
-            for g in outputs_of:
-                for i, o in enumerate(g.outputs):
-                    if o is t:
-                        g.outputs[i] = dq_out
-        else:
-            dq_out = ir.make_variable(self.namer.new(f"{t.name}/dq"), dtype=t.dtype, shape=t.shape)
+        dq_out = ir.make_variable(self.namer.new(f"{t.name}/dq"), dtype=t.dtype, shape=t.shape)
+        if ir.is_graph_output(graph, t) and not ir.is_graph_input(graph, t):
+            # The graph output keeps its name, now on the dequantized tensor computed in its graph
+            # (an input passed straight through stays as it is: inputs are bound by name).
+            dq_out.name, t.name = t.name, self.namer.new(f"{t.name}/float")
+            for i, o in enumerate(graph.outputs):
+                if o is t:
+                    graph.outputs[i] = dq_out
         q = ir.make_node("QuantizeLinear", [t, scale, zp], [q_out], name=self.namer.new(f"{t.name}/QuantizeLinear"))
-        dq = ir.make_node("DequantizeLinear", [q_out, scale, zp], [dq_out], name=self.namer.new(f"{t.name}/DequantizeLinear"))
+        graph.nodes.extend([q, self._dequantize(q_out, scale, zp, dq_out)])
+        local = {id(graph): dq_out}
         for reader in readers:
+            where = self.graph_of.get(id(reader), graph)
+            if id(where) not in local:  # a reader in a body: its own DQ next to it
+                local[id(where)] = ir.make_variable(self.namer.new(f"{dq_out.name}/dq"), dtype=t.dtype, shape=t.shape)
+                where.nodes.append(self._dequantize(q_out, scale, zp, local[id(where)]))
             for i, x in enumerate(reader.inputs):
                 if x is t:
-                    reader.inputs[i] = dq_out
-        graph.nodes.extend([q, dq])
+                    reader.inputs[i] = local[id(where)]
         self.stats["activations"] += 1
+
+    def _dequantize(self, q: Tensor, scale: Tensor, zp: Tensor, out: Tensor) -> ir.Node:
+        return ir.make_node("DequantizeLinear", [q, scale, zp], [out], name=self.namer.new(f"{out.name}/DequantizeLinear"))
 
     def store_constant(self, wq: WeightQuant, qp: _QParams) -> None:
         """Replace a float constant input by ``DequantizeLinear(quantized constant)``."""
         node = self.node_of[wq.node]
-        values = self.weight_values(wq)
-        if wq.kind == "bias":
-            q = np.clip(np.round(values.astype(np.float64) / np.asarray(qp.scale, np.float64)), -INT32_MAX, INT32_MAX).astype(np.int32)
-            self.stats["biases"] += 1
-        else:
-            q = quantize(values, qp.scale, qp.zero_point, wq.dtype, axis=qp.axis)
-            self.stats["weights"] += 1
-        graph = self.graph_of[id(node)]
         base = f"{node.name}/{'B' if wq.kind == 'bias' else 'W'}{wq.index}"
-        q_const = ir.make_constant(self.namer.new(f"{base}_quantized"), q)
-        scale = ir.make_constant(self.namer.new(f"{base}_scale"), qp.scale)
-        zp = ir.make_constant(self.namer.new(f"{base}_zero_point"), qp.zero_point)
-        out = ir.make_variable(self.namer.new(f"{base}_dequantized"), dtype=np.float32, shape=list(q.shape))
+        # By name: ONNX names are unique across scopes, while a copied graph holds one object per body
+        # for an outer constant that only bodies read.
+        weight = node.inputs[wq.index]
+        key = (weight.name or str(id(weight)), wq.kind, wq.dtype, qp.axis, qp.scale.tobytes(), qp.zero_point.tobytes())
+        if key not in self._stored:
+            values = self.weight_values(wq)
+            if wq.kind == "bias":
+                q = np.clip(np.round(values.astype(np.float64) / np.asarray(qp.scale, np.float64)), -INT32_MAX, INT32_MAX).astype(np.int32)
+                self.stats["biases"] += 1
+            else:
+                q = quantize(values, qp.scale, qp.zero_point, wq.dtype, axis=qp.axis)
+                self.stats["weights"] += 1
+            self._stored[key] = (
+                ir.make_constant(self.namer.new(f"{base}_quantized"), q),
+                ir.make_constant(self.namer.new(f"{base}_scale"), qp.scale),
+                ir.make_constant(self.namer.new(f"{base}_zero_point"), qp.zero_point),
+            )
+        q_const, scale, zp = self._stored[key]
+        graph = self.graph_of[id(node)]
+        out = ir.make_variable(self.namer.new(f"{base}_dequantized"), dtype=np.float32, shape=list(q_const.shape))
         attrs = {"axis": int(qp.axis)} if qp.axis is not None else {}
         graph.nodes.append(ir.make_node("DequantizeLinear", [q_const, scale, zp], [out], name=self.namer.new(f"{base}_DequantizeLinear"), attrs=attrs))
         node.inputs[wq.index] = out

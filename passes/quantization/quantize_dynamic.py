@@ -14,7 +14,9 @@ What stays float, with a reason in stats: Conv (onnxruntime's u8s8 ConvInteger p
 float convolution on CPU, and the incumbent's ConvInteger output made a CNN+LSTM 0.58x as fast),
 GRU/RNN (no dynamic kernel), MatMul of two activations (attention scores), and projections too
 small to amortize the per-run quantization (``min_weight_elements``). Softmax and LayerNorm are
-never touched. A weight shared by several nodes is quantized once.
+never touched. A weight shared by several nodes is quantized once, wherever its readers are: nodes
+inside If branches and Loop/Scan bodies are rewritten in their own graph, and an outer-scope weight
+read by both branches of an If becomes one int8 constant both replacements read.
 """
 
 from __future__ import annotations
@@ -120,6 +122,12 @@ def _bias_add(graph: Graph, out: Tensor, n: int) -> tuple[Node, np.ndarray] | No
     return add, b.reshape(-1)
 
 
+def _identity(t: Tensor) -> str:
+    """Which weight a constant is: its name (unique across scopes in ONNX; a copied graph holds one
+    object per body for an outer weight only bodies read, so object identity would split it)."""
+    return t.name or str(id(t))
+
+
 class _Rewriter:
     def __init__(self, model: Model, cfg: QuantizeDynamicConfig) -> None:
         self.model = model
@@ -127,12 +135,13 @@ class _Rewriter:
         # Dynamic quantization always feeds uint8 activations to the int8 weight GEMM.
         self.reduce_range, self.reduce_range_note = resolve_reduce_range(cfg.reduce_range, "uint8", "int8")
         self.namer = ir.names(model)
-        self.cache: dict[tuple[int, bool], tuple[Tensor, Tensor, Tensor]] = {}
+        self.cache: dict[tuple[str, bool], tuple[Tensor, Tensor, Tensor]] = {}
+        self.lstm_cache: dict[tuple[str, str], list[Tensor]] = {}
         self.counts: dict[str, int] = {}
 
     def weight(self, w_tensor: Tensor, transpose: bool) -> tuple[Tensor, Tensor, Tensor]:
         """Quantized weight [K, N], scales [N] (or scalar) and int8 zero points, cached per tensor."""
-        key = (id(w_tensor), transpose)
+        key = (_identity(w_tensor), transpose)
         if key not in self.cache:
             w = np.asarray(ir.const_value(w_tensor), np.float32)
             w = w.T if transpose else w
@@ -184,22 +193,20 @@ class _Rewriter:
             return "W/R are not constant 3-D weights"
         if node.attrs.get("layout", 0):
             return "layout=1 is not supported by DynamicQuantizeLSTM"
-        axis = 1 if self.cfg.per_channel else None
-        wq, ws = self._per_direction(w, axis)
-        rq, rs = self._per_direction(r, axis)
         base = node.name or "lstm"
-        c = lambda tag, arr: ir.make_constant(self.namer.new(f"{base}/{tag}"), arr)  # noqa: E731
+        key = (_identity(node.inputs[1]), _identity(node.inputs[2]))
+        if key not in self.lstm_cache:  # W/R shared by several LSTMs (e.g. both branches of an If)
+            axis = 1 if self.cfg.per_channel else None
+            wq, ws = self._per_direction(w, axis)
+            rq, rs = self._per_direction(r, axis)
+            c = lambda tag, arr: ir.make_constant(self.namer.new(f"{base}/{tag}"), arr)  # noqa: E731
+            zeros = lambda s: np.zeros(s.shape, np.int8)  # noqa: E731
+            self.lstm_cache[key] = [
+                c("W_quantized", wq), c("R_quantized", rq), c("W_scale", ws), c("W_zero_point", zeros(ws)), c("R_scale", rs), c("R_zero_point", zeros(rs))
+            ]
+        wq_t, rq_t, *scales = self.lstm_cache[key]
         optional = [node.inputs[i] if i < len(node.inputs) else ir.make_variable("") for i in range(3, 8)]
-        inputs = [
-            node.inputs[0],
-            c("W_quantized", wq),
-            c("R_quantized", rq),
-            *optional,
-            c("W_scale", ws),
-            c("W_zero_point", np.zeros(ws.shape, np.int8)),
-            c("R_scale", rs),
-            c("R_zero_point", np.zeros(rs.shape, np.int8)),
-        ]
+        inputs = [node.inputs[0], wq_t, rq_t, *optional, *scales]
         outputs = list(node.outputs)
         node.outputs.clear()
         attrs = {k: v for k, v in node.attrs.items() if k != "layout"}

@@ -190,7 +190,7 @@ class QuantizeWeightsBlockwise(Pass[QuantizeWeightsBlockwiseConfig]):
             model = upgrade_opset(model, QDQ_OPSET)
             upgraded = True
         self._namer = ir.names(model)
-        self._cache: dict[tuple[int, str], list[Any]] = {}
+        self._cache: dict[tuple[str, str], list[Any]] = {}
         stats = _Stats()
         for graph in list(ir.iter_graphs(model.graph)):
             replacements: dict[int, list[Node]] = {}
@@ -354,9 +354,13 @@ class QuantizeWeightsBlockwise(Pass[QuantizeWeightsBlockwiseConfig]):
     def _const(self, base: str, values: np.ndarray) -> Tensor:
         return ir.make_constant(self._namer.new(base), values)
 
+    @staticmethod
+    def _cache_key(t: _Target, kind: str) -> tuple[str, str]:
+        return (t.weight.name or str(id(t.weight)), kind)  # by name: one weight, however many copies of its object
+
     def _cached(self, t: _Target, kind: str, build: Any) -> list[Any]:
         """Build the quantized form of a weight once, however many nodes read it."""
-        key = (id(t.weight), kind)
+        key = self._cache_key(t, kind)
         if key not in self._cache:
             self._cache[key] = build()
         return self._cache[key]
@@ -452,7 +456,9 @@ class QuantizeWeightsBlockwise(Pass[QuantizeWeightsBlockwiseConfig]):
 
         # One DQ per weight and (sub)graph: its output must be visible where it is read.
         kind = f"qdq/{t.transposed}/{id(t.graph)}"
-        fresh = (id(t.weight), kind) not in self._cache
+        # The cache's own key: an id-based test here missed name-keyed entries, so a weight read by
+        # two nodes got two DQ nodes writing one name (fuzz regression test_shared_weight_gets_one_dequantize).
+        fresh = self._cache_key(t, kind) not in self._cache
         w_dq, dq = self._cached(t, kind, build)
         t.node.inputs[0 if t.node.op == "Gather" else 1] = w_dq
         return [dq, t.node] if fresh else [t.node]

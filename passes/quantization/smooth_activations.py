@@ -12,6 +12,10 @@ The division by ``s`` is folded into the producer, exactly: here the producer is
 LayerNormalization, whose ``scale`` and ``bias`` are divided by ``s``. Readers of the normalized
 tensor that are not smoothed MatMuls (the residual Add in BERT-style blocks) get ``Mul(·, s)`` to
 see the original values. Needs calibration samples; without them the pass does nothing and says so.
+
+``alpha_grid`` (e.g. ``[0.3, 0.4, 0.5, 0.6, 0.7, 0.8]``) searches ``α`` per LayerNorm group instead:
+the one whose smoothed int8 MatMuls reproduce the float products best on rows of the LayerNorm's
+output sampled from the calibration data (:mod:`._smooth_search`); ``alpha`` is then unused.
 """
 
 from __future__ import annotations
@@ -26,20 +30,27 @@ from onnxq.errors import ConfigError
 from onnxq.ir import Graph, Model, Node
 from onnxq.pass_base import Pass, PassConfig, PassContext, PassResult, register_pass
 
+from ._smooth_search import best_alpha, sample_rows
+
 __all__ = ["SmoothActivations", "SmoothActivationsConfig", "smoothing_scales"]
 
 
 @dataclass(frozen=True)
 class SmoothActivationsConfig(PassConfig):
-    """Options: migration strength ``alpha`` in [0, 1] and the calibration sample cap."""
+    """Options: migration strength ``alpha`` in [0, 1] (or ``alpha_grid`` to search per group: candidate
+    alphas, and ``search_rows`` rows of each LayerNorm output to judge them on) and the sample cap."""
 
     alpha: float = 0.5
     samples: int = 32
+    alpha_grid: tuple[float, ...] = ()
+    search_rows: int = 1024
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not 0.0 <= self.alpha <= 1.0:
-            raise ConfigError(f"smooth-activations: alpha must be in [0, 1], got {self.alpha}")
+        if not all(0.0 <= a <= 1.0 for a in (self.alpha, *self.alpha_grid)):
+            raise ConfigError(f"smooth-activations: alpha and alpha_grid values must be in [0, 1], got {self.alpha} and {list(self.alpha_grid)}")
+        if self.search_rows < 1:
+            raise ConfigError(f"smooth-activations: search_rows must be >= 1, got {self.search_rows}")
 
 
 def smoothing_scales(act_absmax: np.ndarray, weight_absmax: np.ndarray, alpha: float) -> np.ndarray:
@@ -89,19 +100,30 @@ class SmoothActivations(Pass[SmoothActivationsConfig]):
             return PassResult(model, False, {"smoothed": 0})
         names = [ln.outputs[0].name for _, (ln, _, _) in targets]
         ranges, _ = collect_ranges(model, data, tensors=names, method="minmax", per_channel_axis=-1, max_samples=self.config.samples)
+        rows = sample_rows(model, names, data, self.config.samples, self.config.search_rows) if self.config.alpha_grid else {}
         namer = ir.names(model)
         smoothed = 0
+        alphas: dict[str, float] = {}
         for graph, (ln, mms, others) in targets:
             r = ranges.get(ln.outputs[0].name)
             if r is None or r.channel_min is None:
                 continue
-            act = np.maximum(np.abs(np.asarray(r.channel_min)), np.abs(np.asarray(r.channel_max)))
+            lo, hi = np.asarray(r.channel_min, np.float64), np.asarray(r.channel_max, np.float64)
+            act = np.maximum(np.abs(lo), np.abs(hi))
             weights = [np.asarray(ir.const_value(mm.inputs[1]), np.float64) for mm in mms]
             w_absmax = np.max([np.abs(w).max(axis=1) for w in weights], axis=0)
-            s = smoothing_scales(act, w_absmax, self.config.alpha)
+            alpha = self.config.alpha
+            if ln.outputs[0].name in rows:
+                scales_for = lambda a, act=act, w_absmax=w_absmax: smoothing_scales(act, w_absmax, a)  # noqa: E731
+                alpha, _ = best_alpha(rows[ln.outputs[0].name], lo, hi, weights, self.config.alpha_grid, scales_for)
+                alphas[ln.name] = alpha
+            s = smoothing_scales(act, w_absmax, alpha)
             self._apply(graph, ln, mms, others, weights, s, namer)
             smoothed += len(mms)
-        return PassResult(model, smoothed > 0, {"smoothed": smoothed, "layernorms": len(targets)})
+        stats: dict[str, object] = {"smoothed": smoothed, "layernorms": len(targets)}
+        if alphas:
+            stats["alphas"] = alphas
+        return PassResult(model, smoothed > 0, stats)
 
     @staticmethod
     def _apply(graph: Graph, ln: Node, mms: list[Node], others: list[Node], weights: list[np.ndarray], s: np.ndarray, namer: ir.NameGenerator) -> None:

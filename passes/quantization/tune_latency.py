@@ -12,13 +12,17 @@ than fp32. This pass measures instead of guessing:
    kept float and accept it when it is faster by at least ``min_gain`` (confirmed by a second
    measurement, so noise does not flip decisions);
 3. if the best plan is still not faster than float, keep the whole model float;
-4. accuracy guard: on the first ``eval_samples`` calibration samples, every output must keep top-1
-   agreement ≥ ``min_agreement`` (0.98; outputs that are class scores: produced by Softmax,
-   LogSoftmax, Gemm or MatMul) or cosine ≥ ``min_cosine`` (0.97; other outputs) against float.
-   While it does not, the node class whose return to float gains the most is kept float — within
-   a class of several nodes only its most sensitive ones, while the trial budget allows. The defaults catch
-   broken quantization (an attention mask or a crushed branch) without trading speed for noise
-   a task does not see; tighten them for stricter tasks.
+4. accuracy guard: on the first ``eval_samples`` calibration samples, every output must meet its
+   guard against float — a metric from :mod:`onnxq.metrics` and a bar. By default each output's
+   metric follows from its shape and producers (:func:`onnxq.metrics.default_guard`): top-1
+   agreement ≥ ``min_agreement`` (0.98) for class scores (Softmax, LogSoftmax, Gemm, MatMul),
+   whole-sequence agreement ≥ ``min_agreement`` for scores over positions (a CTC recogniser's
+   [T, N, C]), worst-segment SQNR ≥ 30 dB for a Concat of heterogeneous inputs (a detector's pixel
+   boxes beside its probabilities), cosine ≥ ``min_cosine`` (0.97) otherwise; ``accuracy_metric``
+   replaces them (``--metric``). While a guard fails, the node class whose return to float gains
+   the most is kept float — within a class of several nodes only its most sensitive ones, while
+   the trial budget allows. The defaults catch broken quantization (an attention mask, a crushed
+   branch, flipped detections or strings) without trading speed for noise a task does not see.
 
 Every decision (class, nodes, both medians, accuracy before/after) is recorded as a
 :class:`~onnxq.plan.TuningStep` in ``ctx.tuning`` and the nodes kept float carry the measurement as their
@@ -43,11 +47,11 @@ from onnxq import ir
 from onnxq.calibration.ranges import TensorRange
 from onnxq.errors import ConfigError
 from onnxq.ir import Model, Node
+from onnxq.metrics import GuardSet, choose_guards
 from onnxq.pass_base import Pass, PassContext, PassResult, register_pass
 from onnxq.plan import AccuracyGuardConfig, QuantizationConfig, QuantPlan, TuningRecord, TuningStep
 from onnxq.progress import status
 from onnxq.runtime.bench import bench_sessions
-from onnxq.runtime.evaluate import compare_outputs
 from onnxq.runtime.session import make_session
 
 from .annotate import build_plan
@@ -149,13 +153,14 @@ class _Trials:
         self.tcfg = tcfg
         self.deadline = time.perf_counter() + tcfg.budget_s
         self.float_session = make_session(model, threads=tcfg.threads, where=f"{model.source} (float)")
-        self.scores = score_like_outputs(model)
+        guards = choose_guards(model, tcfg.accuracy_metric, min_agreement=tcfg.min_agreement, min_cosine=tcfg.min_cosine, ranges=ranges)
+        self.guards = GuardSet(guards, min_agreement=tcfg.min_agreement, min_cosine=tcfg.min_cosine)
         # Large inputs: fewer accuracy samples (decided from the input size, not from a timing, so
         # the same samples always give the same decisions).
         elements = sum(int(np.asarray(v).size) for v in samples[0].values())
         keep = max(2, min(len(samples), 4_000_000 // max(elements, 1)))
         self.samples = samples[:keep]
-        self._float_outputs = [self.float_session.run(None, dict(s)) for s in self.samples]
+        self.float_outputs = [self.float_session.run(None, dict(s)) for s in self.samples]
         self.trials_left = tcfg.max_accuracy_trials
 
     def start_clock(self) -> None:
@@ -192,25 +197,31 @@ class _Trials:
         return float(np.median(ta)), float(np.median(tb))
 
     def accuracy(self, session: Any) -> dict[str, float]:
-        """Worst agreement (score outputs) and worst cosine (other outputs) against float."""
+        """Every output's guard against float: the worst value per guard metric, with per-output records."""
         self.trials_left -= 1
         names = [o.name for o in self.float_session.get_outputs()]
-        result = compare_outputs(names, ((ref, session.run(None, dict(s)), None) for s, ref in zip(self.samples, self._float_outputs)))
-        agreement = min((o.top1_agreement for o in result.outputs if o.name in self.scores and o.top1_agreement is not None), default=1.0)
-        cosine = min((o.cosine for o in result.outputs if o.name not in self.scores), default=1.0)
-        return {"agreement": round(float(agreement), 5), "cosine": round(float(cosine), 6)}
+        return self.guards.read(names, ((ref, session.run(None, dict(s))) for s, ref in zip(self.samples, self.float_outputs)))
 
     def meets(self, acc: Mapping[str, float]) -> bool:
-        return acc["agreement"] >= self.tcfg.min_agreement and acc["cosine"] >= self.tcfg.min_cosine
+        return self.guards.meets(acc)
 
     def out_of_time(self) -> bool:
         return time.perf_counter() > self.deadline
 
 
+def _records(acc: Mapping[str, float]) -> list[dict[str, Any]]:
+    """The per-output guard records of an accuracy reading (none for a plain dict)."""
+    return list(getattr(acc, "records", []))
+
+
 def _replayed(path: str) -> dict[str, str]:
-    """The tuning decisions recorded in a previous conversion report."""
-    report = json.loads(Path(path).read_text(encoding="utf-8"))
-    return {d["node"]: d["reason"] for d in report.get("float_nodes", []) if str(d.get("reason", "")).startswith(KEPT_FLOAT)}
+    """The tuning decisions recorded in a previous conversion report (``onnxq.api.convert`` has
+    already checked that it is a report of this model; a recipe's ``replay`` gets this check only)."""
+    try:
+        report = json.loads(Path(path).read_text(encoding="utf-8"))
+        return {d["node"]: d["reason"] for d in report.get("float_nodes", []) if str(d.get("reason", "")).startswith(KEPT_FLOAT)}
+    except (OSError, ValueError, RecursionError, AttributeError, KeyError, TypeError) as e:
+        raise ConfigError(f"tune-latency: replay report '{path}' is not a conversion report ({type(e).__name__}: {e})") from e
 
 
 @register_pass("tune-latency")
@@ -240,6 +251,8 @@ class TuneLatency(Pass[TuneLatencyConfig]):
             return PassResult(model, False, {"skipped": "nothing quantized"})
         with status("tuning: checking int8 accuracy against float", ctx.progress) as shown:
             trials = _Trials(model, ranges, cfg, samples, self.config)
+            for note in trials.guards.coverage_notes([o.name for o in trials.float_session.get_outputs()], trials.float_outputs):
+                ctx.note(note)
             forced: dict[str, str] = {}
             steps: list[TuningStep] = []
             # Accuracy first: it is deterministic (same samples, same decisions), and latency
@@ -259,13 +272,12 @@ class TuneLatency(Pass[TuneLatencyConfig]):
                 plan = build_plan(model, ranges, cfg, forced)
                 steps.append(TuningStep("whole model float", int8_ms=round(t_final, 4), float_ms=round(t_float, 4), accepted=True))
             else:
-                steps.append(
-                    TuningStep(
-                        "final", int8_ms=round(t_final, 4), float_ms=round(t_float, 4), speedup=round(t_float / t_final, 3), accuracy=trials.accuracy(session)
-                    )
-                )
+                acc = trials.accuracy(session)
+                speedup = round(t_float / t_final, 3)
+                steps.append(TuningStep("final", int8_ms=round(t_final, 4), float_ms=round(t_float, 4), speedup=speedup, accuracy=acc, guards=_records(acc)))
         ctx.plan = plan
-        ctx.tuning = TuningRecord(threads=self.config.threads, steps=steps)
+        guards = next((s.guards for s in reversed(steps) if s.guards), [])
+        ctx.tuning = TuningRecord(threads=self.config.threads, steps=steps, guards=guards)
         kept_float = sum(1 for d in plan.float_nodes() if d.reason.startswith(KEPT_FLOAT))
         return PassResult(model, False, {"kept_float": kept_float, "steps": len(steps)})
 
@@ -302,30 +314,28 @@ class TuneLatency(Pass[TuneLatencyConfig]):
         node_of = {n.name: n for n in ir.iter_nodes(model.graph)}
         session, _ = trials.build(forced)
         acc = trials.accuracy(session)
-        steps = [TuningStep("accuracy check", accuracy=acc, meets_targets=trials.meets(acc))]
+        steps = [TuningStep("accuracy check", accuracy=acc, meets_targets=trials.meets(acc), guards=_records(acc))]
         while not trials.meets(acc) and plan.quantized_nodes:
             best = self._best_class(trials, node_of, forced, plan, acc) if trials.trials_left > 0 else None
             if best is None:
-                reason = f"{KEPT_FLOAT} int8 missed the accuracy targets (agreement {acc['agreement']}, cosine {acc['cosine']})"
+                reason = f"{KEPT_FLOAT} int8 missed the accuracy targets ({trials.guards.shortfall(acc)})"
                 forced = {**{n: reason for n in plan.quantized_nodes}, **forced}
                 plan = build_plan(model, trials.ranges, trials.cfg, forced)
-                steps.append(TuningStep("whole model float (accuracy)", accuracy=acc))
+                steps.append(TuningStep("whole model float (accuracy)", accuracy=acc, guards=_records(acc)))
                 break
             label, members = best
             reason = f"{KEPT_FLOAT} int8 {label} cost too much accuracy"
             if len(members) > 1 and trials.trials_left > len(members) + 8:
                 forced, plan, acc, chosen = self._fewest_nodes(trials, forced, members, acc, reason)
-                steps.append(TuningStep(f"keep {chosen} of {len(members)} {label} float (accuracy)", accuracy=acc, meets_targets=trials.meets(acc)))
+                steps.append(
+                    TuningStep(f"keep {chosen} of {len(members)} {label} float (accuracy)", accuracy=acc, meets_targets=trials.meets(acc), guards=_records(acc))
+                )
             else:
                 forced = {**forced, **{n: reason for n in members}}
                 session, plan = trials.build(forced)
                 acc = trials.accuracy(session)
-                steps.append(TuningStep(f"keep {label} float (accuracy)", accuracy=acc, meets_targets=trials.meets(acc)))
+                steps.append(TuningStep(f"keep {label} float (accuracy)", accuracy=acc, meets_targets=trials.meets(acc), guards=_records(acc)))
         return forced, plan, steps
-
-    @staticmethod
-    def _gain(before: Mapping[str, float], after: Mapping[str, float]) -> float:
-        return (after["agreement"] - before["agreement"]) + (after["cosine"] - before["cosine"])
 
     def _best_class(
         self, trials: _Trials, node_of: dict[str, Node], forced: dict[str, str], plan: QuantPlan, acc: Mapping[str, float]
@@ -349,7 +359,7 @@ class TuneLatency(Pass[TuneLatencyConfig]):
             if trials.trials_left <= 1:  # the last evaluation is kept for the plan this choice builds
                 break
             trial, _ = trials.build({**forced, **{n: "trial" for n in members}})
-            gain = self._gain(acc, trials.accuracy(trial))
+            gain = trials.guards.gain(acc, trials.accuracy(trial))
             if gain > 0 and (best is None or gain > best[0]):
                 best = (gain, label, members)
         return (best[1], best[2]) if best is not None else whole
@@ -365,7 +375,7 @@ class TuneLatency(Pass[TuneLatencyConfig]):
         gains = []
         for n in members:
             trial, _ = trials.build({**forced, n: "trial"})
-            gains.append((self._gain(acc, trials.accuracy(trial)), n))
+            gains.append((trials.guards.gain(acc, trials.accuracy(trial)), n))
         ranked = [n for _, n in sorted(gains, key=lambda g: (-g[0], g[1]))]
 
         def attempt(k: int) -> tuple[dict[str, str], QuantPlan, dict[str, float]]:

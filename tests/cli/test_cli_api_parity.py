@@ -43,9 +43,9 @@ def test_every_cli_option_has_an_api_twin_and_back() -> None:
     # conversion options: the same set on both sides
     assert cli - cli_only == fields, f"CLI-only flags: {sorted(cli - cli_only - fields)}; API-only options: {sorted(fields - cli)}"
     # the CLI's inputs are convert()'s arguments; its outputs are written with the result's methods
-    inputs = cli_only - {"output", "report"}
+    inputs = cli_only - {"output", "report", "report_html"}
     assert inputs <= api_args, f"CLI inputs without an API argument: {sorted(inputs - api_args)}"
-    assert callable(ConversionResult.save) and callable(ConversionReport.to_dict)
+    assert callable(ConversionResult.save) and callable(ConversionReport.to_dict) and callable(ConversionResult.write_html)
 
 
 def test_cli_defaults_are_the_api_defaults() -> None:

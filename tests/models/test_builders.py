@@ -36,6 +36,11 @@ SIZE_VARIANTS: dict[str, dict[str, Any]] = {
     "if-model": {"in_features": 8, "hidden": 16, "num_classes": 3},
     "cnn-lstm": {"width": 4, "height": 16, "hidden": 8, "num_classes": 5},
     "deep-cnn": {"blocks": 9, "channels": 4, "input_size": 4},
+    "yolo-detector": {"input_size": 64, "width": 8, "num_classes": 2},
+    "ctc-recognizer": {"width": 4, "height": 16, "hidden": 8, "num_classes": 5},
+    "streaming-if": {"mels": 16, "narrow_mels": 8, "channels": 8, "hidden": 8, "num_classes": 5},
+    "loop-decoder": {"features": 8, "hidden": 16, "vocab": 10, "steps": 3},
+    "scan-rnn": {"input_size": 8, "hidden": 16, "num_classes": 5},
 }
 
 MIN_OPSET = {"transformer": 17, "mobilenet": 14}
@@ -265,7 +270,8 @@ def test_mobilenet_has_squeeze_excite_and_hardswish() -> None:
 # -- registry, build() and the CLI -------------------------------------------------------------------
 def test_registry_has_every_short_name() -> None:
     assert set(BUILDERS) == {"cnn", "mlp", "transformer", "lstm", "mobilenet", "detector",
-                             "layernorm-classifier", "if-model", "cnn-lstm", "deep-cnn"}
+                             "layernorm-classifier", "if-model", "cnn-lstm", "deep-cnn", "yolo-detector", "ctc-recognizer",
+                             "streaming-if", "loop-decoder", "scan-rnn"}
 
 
 def test_unknown_name_lists_valid_names() -> None:

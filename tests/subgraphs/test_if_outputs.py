@@ -45,3 +45,10 @@ def test_cleanup_keeps_branch_outputs_local_and_the_model_runs() -> None:
     for cond in (True, False):
         feeds = {"x": x, "c": np.array(cond)}
         np.testing.assert_array_equal(run(cleaned, feeds)[0], run(src, feeds)[0])
+
+
+def test_cleanup_is_a_fixed_point_on_a_branch_copying_an_outer_value() -> None:
+    """The branch's Identity(outer value) must stay; remove-noops says so instead of re-adding it forever."""
+    once = onnxq.PassManager([onnxq.make_pass("remove-noops")]).run(onnxq.load(_if_returning_outer_value()))
+    again = onnxq.PassManager([onnxq.make_pass("remove-noops")]).run(once.model)
+    assert not once.modified and not again.modified

@@ -105,11 +105,11 @@ def test_blocked_ops_stay_fp32_with_casts_around() -> None:
     assert stats["float_reasons"] == {"op_block_list": 2, "node_block_list": 1}
 
 
-def test_subgraphs_stay_float32() -> None:
+def test_subgraphs_are_converted_and_the_if_interface_stays_float32() -> None:
     src = build("if-model")
     model, _, stats = convert(src, storage_only=False)
-    assert stats["subgraph_nodes_left_float32"] > 0
-    assert stats["float_reasons"]["holds subgraphs (If/Loop/Scan bodies stay float32)"] == 1
+    assert stats["subgraph_half_nodes"] > 0 and stats["subgraph_float_nodes"] == 0
+    assert stats["float_reasons"]["holds subgraphs (the If/Loop/Scan interface stays float32; its bodies are converted)"] == 1
     feeds = random_feeds(src, dims=FEEDS_DIMS)
     for a, b in zip(run(src, feeds), run(model, feeds)):
         assert cosine(a, b) >= 0.999
