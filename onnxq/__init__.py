@@ -24,10 +24,12 @@ from .api import (  # noqa: E402,I001  (last: importing the application layer re
     ConversionOptions,
     ConversionReport,
     ConversionResult,
+    SensitivityReport,
     convert,
     load_recipe,
     quantize_dynamic,
     quantize_static,
+    sensitivity,
 )
 from .context import Skip
 from .errors import *  # noqa: F403  (every typed error, re-exported: errors.__all__ is the list)
@@ -61,6 +63,8 @@ __all__ = [
     "convert",
     "quantize_static",
     "quantize_dynamic",
+    "sensitivity",
+    "SensitivityReport",
     "load_recipe",
     *errors.__all__,
 ]

@@ -42,6 +42,10 @@ class QuantizationConfig(PassConfig):
         keep_first / keep_last: keep the first/last N compute nodes (Conv/MatMul/Gemm) float.
         quantize_activation_matmul: also quantize MatMul of two activations (attention scores).
         concat_range_ratio: a Concat whose input ranges differ by more than this stays float.
+        power_of_two_scales: fixed-point scales, every scale rounded up to ``2^-k`` (integer-only
+            NPUs and DSPs requantize by shifting; see :mod:`onnxq.calibration.qparams`, rule 7).
+        int32_bias: store Conv/Gemm biases as int32 with scale ``s_x · s_w`` (onnxruntime, OpenVINO,
+            QNN); False keeps them float (TensorRT's Q/DQ layers are 8-bit only).
     """
 
     activation_dtype: ActivationDtype = "uint8"
@@ -58,6 +62,8 @@ class QuantizationConfig(PassConfig):
     keep_last: int = 0
     quantize_activation_matmul: bool = False
     concat_range_ratio: float = 10.0
+    power_of_two_scales: bool = False
+    int32_bias: bool = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -165,6 +171,8 @@ class QuantPlan:
     decisions: dict[str, Decision] = field(default_factory=dict)
     #: share groups: group id → member tensor names
     groups: dict[str, list[str]] = field(default_factory=dict)
+    #: round every scale up to a power of two (fixed-point targets)
+    power_of_two: bool = False
 
     @property
     def quantized_nodes(self) -> list[str]:

@@ -27,7 +27,7 @@ import numpy as np
 from .report import one_line
 
 __all__ = [
-    "bench_sessions", "calibration_api", "calibration_summary", "channel_stats", "cleanup", "convert_file", "flops",
+    "bench_sessions", "calibration_api", "calibration_summary", "channel_stats", "cleanup", "convert_file", "convert_saved", "flops",
     "load", "make_session", "node_count", "output_accumulator", "parameter_count", "proto_bytes", "quantize_static_file",
     "run_conversion", "run_passes", "run_session", "save", "static_steps", "weight_sparsity",
 ]
@@ -123,6 +123,18 @@ def convert_file(source: str, output: str, data: Any, mode: str, **options: Any)
     for p in report.get("passes", []):
         notes += _pass_note(p["pass"], p.get("stats") or {})
     return notes
+
+
+def convert_saved(source: str, output: str, data: Any, mode: str, **options: Any) -> dict[str, Any]:
+    """``onnxq.convert`` saved to ``output``: wall seconds (the call and the save) and every pass's stats
+    (``{"seconds": s, "passes": {name: stats}}``; bench_weight_only reads GPTQ/AWQ's timings there)."""
+    from onnxq import convert
+
+    start = time.perf_counter()
+    result = convert(source, data, mode=mode, **options)
+    result.save(output)
+    seconds = time.perf_counter() - start
+    return {"seconds": seconds, "passes": {p["pass"]: dict(p.get("stats") or {}) for p in result.report.to_dict().get("passes", [])}}
 
 
 # ---- IR, passes, pipelines (bench_pruning, bench_foundation) -------------------------------------

@@ -10,6 +10,7 @@ package, the CLI and the package root do (a lint rule and a test keep it so).
 - :func:`quantize_static` / :func:`quantize_dynamic`: :func:`convert` with the mode set.
 - :func:`load_recipe`: TOML recipes, loaded in one place.
 - :func:`prepare_for_calibration`: the static pipeline up to calibration (``onnxq calibrate``).
+- :func:`sensitivity` → :class:`SensitivityReport`: each quantized unit's cost, ranked (cached on disk).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from .options import MODES, ConversionOptions, Mode
 from .pipelines import MODE_PIPELINES, build_steps
 from .recipes import load_recipe
 from .report import SCHEMA_VERSION, ConversionReport
+from .sensitivity_analysis import SENSITIVITY_ENGINES, SensitivityReport, sensitivity
 
 __all__ = [
     "ConversionOptions",
@@ -29,6 +31,8 @@ __all__ = [
     "MODE_PIPELINES",
     "Mode",
     "SCHEMA_VERSION",
+    "SENSITIVITY_ENGINES",
+    "SensitivityReport",
     "build_steps",
     "convert",
     "load_recipe",
@@ -36,4 +40,5 @@ __all__ = [
     "prepare_for_calibration",
     "quantize_dynamic",
     "quantize_static",
+    "sensitivity",
 ]

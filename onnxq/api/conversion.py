@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from ._loading import check_output, load_model, raise_ir_floor
 from .options import ConversionOptions
 from .pipelines import PipelineInputs, build_steps, calibration_steps
 from .report import ConversionReport, model_digest
+from .targets import adapt_steps, check_result, conversion_target, write_artifacts
 
 __all__ = ["ConversionResult", "convert", "quantize_static", "quantize_dynamic", "open_conversion_data", "prepare_for_calibration"]
 
@@ -40,14 +41,19 @@ FALLBACK_OPSETS = (17, 13)
 
 @dataclass
 class ConversionResult:
-    """The converted model and its report."""
+    """The converted model and its report (and, for some targets, files to write beside it: the
+    ``.ort`` and its reduced build's operator config for ``ort-mobile``, keyed by suffix)."""
 
     model: Model
     report: ConversionReport
+    artifacts: dict[str, bytes] = field(default_factory=dict)
 
-    def save(self, path: str | Path, *, external_data: bool | None = None) -> Path:
-        """Write the model atomically (see :func:`onnxq.ir.save`) and record where in the report."""
+    def save(self, path: str | Path, *, external_data: bool | None = None, artifacts: bool = True) -> Path:
+        """Write the model atomically (see :func:`onnxq.ir.save`) and record where in the report;
+        with ``artifacts``, also the target's files beside it (``m.onnx`` → ``m.ort``, ...)."""
         out = ir.save(self.model, path, external_data=external_data)
+        if artifacts and self.artifacts:
+            write_artifacts(path, self.artifacts)
         self.report.output = str(path)
         self.report.bytes_after = ir.stored_size(path)  # the .onnx and its data file
         return out
@@ -144,21 +150,29 @@ def convert(
     if opts.mode != "static" and isinstance(samples, DataSource):
         _read_all(samples)
     steps = build_steps(opts, PipelineInputs(has_data=samples is not None, has_ranges=ranges is not None))
+    profile = conversion_target(opts)
+    steps, target_notes = adapt_steps(opts, profile, steps)
     work = raise_ir_floor(ir.clone(source_model))  # passes edit in place; the caller's model stays untouched
     steps, notes = _with_opset_fallback(steps, work)
+    notes += target_notes
     # Several passes read the samples (smoothing, calibration, tuning): a one-shot reader is
     # cached as it is consumed so each of them sees every sample.
     ctx = PassContext(calibration_data=replayable(samples) if samples is not None else None, ranges=ranges, progress=progress)
     result = pipeline_from_data(steps, where="conversion pipeline", check=check).run(work, ctx)
     check_output(result.model, source_model.source, f"{opts.mode} conversion")
+    checked = check_result(opts, profile, result.model, source_model, ctx.calibration_data) if profile is not None else None
     report = ConversionReport.from_context(
         model=source_model.source, mode=opts.mode, options=opts.as_dict(), pipeline=steps, ctx=ctx, records=result.records, notes=notes
     )
+    if checked is not None:
+        report.target = checked.to_dict()
+        report.notes += [n for n in checked.notes if n not in report.notes]
     report.model_digest = digest
     report.bytes_before = _model_size(source_model)
     report.bytes_after = _model_size(result.model)
     report.seconds = time.perf_counter() - start
-    return ConversionResult(result.model, report)
+    artifacts = checked.validation.artifacts if checked is not None and checked.validation is not None else {}
+    return ConversionResult(result.model, report, artifacts)
 
 
 def prepare_for_calibration(model: Any, options: ConversionOptions | None = None) -> tuple[Model, list[str]]:
@@ -183,8 +197,12 @@ def _check_inputs(opts: ConversionOptions, data: Any, ranges: Any) -> None:
         raise ConfigError(f"--ranges applies to --mode static, not {opts.mode}")
     if opts.mode == "static" and data is None and ranges is None:
         raise ConfigError("static quantization needs --data (calibration samples) or --ranges FILE (precomputed ranges)")
-    if data is not None and opts.mode not in _DATA_MODES and opts.recipe is None:
-        raise ConfigError(f"--data does not apply to --mode {opts.mode} (it applies to: {', '.join(sorted(_DATA_MODES))})")
+    calibrated = opts.mode == "weight-only" and opts.algorithm != "rtn" and opts.recipe is None
+    if calibrated and data is None:
+        raise ConfigError(f"--algorithm {opts.algorithm} needs calibration samples: give --data (a folder, a file or 'synthetic:N') or use --algorithm rtn")
+    if data is not None and opts.mode not in _DATA_MODES and not calibrated and opts.recipe is None:
+        also = " and to --mode weight-only with --algorithm gptq or awq" if opts.mode == "weight-only" else ""
+        raise ConfigError(f"--data does not apply to --mode {opts.mode} (it applies to: {', '.join(sorted(_DATA_MODES))}{also})")
 
 
 #: Modes whose default pipeline reads samples (static: calibration; dynamic: smoothing, latency guard).

@@ -42,7 +42,8 @@ class ConversionOptions(QuantizationConfig, AccuracyGuardConfig):
         method: observer (``percentile`` 99.999 measured best on real models; ``minmax``,
             ``entropy``, ``mse``, ``moving-average``).
         percentile: the percentile of ``method="percentile"``.
-        max_memory_mb: MB of exposed activations per calibration pass.
+        max_memory_mb: MB of exposed activations per calibration pass (also weight-only GPTQ/AWQ's
+            statistics pass).
         smooth: SmoothQuant alpha for LayerNorm→MatMul outliers (static, and dynamic with data);
             0 disables. Not used with precomputed ranges (they were measured without it).
 
@@ -64,11 +65,24 @@ class ConversionOptions(QuantizationConfig, AccuracyGuardConfig):
     Weight-only:
         weight_bits, block_size, symmetric, weight_format (``matmulnbits`` or opset-21 ``qdq``),
         scale_search (``mse`` clipping search or ``none``), include_gather (also Gather tables;
-        dynamic mode too).
+        dynamic mode too), algorithm (``rtn`` round to nearest, or from calibration data (``data``):
+        ``gptq`` error-compensating rounding, ``awq`` activation-aware channel scaling).
 
     Dynamic: dynamic_format (``fused`` DynamicQuantizeMatMul or ``standard`` ops).
 
     fp16 / bf16: keep_io_types (inputs/outputs stay float32).
+
+    Target (static; see :mod:`onnxq.targets.profiles`):
+        target: a deployment target (``generic``, ``ort-cpu``, ``ort-mobile``, ``openvino``,
+            ``tensorrt``, ``qnn``). Its profile sets every option above that it covers and that is
+            left at its default (format, activation/weight types and symmetry, per-channel,
+            ``reduce_range``, which op types get Q/DQ, int32 or float bias), refuses values its
+            runtime cannot take, chooses where the tuner measures, and validates the result on the
+            target's runtime (or its documented rules) with the linter. With a recipe, the recipe's
+            passes run unchanged and the result is validated for the target.
+        strict: fail (exit code 2) when the result has ops the target cannot run, fails its
+            validation, or has lint errors; without it they are reported.
+        power_of_two_scales / int32_bias: see :class:`onnxq.plan.QuantizationConfig`.
     """
 
     mode: Mode = "static"
@@ -89,8 +103,11 @@ class ConversionOptions(QuantizationConfig, AccuracyGuardConfig):
     weight_format: Literal["matmulnbits", "qdq"] = "matmulnbits"
     scale_search: Literal["none", "mse"] = "mse"
     include_gather: bool = False
+    algorithm: Literal["rtn", "gptq", "awq"] = "rtn"
     dynamic_format: Literal["fused", "standard"] = "fused"
     keep_io_types: bool = True
+    target: str | None = None
+    strict: bool = False
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -104,6 +121,7 @@ class ConversionOptions(QuantizationConfig, AccuracyGuardConfig):
 
         if self.method not in OBSERVERS:
             raise ConfigError(f"unknown calibration method '{self.method}'; valid: {', '.join(sorted(OBSERVERS))}")
+        _apply_target(self)
         _check_ranges(self)
         _check_applicable(self)
         for name, opts in self.pass_options.items():
@@ -145,22 +163,23 @@ _INT8 = frozenset({"static", "dynamic"})
 APPLIES_TO: dict[str, frozenset[str]] = {
     **dict.fromkeys(
         (
-            "method", "percentile", "max_memory_mb", "format", "activation_dtype", "weight_dtype", "activation_symmetric",
+            "method", "percentile", "format", "activation_dtype", "weight_dtype", "activation_symmetric",
             "weight_symmetric", "op_types", "exclude_op_types", "include_nodes", "keep_first", "keep_last",
             "quantize_activation_matmul", "concat_range_ratio", "tune", "min_agreement", "min_cosine",
-            "max_accuracy_trials", "eval_samples", "replay", "accuracy_metric",
+            "max_accuracy_trials", "eval_samples", "replay", "accuracy_metric", "target", "strict", "power_of_two_scales", "int32_bias",
         ),
         _STATIC,
     ),
     **dict.fromkeys(("per_channel", "reduce_range", "threads", "smooth"), _INT8),
     "exclude_nodes": frozenset({"static", "dynamic", "weight-only"}),
-    **dict.fromkeys(("weight_bits", "block_size", "symmetric", "weight_format", "scale_search"), frozenset({"weight-only"})),
+    **dict.fromkeys(("weight_bits", "block_size", "symmetric", "weight_format", "scale_search", "algorithm"), frozenset({"weight-only"})),
+    "max_memory_mb": frozenset({"static", "weight-only"}),
     "include_gather": frozenset({"dynamic", "weight-only"}),
     "dynamic_format": frozenset({"dynamic"}),
     "keep_io_types": frozenset({"fp16", "bf16"}),
 }
 #: Options a recipe still honours (it replaces the mode's passes and so every pass option).
-_RECIPE_OPTIONS = frozenset({"mode", "recipe", "samples", "pass_options", "threads"})
+_RECIPE_OPTIONS = frozenset({"mode", "recipe", "samples", "pass_options", "threads", "target", "strict"})
 
 
 def option_flag(name: str) -> str:
@@ -191,6 +210,30 @@ def _check_applicable(o: ConversionOptions) -> None:
             f"--format qoperator needs 8-bit activations, not --activation-dtype {o.activation_dtype}: onnxruntime has no 16-bit "
             "QLinear ops; use --format qdq for 16-bit activations"
         )
+
+
+def _apply_target(o: ConversionOptions) -> None:
+    """Fill the options the target's profile covers and the user left at their defaults; refuse values
+    the target cannot take. A recipe's passes stay as written (its result is still validated)."""
+    if o.target is None:
+        if o.strict:
+            raise ConfigError("--strict checks the result against a target's rules; give --target")
+        return
+    from ..targets import get_target
+
+    profile = get_target(o.target)
+    if o.mode != "static" or o.recipe is not None:
+        return
+    defaults = {f.name: _default(f) for f in dataclasses.fields(o)}
+    for name, value in profile.settings.items():
+        if getattr(o, name) == defaults[name]:
+            object.__setattr__(o, name, value)
+    for name, values in profile.allowed.items():
+        if getattr(o, name) not in values:
+            wanted = " or ".join(str(v) for v in values)
+            raise ConfigError(
+                f"--target {profile.name} needs {option_flag(name)} {wanted}, not {getattr(o, name)} ({profile.summary}; see onnxq.targets.profiles)"
+            )
 
 
 def _check_ranges(o: ConversionOptions) -> None:

@@ -7,7 +7,7 @@ through :func:`onnxq.api.convert.convert` and the pass manager.
 - static: upgrade-opset → cleanup → smooth-activations (with data) → expand-hardswish → calibrate →
   annotate-quantization → tune-latency → insert-qdq [→ convert-qlinear]
 - dynamic: cleanup → smooth-activations (with data) → quantize-dynamic [→ blockwise Gather tables]
-- weight-only: cleanup → quantize-weights-blockwise
+- weight-only: cleanup → quantize-weights-blockwise (``algorithm`` rtn, or gptq / awq with data)
 - fp16 / bf16: cleanup → convert-float16
 """
 
@@ -116,20 +116,23 @@ def _dynamic(o: ConversionOptions, given: PipelineInputs) -> list[Step]:
 
 
 def _weight_only(o: ConversionOptions, given: PipelineInputs) -> list[Step]:
-    return [
-        {"pass": "cleanup"},
-        {
-            "pass": "quantize-weights-blockwise",
-            "bits": o.weight_bits,
-            "block_size": o.block_size,
-            "symmetric": o.symmetric,
-            "format": o.weight_format,
-            "include_gather": o.include_gather,
-            "exclude_names": o.exclude_nodes,
-            "scale_search": o.scale_search,
-            "upgrade_opset": o.weight_format == "qdq",
-        },
-    ]
+    step: Step = {
+        "pass": "quantize-weights-blockwise",
+        "bits": o.weight_bits,
+        "block_size": o.block_size,
+        "symmetric": o.symmetric,
+        "format": o.weight_format,
+        "include_gather": o.include_gather,
+        "exclude_names": o.exclude_nodes,
+        "scale_search": o.scale_search,
+        "upgrade_opset": o.weight_format == "qdq",
+        "algorithm": o.algorithm,
+    }
+    if o.samples is not None:
+        step["samples"] = o.samples
+    if o.max_memory_mb is not None:
+        step["max_memory_mb"] = o.max_memory_mb
+    return [{"pass": "cleanup"}, step]
 
 
 def _half(dtype: str) -> PipelineBuilder:

@@ -17,17 +17,26 @@ Built-in recipes ship with the package (``onnxq/api/builtin_recipes/*.toml``) an
 instead of a path: ``--recipe accurate`` (error compensation: cross-layer equalization, MSE
 calibration, the accuracy guard, AdaRound, bias correction) and ``--recipe fast`` (min-max
 calibration, no smoothing, no tuning). A file that exists always wins over a built-in name.
+
+A recipe may name its deployment target at the top (``target = "openvino"``): its passes run as
+written and the result is validated and linted for that target, as ``--target`` does.
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from ..pipeline import load_pipeline_specs
+from ..pipeline import specs_from_document
 
-__all__ = ["load_recipe", "builtin_recipes", "resolve_recipe"]
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+__all__ = ["load_recipe", "builtin_recipes", "resolve_recipe", "recipe_target"]
 
 _BUILTIN_DIR = Path(__file__).resolve().with_name("builtin_recipes")
 
@@ -62,4 +71,31 @@ def load_recipe(path: str | Path) -> list[dict[str, Any]]:
     Raises:
         ConfigError: the file is missing, is not TOML, or has no ``[[passes]]`` tables.
     """
-    return [dict(step) for step in load_pipeline_specs(resolve_recipe(path))]
+    where = resolve_recipe(path)
+    return [dict(step) for step in specs_from_document(_document(where), str(where), extra_keys=frozenset({"target"}))]
+
+
+def recipe_target(path: str | Path) -> str | None:
+    """The ``target = "..."`` a recipe names at its top, or None.
+
+    Raises:
+        ConfigError: the recipe cannot be read, or its target is not a registered one.
+    """
+    where = resolve_recipe(path)
+    target = _document(where).get("target")
+    if target is None:
+        return None
+    from ..targets import get_target
+
+    if not isinstance(target, str):
+        raise ConfigError(f"{where}: target must be a string, got {target!r}")
+    return get_target(target).name
+
+
+def _document(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"pipeline file '{path}' does not exist")
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: invalid TOML: {e}") from e

@@ -27,6 +27,10 @@ Fields (JSON keys):
         whether it met the bar and why that metric (``{"output", "metric", "threshold",
         "direction", "value", "meets", "why", "worst"}``). Empty when the guard did not run.
     calibration: what calibration did (tensors, samples, groups, seconds, peak RSS, ...).
+    target: with ``--target`` (or a recipe's ``target``): the profile, the ops the target cannot
+        run, its validation on the target's runtime (checks, load time, executed precisions, the
+        ``.ort``'s required operators, ...) and the linter's findings
+        (:meth:`onnxq.targets.check.TargetReport.to_dict`); None without a target.
 """
 
 from __future__ import annotations
@@ -109,6 +113,7 @@ class ConversionReport:
     latency: dict[str, Any] | None = None
     accuracy_guards: list[GuardEntry] = field(default_factory=list)
     calibration: dict[str, Any] | None = None
+    target: dict[str, Any] | None = None
     output: str | None = None
     model_digest: str = ""
     schema_version: int = SCHEMA_VERSION
@@ -171,6 +176,7 @@ class ConversionReport:
             "latency": self.latency,
             "accuracy_guards": [g.as_dict() for g in self.accuracy_guards],
             "calibration": self.calibration,
+            "target": self.target,
         }
 
     @classmethod
@@ -204,6 +210,7 @@ class ConversionReport:
                 latency=data.get("latency"),
                 accuracy_guards=[GuardEntry.from_dict(g) for g in data.get("accuracy_guards") or []],
                 calibration=data.get("calibration"),
+                target=data.get("target"),
                 output=data.get("output"),
                 model_digest=str(data.get("model_digest") or ""),
                 schema_version=version,

@@ -176,14 +176,6 @@ class Strategy:
         """What one sample of each exposed tensor costs, for planning groups under the memory budget."""
         return {n: _SUMMARY_NBYTES for n in names} if self.summarize else tensor_nbytes(model, first)
 
-    def uses_arena(self) -> bool:
-        """Whether onnxruntime's memory arena stays on.
-
-        On for summaries (outputs are three numbers, activations are freed as onnxruntime's
-        planner sees fit); off for full tensors, whose outputs must not pin memory.
-        """
-        return self.summarize
-
 
 _FULL_TENSORS = Strategy(summarize=False, feed=_FullTensors)
 _SUMMARIES = Strategy(summarize=True, feed=_Summaries)

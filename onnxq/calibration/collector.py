@@ -3,7 +3,26 @@
 For each group of tensors the collector builds an in-memory copy of the model with those tensors
 exposed as outputs (:mod:`.expose`), runs onnxruntime sample by sample, and feeds every output to
 that tensor's observer before the next sample runs. Memory therefore holds one sample's exposed
-activations plus the observers' fixed-size state, whatever the number of samples.
+activations plus the observers' fixed-size state, whatever the number of samples. The model's own
+inputs are observed straight from the sample (exposing them would copy them out of onnxruntime).
+
+What ``max_memory_mb`` bounds: the working memory of one pass over the data beyond running the
+model on one sample — the exposed activations of one sample plus the observers' work on them.
+Not counted: the model and its onnxruntime session, the activations onnxruntime needs anyway to
+compute the exposed ones (what one plain inference of the model takes), and the samples (one at a
+time from a re-iterable source; a one-shot reader's samples are cached as read, since each pass
+reads them again). A tensor larger than the budget gets a pass of its own, so the bound is then
+that tensor's size. Measured on a chain of 8 MB activations (``tests/calibration/test_memory_budget.py``):
+peak growth stays within the budget (or the largest tensor) plus 32 MB. Three things make it hold:
+
+* sessions keep onnxruntime's arena on (``mem_pattern`` off): one sample's outputs are carved from
+  the arena and handed to numpy without a copy, and the next sample reuses the same memory. With
+  the arena off the outputs are malloc'd and freed each run, and glibc leaves freed blocks
+  resident and fragmented (a group of 17 exposed tensors peaked at twice their size);
+* each group's session is released, and freed memory returned to the system
+  (:func:`._memory.release_freed_memory`), before the next group starts;
+* observers never copy a whole tensor to float64: histograms bin it in fixed-size chunks; only
+  rare paths (NaN/Inf masks, a per-channel observer's transposed copy) cost about one tensor more.
 
 The pieces, one concern each: :mod:`._strategies` decides how activations reach the observers
 (full tensors, or min/max summaries computed in the graph), :mod:`._groups` splits the tensors into
@@ -35,6 +54,7 @@ from ..ir import Model
 from ..progress import track
 from ..runtime.session import make_session
 from ._groups import plan_groups, plan_tensor_groups
+from ._memory import release_freed_memory
 from ._samples import describe_sample, replayable, sample_count
 from ._strategies import Strategy, choose_strategy
 from .expose import expose_tensors, float_activations
@@ -45,7 +65,8 @@ __all__ = ["CalibrationStats", "collect_ranges", "plan_groups", "replayable", "D
 
 log = logging.getLogger(__name__)
 
-#: Default budget for one sample's exposed activations (per pass over the data).
+#: Default budget for one pass's working memory: one sample's exposed activations and the observers'
+#: work on them (see the module docstring for what is not counted).
 DEFAULT_MAX_MEMORY_MB = 1024.0
 
 
@@ -95,7 +116,9 @@ def collect_ranges(
         method: observer name (``minmax``, ``moving-average``, ``percentile``, ``entropy``, ``mse``).
         options: observer options (e.g. ``{"percentile": 99.99}``).
         per_channel_axis: observe per channel along this axis (per tensor by default).
-        max_memory_mb: budget for one sample's exposed activations; None for no limit.
+        max_memory_mb: working memory of one pass over the data beyond running the model on one
+            sample: that sample's exposed activations plus observer work (see the module
+            docstring); tensors are split into groups that fit, one pass each. None: one pass.
         max_samples: stop after this many samples.
         threads: onnxruntime intra-op threads (0 = onnxruntime's default).
         progress: show a progress bar (default: on a terminal).
@@ -123,17 +146,30 @@ def collect_ranges(
     if first is None:
         raise CalibrationError(f"{model.source}: no calibration samples")
     strategy = choose_strategy(method, per_channel_axis)
-    groups = plan_tensor_groups(names, strategy.tensor_sizes(work, names, first), max_memory_mb)
+    from_feed = [] if strategy.summarize else _model_inputs(work, names)
+    exposed = [n for n in names if n not in set(from_feed)]
+    groups = plan_tensor_groups(exposed, strategy.tensor_sizes(work, exposed, first), max_memory_mb)
+    if from_feed:  # observed from the samples: no activation memory, so with the first pass
+        groups = [from_feed + groups[0], *groups[1:]] if groups else [from_feed]
+    del first  # a re-iterable source makes new arrays on each pass: do not keep a second sample
     run = _Calibration(
         model=model, work=work, replay=replay, strategy=strategy, method=method,
         options=dict(options or {}), per_channel_axis=per_channel_axis, threads=threads,
         progress=progress, total=sample_count(samples, max_samples), max_samples=max_samples,
+        from_feed=set(from_feed), order=names,
     )
     stats = CalibrationStats(tensors=len(names), groups=len(groups))
     for gi, group in enumerate(groups):
         label = f"calibrating ({method})" + (f" group {gi + 1}/{len(groups)}" if len(groups) > 1 else "")
         stats.samples = run.collect_group(group, label, stats.unreachable)
+        release_freed_memory()  # the group's session and outputs are gone: the next pass starts clean
     return run.result(stats, start)
+
+
+def _model_inputs(model: Model, names: Sequence[str]) -> list[str]:
+    """Those of ``names`` that are inputs of the main graph (every sample holds their values)."""
+    inputs = {t.name for t in model.graph.inputs}
+    return [n for n in names if n in inputs]
 
 
 @dataclass(kw_only=True)
@@ -141,7 +177,8 @@ class _Calibration:
     """One :func:`collect_ranges` call: what every tensor group shares, and the observers so far.
 
     ``model`` is the caller's model (named in errors and digested into the ranges file); ``work`` is
-    the annotated copy the groups expose tensors of.
+    the annotated copy the groups expose tensors of. ``from_feed`` are main-graph inputs observed
+    straight from the samples; ``order`` is the order of the resulting ranges.
     """
 
     model: Model
@@ -155,6 +192,8 @@ class _Calibration:
     progress: bool | None
     total: int | None
     max_samples: int | None
+    from_feed: set[str] = field(default_factory=set)
+    order: Sequence[str] = ()
     observers: dict[str, Observer] = field(default_factory=dict)
 
     def collect_group(self, group: list[str], label: str, unreachable: dict[str, str]) -> int:
@@ -163,27 +202,26 @@ class _Calibration:
         Returns:
             The number of samples read.
         """
-        exposed = expose_tensors(self.work, group, summarize=self.strategy.summarize, loops=True)
+        inputs = [n for n in group if n in self.from_feed]
+        exposed = expose_tensors(self.work, [n for n in group if n not in self.from_feed], summarize=self.strategy.summarize, loops=True)
         unreachable.update(exposed.unreachable)
-        # Graph optimizations off: which tensors are exposed changes what onnxruntime may fuse, and
-        # ranges must not depend on how tensors were grouped.
-        session = make_session(
-            exposed.model,
-            threads=self.threads,
-            optimization="disable",
-            where=self.model.source,
-            enable_arena=self.strategy.uses_arena(),
-        )
         outputs = list(exposed.output_to_tensor)
-        tensors = [exposed.output_to_tensor[o] for o in outputs]
+        # Graph optimizations off: which tensors are exposed changes what onnxruntime may fuse, and
+        # ranges must not depend on how tensors were grouped. The arena on, its memory planning off:
+        # see the module docstring.
+        session = make_session(
+            exposed.model, threads=self.threads, optimization="disable", where=self.model.source, mem_pattern=False
+        ) if outputs else None
+        tensors = [exposed.output_to_tensor[o] for o in outputs] + inputs
         for name in tensors:
             if name not in self.observers:
                 self.observers[name] = make_observer(self.method, per_channel_axis=self.per_channel_axis, **self.options)
-        feed = self.strategy.feed(tensors, self.observers, [exposed.output_depth[o] for o in outputs])
+        feed = self.strategy.feed(tensors, self.observers, [exposed.output_depth[o] for o in outputs] + [0] * len(inputs))
         count = 0
         samples = islice(self.replay, self.max_samples)
         for index, sample in enumerate(track(samples, label, total=self.total, enabled=self.progress)):
-            values = _run(session, outputs, sample, index, self.model.source)
+            values = _run(session, outputs, sample, index, self.model.source) if session is not None else []
+            values += [_input_value(sample, name, index, self.model.source) for name in inputs]
             feed.update(values, sample, index)
             del values  # before the next sample runs: one sample's activations in memory at a time
             count += 1
@@ -192,8 +230,9 @@ class _Calibration:
 
     def result(self, stats: CalibrationStats, start: float) -> tuple[RangeSet, CalibrationStats]:
         """The ranges of every observed tensor; tensors never computed are reported unreachable."""
-        ranges = {name: _with_samples(obs) for name, obs in self.observers.items() if obs.samples}
-        for name, obs in self.observers.items():
+        observers = {n: self.observers[n] for n in self.order if n in self.observers}  # grouping must not show
+        ranges = {name: _with_samples(obs) for name, obs in observers.items() if obs.samples}
+        for name, obs in observers.items():
             if not obs.samples:
                 stats.unreachable[name] = "not computed on any sample (e.g. an If branch never taken)"
         stats.saturating = sorted(n for n, r in ranges.items() if r.is_saturating)
@@ -221,6 +260,13 @@ def _run(session: Any, outputs: list[str], sample: Mapping[str, np.ndarray], ind
     except Exception as e:
         msg = " ".join(str(e).split())
         raise CalibrationError(f"{source}: onnxruntime failed on {describe_sample(sample, index)}: {msg}") from e
+
+
+def _input_value(sample: Mapping[str, np.ndarray], name: str, index: int, source: str) -> np.ndarray:
+    """A model input's value in ``sample``, as onnxruntime was fed it."""
+    if name not in sample:
+        raise CalibrationError(f"{source}: {describe_sample(sample, index)} has no value for model input '{name}'")
+    return np.asarray(sample[name])
 
 
 def _with_samples(obs: Observer) -> TensorRange:

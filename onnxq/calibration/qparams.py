@@ -23,6 +23,12 @@ Given a calibrated range ``[rmin, rmax]`` the parameters follow onnxruntime's
 6. ``reduce_range`` (7-bit weights for CPUs whose u8*s8 dot product can saturate) uses onnxruntime's
    reduced grids, which take precedence over the symmetric ones: uint8 ``[0, 127]``, int8 ``[-64, 64]``,
    uint16 ``[0, 32767]``, int16 ``[-16384, 16384]``.
+7. ``power_of_two`` (fixed-point scales, for integer-only NPUs and DSPs): after step 3 the scale is
+   rounded *up* to ``2^-k`` (``s' = 2^ceil(log2 s)``), then step 4 computes the zero point with
+   ``s'``. Rounding up keeps the whole range on the grid (nothing new clips) at the price of at most
+   one bit of resolution; rounding down would clip up to half the range. With power-of-two input,
+   weight and output scales, every requantization multiplier ``s_x·s_w / s_y`` is a power of two:
+   a bit shift on hardware without a multiplier for it.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ __all__ = [
     "dequantize",
     "quant_grid",
     "quantize",
+    "power_of_two_ceil",
 ]
 
 logger = logging.getLogger(__name__)
@@ -95,12 +102,20 @@ def quant_grid(dtype: str, symmetric: bool = False, reduce_range: bool = False) 
     return QuantGrid(dtype, qmin, qmax)
 
 
+def power_of_two_ceil(scale: np.ndarray | float) -> np.ndarray:
+    """The smallest power of two ``>= scale`` (float64; rule 7 of the module docstring)."""
+    s = np.asarray(scale, dtype=np.float64)
+    with np.errstate(divide="ignore"):
+        return np.where(s > 0, np.exp2(np.ceil(np.log2(np.where(s > 0, s, 1.0)))), s)
+
+
 def compute_qparams_array(
     rmin: np.ndarray | float,
     rmax: np.ndarray | float,
     dtype: str,
     symmetric: bool,
     reduce_range: bool = False,
+    power_of_two: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Vectorized scale / zero point for arrays of ranges (e.g. one per output channel of a weight).
 
@@ -110,6 +125,7 @@ def compute_qparams_array(
         dtype: Target integer type, one of :data:`QUANT_DTYPES`.
         symmetric: Symmetrize the range around 0 (rule 2 of the module docstring).
         reduce_range: Use the 7-bit (15-bit for 16-bit types) grid of rule 6.
+        power_of_two: Round scales up to powers of two (rule 7).
 
     Returns:
         ``(scale, zero_point)``: float32 scales and zero points of ``dtype``, both of the broadcast shape.
@@ -131,6 +147,8 @@ def compute_qparams_array(
         lo, hi = -absmax, absmax
     scale = (hi - lo) / float(grid.levels)
     degenerate = scale < _MIN_SCALE
+    if power_of_two:
+        scale = np.where(degenerate, scale, power_of_two_ceil(scale))
     safe_scale = np.where(degenerate, 1.0, scale)
     if symmetric:
         zero_point = np.full(scale.shape, np.round((grid.qmin + grid.qmax) / 2.0))
@@ -141,14 +159,14 @@ def compute_qparams_array(
 
 
 def compute_qparams(
-    rmin: float, rmax: float, dtype: str, symmetric: bool, reduce_range: bool = False
+    rmin: float, rmax: float, dtype: str, symmetric: bool, reduce_range: bool = False, power_of_two: bool = False
 ) -> tuple[np.float32, int]:
     """Scale and zero point of one range; see :func:`compute_qparams_array` and the module docstring.
 
     Returns:
         ``(scale, zero_point)`` as ``np.float32`` and a Python ``int``.
     """
-    scale, zero_point = compute_qparams_array(rmin, rmax, dtype, symmetric, reduce_range)
+    scale, zero_point = compute_qparams_array(rmin, rmax, dtype, symmetric, reduce_range, power_of_two)
     return np.float32(scale.reshape(())), int(zero_point.reshape(()))
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import cmd_basic, cmd_calibrate, cmd_convert, cmd_debug, cmd_eval, cmd_profile, cmd_prune  # noqa: F401  (registers commands)
+from . import cmd_basic, cmd_calibrate, cmd_convert, cmd_debug, cmd_eval, cmd_lint, cmd_profile, cmd_prune, cmd_sensitivity  # noqa: F401  (registers commands)
 from ._app import cli
 
 __all__ = ["cli", "main"]

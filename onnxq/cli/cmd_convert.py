@@ -8,6 +8,7 @@ prints what the report says.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from ..data import parse_dims
 from ..debug import require_matplotlib
 from ..errors import ConfigError
 from ..progress import progress_enabled
+from ..targets import target_names
 from ._app import cli
 from ._common import Input, Output, RunOutputs, data_options, maybe_write_report
 from ._output import echo, human_bytes, table
@@ -90,7 +92,7 @@ def _choice_option(flag: str, choices: list[str], default: str, help: str) -> An
     help="Calibration method (percentile 99.999 measured best on real models).",
 )
 @click.option("--percentile", type=float, help="Percentile for --method percentile.")
-@click.option("--max-memory", "max_memory_mb", type=float, help="MB of activations per calibration pass.")
+@click.option("--max-memory", "max_memory_mb", type=float, help="MB of activations per calibration pass (static; weight-only gptq/awq).")
 @click.option(
     "--smooth", type=float, default=0.5, show_default=True, help="SmoothQuant alpha for LayerNorm→MatMul outliers with --data (static and dynamic; 0 disables)."
 )
@@ -138,8 +140,19 @@ def _choice_option(flag: str, choices: list[str], default: str, help: str) -> An
 @_choice_option("--weight-format", ["matmulnbits", "qdq"], "matmulnbits", "weight-only: onnxruntime MatMulNBits or standard opset-21 blocked DequantizeLinear.")
 @_choice_option("--scale-search", ["mse", "none"], "mse", "weight-only: search each block's clipping range for least error (mse) or round to nearest (none).")
 @click.option("--include-gather", is_flag=True, help="weight-only / dynamic: also quantize Gather embedding tables (GatherBlockQuantized).")
+@_choice_option(
+    "--algorithm", ["rtn", "gptq", "awq"], "rtn", "weight-only: round to nearest, or with --data GPTQ error compensation / AWQ activation-aware scaling."
+)
 @_choice_option("--dynamic-format", ["fused", "standard"], "fused", "dynamic: DynamicQuantizeMatMul or standard DynamicQuantizeLinear+MatMulInteger.")
 @click.option("--keep-io-types/--no-keep-io-types", default=True, show_default=True, help="fp16/bf16: keep inputs/outputs float32.")
+@click.option(
+    "--target",
+    type=click.Choice(list(target_names())),
+    help="Deployment target: its profile sets format, types, per-channel, which ops get Q/DQ and bias; the result is validated on its runtime and linted.",
+)
+@click.option("--strict", is_flag=True, help="With --target: fail when the target cannot run an op, its validation fails or the linter finds errors.")
+@click.option("--power-of-two-scales", is_flag=True, help="Fixed-point scales 2^-k (integer-only NPUs/DSPs); the report gives the accuracy cost.")
+@click.option("--int32-bias/--float-bias", default=True, show_default=True, help="Biases as int32 (s_x·s_w) or float (TensorRT).")
 @data_options
 def convert_cmd(
     model: str,
@@ -168,15 +181,46 @@ def convert_cmd(
     reads += [Input("--recipe", options.recipe), Input("--replay", options.replay)]
     if report_html:
         require_matplotlib()  # before the conversion runs, not after
-    with RunOutputs([Output("-o", output, model=True), Output("--report", report), Output("--report-html", report_html)], reads) as outs:
+    extra = _artifact_outputs(options, output)
+    outputs = [Output("-o", output, model=True), Output("--report", report), Output("--report-html", report_html)] + [Output(r, p) for r, p in extra.values()]
+    with RunOutputs(outputs, reads) as outs:
         result = convert(model, data, ranges=ranges, options=options, dims=parse_dims(dims), image_preprocess=image_preprocess, progress=progress_enabled())
-        outs.write("-o", result.save)
+        outs.write("-o", lambda path: result.save(path, artifacts=False))
+        for suffix, (role, _) in extra.items():
+            if suffix in result.artifacts:
+                outs.write(role, _bytes_writer(result.artifacts[suffix]))
         result.report.output = output
         maybe_write_report(outs, "--report", report, result.report.to_dict())
         if report_html:
             sizes, bars = parse_dims(dims), progress_enabled()
             outs.write("--report-html", lambda path: result.write_html(path, model, data, dims=sizes, image_preprocess=image_preprocess, progress=bars))
     _print_summary(result.report, Path(output))
+
+
+def _bytes_writer(blob: bytes) -> Callable[[Path], int]:
+    return lambda path: path.write_bytes(blob)
+
+
+def _artifact_outputs(options: ConversionOptions, output: str) -> dict[str, tuple[str, Path]]:
+    """The files the target's validation writes beside ``-o`` (``.ort`` ...), as ``{suffix: (role, path)}``."""
+    from ..api.targets import artifact_paths, conversion_target
+
+    profile = conversion_target(options)
+    if profile is None:
+        return {}
+    return {suffix: (f"--target {profile.name} ({suffix})", path) for suffix, path in artifact_paths(output, profile.artifacts).items()}
+
+
+def _print_target(target: dict[str, Any]) -> None:
+    """One line per check of the target section, then the linter's counts."""
+    validation = target.get("validation") or {}
+    for check in validation.get("checks", []):
+        echo(f"target {target['name']}: {'ok' if check['passed'] else 'FAILED'} {check['check']}: {check['detail']}")
+    for op, why in (target.get("unsupported_ops") or {}).items():
+        echo(f"target {target['name']}: cannot run {op}: {why}", err=True)
+    lint = target.get("lint") or {}
+    verdict = "passed" if target["passed"] else "NOT passed"
+    echo(f"target {target['name']}: lint {lint.get('errors', 0)} error(s), {lint.get('warnings', 0)} warning(s) ({verdict})")
 
 
 def _print_summary(rep: ConversionReport, out: Path) -> None:
@@ -186,6 +230,8 @@ def _print_summary(rep: ConversionReport, out: Path) -> None:
         table("nodes left float", ["nodes", "reason"], sorted(([v, k] for k, v in reasons.items()), reverse=True))
     for note in rep.notes:
         echo(f"note: {note}", err=True)
+    if rep.target is not None:
+        _print_target(rep.target)
     latency = rep.latency or {}
     timed = [s for s in latency.get("steps", []) if "float_ms" in s and "int8_ms" in s]
     if timed:

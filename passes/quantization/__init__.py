@@ -13,6 +13,7 @@ from . import (  # noqa: F401  (imported to register the passes)
     convert_qlinear,
     expand_hardswish,
     insert_qdq,
+    measure_fixed_point,
     quantize_dynamic,
     quantize_weights_blockwise,
     smooth_activations,

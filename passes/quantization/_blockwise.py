@@ -22,7 +22,9 @@ For each block we also try the range shrunk by ratios ``r`` in ``[r_min, 1)`` (`
 ``hi * r``; values outside are clipped) and keep the candidate with the smallest squared
 reconstruction error of that block. ``r = 1`` (plain RTN) is always a candidate and wins ties, so the
 search is never worse than RTN, block by block. It is vectorized over blocks and candidates, in
-chunks bounded by :data:`CHUNK_ELEMENTS` to cap memory on embedding-sized tables.
+chunks bounded by :data:`CHUNK_ELEMENTS` to cap memory on embedding-sized tables. With calibration
+data the error can be weighted per row of ``K`` (``importance``, e.g. ``E[x_k²]``: the diagonal of
+the layer's output error ``Σ_k E[x_k²] Δ_k²``), so clipping spares the rows that meet large inputs.
 
 **Packing**: sub-byte codes are packed low-first: byte ``j`` of a 4-bit row holds code ``2j`` in
 bits 0-3 and code ``2j+1`` in bits 4-7 (onnxruntime's MatMulNBits / GatherBlockQuantized order).
@@ -146,17 +148,29 @@ def dequantize_blocks(q: np.ndarray, scale: np.ndarray, zp: np.ndarray) -> np.nd
     return ((q - zp[..., None]).astype(np.float32) * scale[..., None]).astype(np.float32, copy=False)
 
 
-def _block_errors(blocks: np.ndarray, bits: int, symmetric: bool, ratios: np.ndarray, scale_dtype: np.dtype | type | None) -> np.ndarray:
-    """Squared reconstruction error of every block for every ratio: ``[len(ratios), *blocks.shape[:-1]]``."""
+def _block_errors(
+    blocks: np.ndarray, bits: int, symmetric: bool, ratios: np.ndarray, scale_dtype: np.dtype | type | None, importance: np.ndarray | None = None
+) -> np.ndarray:
+    """Squared reconstruction error (weighted by ``importance`` when given, same shape as ``blocks``)
+    of every block for every ratio: ``[len(ratios), *blocks.shape[:-1]]``."""
     r = ratios.reshape((-1,) + (1,) * (blocks.ndim - 1))
     scale, zp = block_qparams(blocks[None], bits, symmetric, r, scale_dtype)
     q = quantize_blocks(blocks[None], scale, zp, bits, symmetric)
     err = dequantize_blocks(q, scale, zp) - blocks[None]
+    if importance is not None:
+        return np.einsum("...i,...i,...i->...", err, err, importance[None])
     return np.einsum("...i,...i->...", err, err)
 
 
 def search_ratios(
-    blocks: np.ndarray, bits: int, symmetric: bool, *, min_ratio: float = 0.7, steps: int = 20, scale_dtype: np.dtype | type | None = None
+    blocks: np.ndarray,
+    bits: int,
+    symmetric: bool,
+    *,
+    min_ratio: float = 0.7,
+    steps: int = 20,
+    scale_dtype: np.dtype | type | None = None,
+    importance: np.ndarray | None = None,
 ) -> np.ndarray:
     """Per-block clip ratio minimizing squared reconstruction error (1.0 = RTN, which wins ties).
 
@@ -166,6 +180,7 @@ def search_ratios(
         min_ratio: smallest ratio tried.
         steps: number of ratios in ``[min_ratio, 1]`` (1.0 included, tried first).
         scale_dtype: storage type of the scales (see :func:`block_qparams`).
+        importance: weights of each value's squared error, broadcastable to ``blocks`` (None: equal).
 
     Returns:
         float32 ratios of shape ``blocks.shape[:-1]``.
@@ -175,11 +190,13 @@ def search_ratios(
     ratios = np.concatenate([[1.0], np.linspace(1.0, min_ratio, max(steps, 1))[1:]]).astype(np.float32)
     lead = blocks.shape[:-1]
     flat = blocks.reshape(-1, blocks.shape[-1]).astype(np.float32, copy=False)
+    weights = None if importance is None else np.broadcast_to(np.asarray(importance, np.float32), blocks.shape).reshape(flat.shape)
     best = np.ones(flat.shape[0], dtype=np.float32)
     per_chunk = max(1, CHUNK_ELEMENTS // (flat.shape[1] * len(ratios)))
     for start in range(0, flat.shape[0], per_chunk):
         chunk = flat[start : start + per_chunk]
-        errors = _block_errors(chunk, bits, symmetric, ratios, scale_dtype)  # [R, chunk]
+        part = None if weights is None else weights[start : start + per_chunk]
+        errors = _block_errors(chunk, bits, symmetric, ratios, scale_dtype, part)  # [R, chunk]
         best[start : start + per_chunk] = ratios[np.argmin(errors, axis=0)]  # argmin keeps the first (RTN) on ties
     return best.reshape(lead)
 
@@ -223,6 +240,7 @@ def quantize_blockwise(
     min_ratio: float = 0.7,
     steps: int = 20,
     scale_dtype: np.dtype | type | None = None,
+    importance: np.ndarray | None = None,
 ) -> BlockQuant:
     """Quantize ``W[K, N]`` per block of ``block_size`` along ``K`` (see the module docstring).
 
@@ -232,6 +250,7 @@ def quantize_blockwise(
         search: run the per-block MSE clip-ratio search (:func:`search_ratios`).
         min_ratio / steps: the search grid.
         scale_dtype: storage type of the scales (float32 default; float16 for float16 models).
+        importance: ``[K]`` weights of each row's squared error in the search (e.g. ``E[x_k²]``).
 
     Returns:
         The codes, scales and zero points with the RTN and final mean squared errors.
@@ -244,7 +263,8 @@ def quantize_blockwise(
     err_rtn = float(np.square(from_blocks(dequantize_blocks(codes, scale, zp), k) - w32).mean()) if w32.size else 0.0
     err = err_rtn
     if search and w32.size:
-        ratios = search_ratios(blocks, bits, symmetric, min_ratio=min_ratio, steps=steps, scale_dtype=scale_dtype)
+        rows = None if importance is None else to_blocks(np.asarray(importance, np.float32).reshape(-1, 1), block_size)  # [1, n_blocks, B]
+        ratios = search_ratios(blocks, bits, symmetric, min_ratio=min_ratio, steps=steps, scale_dtype=scale_dtype, importance=rows)
         scale, zp = block_qparams(blocks, bits, symmetric, ratios, scale_dtype)
         codes = quantize_blocks(blocks, scale, zp, bits, symmetric)
         err = float(np.square(from_blocks(dequantize_blocks(codes, scale, zp), k) - w32).mean())

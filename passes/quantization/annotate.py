@@ -106,7 +106,7 @@ def build_plan(
     for i in glue_ids - kept_glue:
         reasons[i] = "not between quantized compute ops (int8 here would only add conversions)"
     kept = anchor_ids | kept_glue
-    plan = QuantPlan()
+    plan = QuantPlan(power_of_two=cfg.power_of_two_scales)
     for node in nodes:
         if id(node) in kept:
             plan.decisions[node.name] = Decision(node.name, node.op, True, "quantized")
@@ -180,7 +180,7 @@ def _resolve_tensors(
             elif isinstance(role, Weight):
                 axis = role.axis if cfg.per_channel else None
                 plan.weights.append(WeightQuant(node.name, i, t.name, "weight", cfg.weight_dtype, cfg.weight_symmetric, axis, bool(cfg.reduce_range)))
-            elif isinstance(role, Bias):
+            elif isinstance(role, Bias) and cfg.int32_bias:  # else the bias stays a float constant
                 weight_role = desc.inputs[role.weight_index]
                 axis = 0 if cfg.per_channel and isinstance(weight_role, Weight) and weight_role.axis is not None else None
                 plan.weights.append(

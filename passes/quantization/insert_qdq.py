@@ -8,7 +8,9 @@ A graph output keeps its name on ``t_dq``. Tensors in one share group get the pa
 union of their ranges. Weights are stored already quantized: ``W_q = round(W / s_w)`` as an int8
 initializer feeding ``DequantizeLinear(W_q, s_w, 0, axis)``. Biases are int32 with
 ``s_b = s_x · s_w`` and zero point 0; when ``|b / s_b|`` would overflow int32 the weight scale of
-that channel is raised to ``|b| / (s_x · (2^31 - 1))`` (vectorized, reported in stats).
+that channel is raised to ``|b| / (s_x · (2^31 - 1))`` (vectorized, reported in stats). With the
+plan's ``power_of_two`` every scale is rounded up to ``2^-k`` (:mod:`onnxq.calibration.qparams`,
+rule 7), a raised weight scale too, so bias scales ``s_x · s_w`` are powers of two as well.
 
 Subgraphs (If branches, Loop/Scan bodies): Q/DQ nodes live in the graph that computes ``t`` (a body
 tensor is quantized inside its body, a body output keeps its name on a ``t_dq`` computed there, so
@@ -31,7 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from onnxq import ir
-from onnxq.calibration.qparams import compute_qparams, compute_qparams_array, quantize
+from onnxq.calibration.qparams import compute_qparams, compute_qparams_array, power_of_two_ceil, quantize
 from onnxq.calibration.ranges import TensorRange
 from onnxq.errors import PreconditionError
 from onnxq.ir import Graph, Model, Tensor
@@ -70,20 +72,20 @@ def activation_qparams(plan: QuantPlan, ranges: Mapping[str, TensorRange]) -> di
         tq = tqs[0]
         if len(tqs) == 1 and tq.clamp is not None:
             lo, hi = max(lo, tq.clamp[0]), min(hi, tq.clamp[1])
-        scale, zp = compute_qparams(lo, hi, tq.dtype, tq.symmetric)
+        scale, zp = compute_qparams(lo, hi, tq.dtype, tq.symmetric, power_of_two=plan.power_of_two)
         qp = _QParams(np.asarray(scale, np.float32), np.asarray(zp, _NP[tq.dtype]))
         for m in members:
             out[m] = qp
     return out
 
 
-def _weight_qparams(values: np.ndarray, wq: WeightQuant) -> _QParams:
+def _weight_qparams(values: np.ndarray, wq: WeightQuant, power_of_two: bool = False) -> _QParams:
     if wq.axis is None:
-        scale, zp = compute_qparams(float(values.min()), float(values.max()), wq.dtype, wq.symmetric, wq.reduce_range)
+        scale, zp = compute_qparams(float(values.min()), float(values.max()), wq.dtype, wq.symmetric, wq.reduce_range, power_of_two)
         return _QParams(np.asarray(scale, np.float32), np.asarray(zp, _NP[wq.dtype]))
     axis = wq.axis % values.ndim
     other = tuple(i for i in range(values.ndim) if i != axis)
-    scales, zps = compute_qparams_array(values.min(axis=other), values.max(axis=other), wq.dtype, wq.symmetric, wq.reduce_range)
+    scales, zps = compute_qparams_array(values.min(axis=other), values.max(axis=other), wq.dtype, wq.symmetric, wq.reduce_range, power_of_two)
     return _QParams(np.asarray(scales, np.float32), np.asarray(zps).astype(_NP[wq.dtype]), axis)
 
 
@@ -135,7 +137,8 @@ class _Materializer:
 
     def constant_qparams(self) -> dict[tuple[str, int], _QParams]:
         """Weight qparams, then bias qparams derived from them (raising weight scales on overflow)."""
-        qps = {(wq.node, wq.index): _weight_qparams(self.weight_values(wq), wq) for wq in self.plan.weights if wq.kind == "weight"}
+        pow2 = self.plan.power_of_two
+        qps = {(wq.node, wq.index): _weight_qparams(self.weight_values(wq), wq, pow2) for wq in self.plan.weights if wq.kind == "weight"}
         for wq in self.plan.weights:
             if wq.kind != "bias":
                 continue
@@ -144,6 +147,8 @@ class _Materializer:
             wqp = qps[(wq.node, w_index)]
             bias = self.weight_values(wq).reshape(-1)
             s_w, raised = guard_bias_overflow(bias, s_x, wqp.scale)
+            if raised and pow2:
+                s_w = power_of_two_ceil(s_w)
             if raised:
                 self.stats["bias_overflow_channels"] += raised
                 log.info("%s: raised %d weight scale(s) so the int32 bias fits", wq.node, raised)
@@ -216,7 +221,7 @@ class _Materializer:
         qps = self.constant_qparams()
         for wq in self.plan.weights:
             key = (wq.node, wq.index)
-            qp = qps.get(key) or _weight_qparams(self.weight_values(wq), wq)
+            qp = qps.get(key) or _weight_qparams(self.weight_values(wq), wq, self.plan.power_of_two)
             self.store_constant(wq, qp)
         tensors = {t.name: t for g in ir.iter_graphs(self.model.graph) for t in list(g.inputs) + [o for n in g.nodes for o in n.outputs]}
         for name in sorted(self.plan.activations):

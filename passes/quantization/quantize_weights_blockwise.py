@@ -23,6 +23,13 @@ Two encodings (``format``):
   option ``session.qdq_matmulnbits_accuracy_level``); a DQ feeding Gather dequantizes the whole table
   on every run (onnxruntime never constant-folds DequantizeLinear).
 
+**Algorithms** (``algorithm``): ``rtn`` rounds each block to nearest (optionally with the clip
+search); with calibration data (:mod:`._weight_calibration`) ``gptq`` rounds row by row
+along K, compensating each row's error on the rows left with the layer's input Hessian
+``H = 2 E[x xᵀ]`` (:mod:`._gptq`); ``awq`` scales input channels by ``E|x|^α`` (``α`` searched on
+sampled rows) before rounding, folding ``1 / s`` into the producer or a Mul (:mod:`._awq`). All three
+emit the same encodings; Gather tables and nodes GPTQ/AWQ cannot serve are rounded to nearest.
+
 A node is skipped, with its reason in the run's skip records (``ctx.skips``), when its weight is computed at run time
 (activation × activation MatMul), is not a 2-D float32/float16 constant, is smaller than
 ``min_k`` x ``min_n`` (defaults 16 x 16: a layer that narrow — typically a classifier head — saves
@@ -45,6 +52,7 @@ from onnxq.pass_base import Pass, PassConfig, PassContext, PassResult, register_
 from onnxq.runtime.kernels import cpu_kernel_error
 
 from ._blockwise import BlockQuant, from_blocks, pack_codes, quantize_blockwise
+from ._weight_calibration import Calibrated, calibrate_weights
 
 __all__ = ["QuantizeWeightsBlockwise", "QuantizeWeightsBlockwiseConfig"]
 
@@ -72,6 +80,12 @@ class QuantizeWeightsBlockwiseConfig(PassConfig):
         exclude_names: node or weight names left in float.
         upgrade_opset: for ``format="qdq"`` on a model below opset 21, upgrade it first instead of
             raising :class:`PreconditionError`.
+        algorithm: ``"rtn"``, ``"gptq"`` or ``"awq"`` (the last two read ``calibration_data``).
+        samples / max_memory_mb: calibration samples read, and the MB of one sample's exposed
+            inputs plus their statistics per pass over the data (GPTQ / AWQ).
+        damp / act_order: GPTQ's dampening ``λ / mean(diag H)`` and processing by decreasing ``diag H``.
+        awq_grid / awq_rows: AWQ's ``α`` grid intervals over [0, 1] and rows sampled per input to judge it.
+        seed: seeds AWQ's row sampling.
     """
 
     bits: Literal[4, 8] = 4
@@ -87,6 +101,14 @@ class QuantizeWeightsBlockwiseConfig(PassConfig):
     min_n: int = 16
     exclude_names: tuple[str, ...] = ()
     upgrade_opset: bool = False
+    algorithm: Literal["rtn", "gptq", "awq"] = "rtn"
+    samples: int = 128
+    max_memory_mb: float | None = 1024.0
+    damp: float = 0.01
+    act_order: bool = False
+    awq_grid: int = 20
+    awq_rows: int = 512
+    seed: int = 0
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -96,6 +118,11 @@ class QuantizeWeightsBlockwiseConfig(PassConfig):
             raise ConfigError(f"quantize-weights-blockwise: search_steps must be >= 1, got {self.search_steps}")
         if self.min_k < 1 or self.min_n < 1:
             raise ConfigError(f"quantize-weights-blockwise: min_k and min_n must be >= 1, got {self.min_k}, {self.min_n}")
+        if min(self.samples, self.awq_grid, self.awq_rows) < 1 or not 0 < self.damp < 1 or (self.max_memory_mb is not None and self.max_memory_mb <= 0):
+            raise ConfigError(
+                "quantize-weights-blockwise: samples, awq_grid and awq_rows must be >= 1, damp in (0, 1) and max_memory_mb > 0, got "
+                f"{self.samples}, {self.awq_grid}, {self.awq_rows}, {self.damp}, {self.max_memory_mb}"
+            )
 
 
 @dataclass
@@ -172,6 +199,15 @@ def _ort_type(dtype: np.dtype) -> str:
 class QuantizeWeightsBlockwise(Pass[QuantizeWeightsBlockwiseConfig]):
     """Weight-only block quantization (int4/int8) of MatMul/Gemm weights (and embeddings) to MatMulNBits or blocked QDQ."""
 
+    def check_needs(self, available: set[str]) -> set[str]:
+        """GPTQ and AWQ read ``calibration_data``; refused at once, naming ``--data``, when nothing gives it."""
+        if self.config.algorithm != "rtn" and "calibration_data" not in available:
+            raise self._no_data()
+        return super().check_needs(available)
+
+    def _no_data(self) -> ConfigError:
+        return ConfigError(f"quantize-weights-blockwise: algorithm '{self.config.algorithm}' needs calibration data (--data), and none is given")
+
     def requires(self, model: Model) -> None:
         c = self.config
         if c.format == "qdq" and model.opset < QDQ_OPSET and not c.upgrade_opset:
@@ -192,23 +228,33 @@ class QuantizeWeightsBlockwise(Pass[QuantizeWeightsBlockwiseConfig]):
         self._namer = ir.names(model)
         self._cache: dict[tuple[str, str], list[Any]] = {}
         stats = _Stats()
-        for graph in list(ir.iter_graphs(model.graph)):
+        found = [(g, [t for n in g.nodes if (t := self._target(g, n, stats.skipped)) is not None]) for g in list(ir.iter_graphs(model.graph))]
+        self._calibrated = self._calibrate(model, [t for _, ts in found for t in ts], ctx)
+        for graph, targets in found:
             replacements: dict[int, list[Node]] = {}
-            for node in graph.nodes:
-                target = self._target(graph, node, stats.skipped)
-                if target is None:
-                    continue
+            for target in targets:
                 new_nodes = self._rewrite(model, target, stats)
                 if new_nodes is not None:
-                    replacements[id(node)] = new_nodes
+                    replacements[id(target.node)] = new_nodes
             if replacements:
                 self._splice(graph, replacements)
         for name, (op, reason) in stats.skipped.items():
             ctx.skip(name, op, reason)
         out = stats.as_dict(c.scale_search == "mse")
+        rewritten = self._calibrated is not None and bool(self._calibrated.folds)  # AWQ rescaled the float graph
+        if self._calibrated is not None:
+            out.update(self._calibrated.as_dict(c.algorithm))
         if upgraded:
             out["upgraded_opset_to"] = QDQ_OPSET
-        return PassResult(model, bool(stats.quantized) or upgraded, out)
+        return PassResult(model, bool(stats.quantized) or upgraded or rewritten, out)
+
+    def _calibrate(self, model: Model, targets: list[_Target], ctx: PassContext) -> Calibrated | None:
+        """GPTQ's weights / AWQ's rewrites from the calibration data (None for ``rtn``)."""
+        if self.config.algorithm == "rtn":
+            return None
+        if ctx.calibration_data is None:
+            raise self._no_data()
+        return calibrate_weights(model, targets, ctx.calibration_data, self.config, progress=ctx.progress)
 
     # -- finding weights ---------------------------------------------------------------------
 
@@ -292,6 +338,8 @@ class QuantizeWeightsBlockwise(Pass[QuantizeWeightsBlockwiseConfig]):
 
     def _quantize(self, target: _Target, float_dtype: np.dtype) -> BlockQuant:
         c = self.config
+        if self._calibrated is not None and id(target.node) in self._calibrated.quant:
+            return self._calibrated.quant[id(target.node)]  # GPTQ's, or AWQ's (scaled, clip search weighted by the data)
         return quantize_blockwise(
             target.w,
             c.block_size,

@@ -51,8 +51,8 @@ from onnxq.metrics import GuardSet, choose_guards
 from onnxq.pass_base import Pass, PassContext, PassResult, register_pass
 from onnxq.plan import AccuracyGuardConfig, QuantizationConfig, QuantPlan, TuningRecord, TuningStep
 from onnxq.progress import status
+from onnxq.runtime.backends import make_runtime_session, runtime_names
 from onnxq.runtime.bench import bench_sessions
-from onnxq.runtime.session import make_session
 
 from .annotate import build_plan
 from .insert_qdq import materialize
@@ -101,6 +101,11 @@ class TuneLatencyConfig(AccuracyGuardConfig):
         min_gain: a class is kept float only when that is faster by at least this fraction.
         accuracy: run the accuracy guard (its targets: see the module docstring).
         replay: a previous conversion report (JSON); its decisions are applied without measuring.
+        runtime: where trials run (:data:`onnxq.runtime.backends.RUNTIMES`): ``onnxruntime``, the
+            deployment target's runtime when it runs here (``openvino``), or
+            ``onnxruntime-reference`` (exact QDQ numerics) for a target that does not.
+        latency: time int8 against float; off where the target's runtime does not run here (the
+            accuracy guard still runs, on ``runtime``'s numerics).
     """
 
     threads: int = 1
@@ -108,11 +113,15 @@ class TuneLatencyConfig(AccuracyGuardConfig):
     min_gain: float = 0.05
     accuracy: bool = True
     replay: str = ""
+    runtime: str = "onnxruntime"
+    latency: bool = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.threads < 0 or self.budget_s <= 0 or not 0 <= self.min_gain < 1:
             raise ConfigError("tune-latency: threads >= 0, budget_s > 0 and 0 <= min_gain < 1 required")
+        if self.runtime not in runtime_names():
+            raise ConfigError(f"tune-latency: unknown runtime '{self.runtime}'; valid: {', '.join(runtime_names())}")
         if self.replay and not Path(self.replay).is_file():
             raise ConfigError(f"tune-latency: replay report '{self.replay}' does not exist")
 
@@ -152,7 +161,7 @@ class _Trials:
         self.samples = samples
         self.tcfg = tcfg
         self.deadline = time.perf_counter() + tcfg.budget_s
-        self.float_session = make_session(model, threads=tcfg.threads, where=f"{model.source} (float)")
+        self.float_session = make_runtime_session(model, tcfg.runtime, threads=tcfg.threads, where=f"{model.source} (float)")
         guards = choose_guards(model, tcfg.accuracy_metric, min_agreement=tcfg.min_agreement, min_cosine=tcfg.min_cosine, ranges=ranges)
         self.guards = GuardSet(guards, min_agreement=tcfg.min_agreement, min_cosine=tcfg.min_cosine)
         # Large inputs: fewer accuracy samples (decided from the input size, not from a timing, so
@@ -172,7 +181,7 @@ class _Trials:
         variant = ir.clone(self.model)
         materialize(variant, plan, self.ranges)
         ir.normalize(variant)
-        return make_session(variant, threads=self.tcfg.threads, where=f"{self.model.source} (int8 candidate)"), plan
+        return make_runtime_session(variant, self.tcfg.runtime, threads=self.tcfg.threads, where=f"{self.model.source} (int8 candidate)"), plan
 
     def time(self, a: Any, b: Any) -> tuple[float, float]:
         """Medians of interleaved runs, in rounds of 5, stopping once the verdict is clear.
@@ -226,7 +235,7 @@ def _replayed(path: str) -> dict[str, str]:
 
 @register_pass("tune-latency")
 class TuneLatency(Pass[TuneLatencyConfig]):
-    """Keep float where int8 measures slower on onnxruntime, or costs more accuracy than the targets allow."""
+    """Keep float where int8 measures slower (on onnxruntime, or the ``runtime`` option's), or costs more accuracy than the targets allow."""
 
     changes_structure = False
     reads = ("plan", "quant_config", "ranges")
@@ -259,11 +268,15 @@ class TuneLatency(Pass[TuneLatencyConfig]):
             # decisions then only ever add float nodes on top of it.
             if self.config.accuracy:
                 forced, plan, steps = self._accuracy(model, trials, forced, plan)
-            if plan.quantized_nodes:
-                shown.update("tuning: timing int8 against float on onnxruntime")
+            if plan.quantized_nodes and self.config.latency:
+                shown.update(f"tuning: timing int8 against float on {self.config.runtime}")
                 forced, plan, lat_steps = self._latency(model, trials, plan, forced)
                 steps += lat_steps
-        if plan.quantized_nodes:
+        if plan.quantized_nodes and not self.config.latency:
+            session, plan = trials.build(forced)
+            acc = trials.accuracy(session)
+            steps.append(TuningStep("final (latency not measured)", accuracy=acc, meets_targets=trials.meets(acc), guards=_records(acc)))
+        elif plan.quantized_nodes:
             session, plan = trials.build(forced)  # the plan with the accepted steps' measured reasons
             t_float, t_final = trials.time(trials.float_session, session)
             if t_final >= t_float:

@@ -1,0 +1,139 @@
+"""A deployment target in a conversion: the static pipeline adapted to its profile, and the result checked.
+
+The profile's option settings are applied where the options are validated
+(:class:`~onnxq.api.ConversionOptions`); what remains is pipeline data, done here on the list of
+steps (no pass knows about targets):
+
+- ``expand-hardswish`` runs only where the target lacks a HardSwish kernel (onnxruntime's CPU);
+- ``annotate-quantization`` gets ``reduce_range`` decided by the target's own kernels when left
+  automatic (OpenVINO: :func:`onnxq.runtime.openvino.openvino_products_saturate`);
+- ``tune-latency`` evaluates on the target's runtime, and times only where that runtime runs here;
+- ``measure-fixed-point`` runs before ``insert-qdq`` with ``power_of_two_scales``.
+
+After the run, :func:`check_result` validates the model on the target's runtime and lints it
+(:func:`onnxq.targets.check.check_target`); with ``strict`` a failed check is one error.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterable, Mapping
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import ConfigError
+from ..ir import Model
+from ..plan import AccuracyGuardConfig
+from ..targets import TargetError, TargetProfile, get_target
+from ..targets.check import TargetReport, check_target
+from .options import ConversionOptions
+from .recipes import recipe_target
+
+__all__ = ["conversion_target", "adapt_steps", "check_result", "artifact_paths", "write_artifacts"]
+
+Step = dict[str, Any]
+_GUARD_FIELDS = ("min_agreement", "min_cosine", "eval_samples", "max_accuracy_trials", "accuracy_metric")
+
+
+def conversion_target(opts: ConversionOptions) -> TargetProfile | None:
+    """The target of a conversion: ``opts.target``, or the one its recipe names.
+
+    Raises:
+        ConfigError: ``--target`` and the recipe's ``target`` disagree.
+    """
+    named = recipe_target(opts.recipe) if opts.recipe is not None else None
+    if opts.target is not None and named is not None and named != opts.target:
+        raise ConfigError(f"--target {opts.target} but the recipe '{opts.recipe}' names target '{named}'; drop one of them")
+    name = opts.target or named
+    profile = get_target(name) if name is not None else None
+    if profile is not None and "openvino" in (profile.runtime, profile.tune_runtime):
+        from ..runtime.openvino import require_openvino
+
+        require_openvino()  # before any work: the message names the extra to install
+    return profile
+
+
+def adapt_steps(opts: ConversionOptions, profile: TargetProfile | None, steps: list[Step]) -> tuple[list[Step], list[str]]:
+    """The static pipeline's steps for ``profile`` (see the module docstring), and notes for the report.
+
+    A recipe's steps, and other modes', are returned unchanged.
+    """
+    if opts.recipe is not None or opts.mode != "static":
+        return steps, []
+    notes = list(profile.notes) if profile is not None else []
+    out: list[Step] = []
+    for step in steps:
+        name = step["pass"]
+        if profile is not None and name == "expand-hardswish" and not profile.expand_hardswish:
+            continue
+        if profile is not None and name == "annotate-quantization" and step.get("reduce_range") is None and profile.saturation_probe == "openvino":
+            step, note = _openvino_reduce_range(step)
+            notes += [note] if note else []
+        if profile is not None and name == "tune-latency":
+            step = {**step, "runtime": profile.tune_runtime, "latency": profile.tune_latency}
+        if name == "insert-qdq" and opts.power_of_two_scales:
+            runtime = profile.tune_runtime if profile is not None else "onnxruntime"
+            out.append({"pass": "measure-fixed-point", "runtime": runtime, "threads": opts.threads, **{k: getattr(opts, k) for k in _GUARD_FIELDS}})
+        out.append(step)
+    return out, notes
+
+
+def _openvino_reduce_range(step: Step) -> tuple[Step, str | None]:
+    """Decide 7-bit weights by OpenVINO's kernels on this CPU (its docs: 'Saturation (overflow) issue workaround')."""
+    from ..runtime.openvino import openvino_products_saturate
+
+    saturates = openvino_products_saturate(step["activation_dtype"], step["weight_dtype"])
+    note = None
+    if saturates:
+        note = (
+            f"7-bit weights (reduce_range): OpenVINO's {step['activation_dtype']}·{step['weight_dtype']} kernel on this CPU saturates "
+            "(no VNNI; measured with OpenVINO); pass --no-reduce-range for a VNNI deployment target"
+        )
+    return {**step, "reduce_range": saturates}, note
+
+
+def check_result(
+    opts: ConversionOptions, profile: TargetProfile, model: Model, source: Model, samples: Iterable[Mapping[str, np.ndarray]] | None
+) -> TargetReport:
+    """Validate and lint the converted ``model`` for ``profile``.
+
+    Raises:
+        TargetError: with ``strict``, anything the checks found (one line).
+    """
+    guard = AccuracyGuardConfig(**{k: getattr(opts, k) for k in _GUARD_FIELDS})
+    first = list(islice(samples, opts.eval_samples)) if samples is not None else []
+    report = check_target(profile, model, source, first, guard, threads=opts.threads, power_of_two=opts.power_of_two_scales)
+    problems = report.problems()
+    if opts.strict and problems:
+        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+        raise TargetError(f"{source.source}: not ready for {profile.name}: {'; '.join(problems[:3])}{more}")
+    return report
+
+
+def artifact_paths(model_path: str | os.PathLike[str], suffixes: Iterable[str]) -> dict[str, Path]:
+    """Where each artifact goes beside the model: ``m.onnx`` → ``m.ort``, ``m.required_operators.config``."""
+    path = Path(model_path)
+    return {suffix: path.with_name(path.stem + suffix) for suffix in suffixes}
+
+
+def write_artifacts(model_path: str | os.PathLike[str], artifacts: Mapping[str, bytes]) -> list[Path]:
+    """Write each artifact beside the model, atomically (a temporary file renamed into place)."""
+    written = []
+    for suffix, target in artifact_paths(model_path, artifacts).items():
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(artifacts[suffix])
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        written.append(target)
+    return written
+
+
+__all__ += ["TargetError"]
