@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 from _harness import data
+from _harness.comparison import Feeds
 
 CALIB_SEED = 1001  # calibration and held-out data never share a seed
 EVAL_SEED = 2002
@@ -35,6 +36,16 @@ class ModelSpec:
     data: Callable[[Path, int, int], Samples]
     metric: str
     description: str = ""
+
+    def feeds_for(self, calib: int, held_out: int) -> Callable[[Path], Feeds]:
+        """The comparison's feeds: ``calib`` calibration samples and ``held_out`` disjoint ones (with labels)."""
+
+        def feeds(path: Path) -> Feeds:
+            calib_feeds, _ = self.data(path, calib, CALIB_SEED)
+            held, labels = self.data(path, held_out, EVAL_SEED)
+            return Feeds(calib_feeds, held, labels)
+
+        return feeds
 
 
 def _builder_spec(name: str, kwargs: dict[str, Any], shapes: dict[str, tuple[int, ...]], metric: str, what: str) -> ModelSpec:

@@ -42,11 +42,11 @@ from pathlib import Path
 from typing import Any
 
 from _harness import cli, metrics
-from _harness.comparison import Comparison, Contender, Feeds, Settings, run_all
+from _harness.comparison import Comparison, Contender, Settings, run_all
 from _harness.goals import Goal, check, print_goals, print_losses
 from _harness.report import fmt, latency_median, print_heading, print_table, write_json
 from _harness.timing import RunPlan, TimingSpec
-from _static_models import CALIB_SEED, EVAL_SEED, SPECS, ModelSpec
+from _static_models import SPECS, ModelSpec
 
 GB = 1e9
 
@@ -77,11 +77,7 @@ def task_metric(kind: str) -> Callable[[Path], metrics.Metric]:
 
 
 def comparison(spec: ModelSpec, args: argparse.Namespace) -> Comparison:
-    def feeds(path: Path) -> Feeds:
-        calib, _ = spec.data(path, args.calib, CALIB_SEED)
-        held, labels = spec.data(path, args.eval, EVAL_SEED)
-        return Feeds(calib, held, labels)
-
+    feeds = spec.feeds_for(args.calib, args.eval)
     contenders = [Contender(FP32)]
     contenders += [Contender(f"ort-{m}", "ort-static", {"method": ORT_METHODS[m]}, data=True) for m in args.incumbent]
     contenders.append(Contender(ONNXQ, "onnxq-static", {"data": args.onnxq_data}, data=True))

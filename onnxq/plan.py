@@ -18,7 +18,10 @@ from typing import Any, Literal
 from .config import PassConfig
 from .errors import ConfigError
 
-__all__ = ["QuantizationConfig", "AccuracyGuardConfig", "ActivationDtype", "TensorQuant", "WeightQuant", "Decision", "QuantPlan", "TuningStep", "TuningRecord"]
+__all__ = [
+    "QuantizationConfig", "AccuracyGuardConfig", "ActivationDtype", "TensorQuant", "WeightQuant", "Decision", "QuantPlan", "TuningStep", "TuningRecord",
+    "FrontierPoint", "MixedPrecisionRecord",
+]
 
 ActivationDtype = Literal["uint8", "int8", "uint16", "int16"]
 
@@ -248,6 +251,8 @@ class TuningRecord:
     replayed: str | None = None
     replayed_nodes: int = 0
     guards: list[dict[str, Any]] = field(default_factory=list)
+    #: what ``mixed-precision`` chose and saw (None for ``tune-latency``)
+    mixed: MixedPrecisionRecord | None = None
 
     def as_dict(self) -> dict[str, Any]:
         if self.replayed is not None:
@@ -256,3 +261,71 @@ class TuningRecord:
         if self.guards:
             out["guards"] = self.guards
         return out
+
+
+@dataclass(frozen=True)
+class FrontierPoint:
+    """One precision assignment ``mixed-precision`` measured.
+
+    Attributes:
+        label: how the search reached it ("all lowest", "top 3 of 12 units fp32", ...).
+        value: the target metric's value against float (the first target's key; see ``key``).
+        key: which reading ``value`` is (``cosine``, ``agreement``, a spec).
+        meets_accuracy: whether every accuracy target holds.
+        int8_nodes / dynamic_nodes: nodes quantized statically / dynamically.
+        latency_ms / float_ms / speedup: interleaved medians of this plan and of float in the same
+            timing round, and their ratio (None when the point was not timed).
+    """
+
+    label: str
+    value: float | None
+    key: str
+    meets_accuracy: bool
+    int8_nodes: int
+    dynamic_nodes: int
+    latency_ms: float | None = None
+    float_ms: float | None = None
+    speedup: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in ("label", "latency_ms", "float_ms", "speedup", "key", "value", "meets_accuracy", "int8_nodes", "dynamic_nodes")}
+
+
+@dataclass
+class MixedPrecisionRecord:
+    """What ``mixed-precision`` did: the targets, whether they were met, the precision of every
+    unit's nodes, the evaluations it spent and every point it measured (the frontier it saw).
+
+    Attributes:
+        targets: the accuracy targets as given (guard specs, ``agreement>=T``).
+        max_latency_ms / min_speedup: the latency constraints (None: not given).
+        met: every target and constraint holds for the chosen plan.
+        unmet: a plain sentence saying what was not met and what was written instead ("" when met).
+        precisions: node → ``int8`` (static), ``dynamic-int8`` or ``fp32``, for every unit's node.
+        evaluations: accuracy evaluations by phase (``sensitivity``, ``search``) and ``timed`` plans.
+        frontier: every measured point, in the order measured.
+        chosen: the label of the chosen point.
+    """
+
+    targets: list[str] = field(default_factory=list)
+    max_latency_ms: float | None = None
+    min_speedup: float | None = None
+    met: bool = True
+    unmet: str = ""
+    precisions: dict[str, str] = field(default_factory=dict)
+    evaluations: dict[str, int] = field(default_factory=dict)
+    frontier: list[FrontierPoint] = field(default_factory=list)
+    chosen: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "targets": list(self.targets),
+            "max_latency_ms": self.max_latency_ms,
+            "min_speedup": self.min_speedup,
+            "met": self.met,
+            "unmet": self.unmet,
+            "chosen": self.chosen,
+            "evaluations": dict(self.evaluations),
+            "precisions": dict(self.precisions),
+            "frontier": [p.as_dict() for p in self.frontier],
+        }

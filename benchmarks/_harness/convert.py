@@ -7,7 +7,7 @@ calib)``, which returns at least ``{"seconds": ..., "notes": [...]}``:
 ==================  ==========================================================================  ========
 converter           what it runs                                                                options
 ==================  ==========================================================================  ========
-``ort-static``      the incumbent's ``quantize_static`` (see ``incumbent``), timed by itself     method
+``ort-static``      the incumbent's ``quantize_static`` (see ``incumbent``), timed by itself     method, config
 ``ort-dynamic``     the incumbent's ``quantize_dynamic``                                         per_channel
 ``ort-nbits``       the incumbent's ``MatMulNBitsQuantizer``                                     block_size, accuracy_level
 ``ort-fp16``        ``onnxruntime.transformers.float16``
@@ -48,7 +48,7 @@ def _timed(convert: Callable[[str, str, Mapping[str, Any], str | None], list[str
 def _ort_static(source: str, output: str, options: Mapping[str, Any], calib: str | None) -> dict[str, Any]:
     if calib is None:
         raise ValueError("ort-static needs the calibration folder")
-    return incumbent.quantize_static(source, output, calib, options["method"])
+    return incumbent.quantize_static(source, output, calib, options["method"], options.get("config"))
 
 
 def _onnxq_static(source: str, output: str, options: Mapping[str, Any], calib: str | None) -> dict[str, Any]:

@@ -60,9 +60,15 @@ def _upgrade_and_preprocess(source: str, tmp: Path, notes: list[str]) -> str:
     return source
 
 
-def quantize_static(source: str, output: str, calib: str, method: str) -> dict[str, Any]:
+def quantize_static(source: str, output: str, calib: str, method: str, config: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The incumbent's static QDQ quantization (``method``: MinMax | Percentile), timed from loading
-    the model to the written file; returns ``{"seconds", "notes"}``."""
+    the model to the written file; returns ``{"seconds", "notes"}``.
+
+    ``config`` replaces the keyword arguments above (bench_speed's configurations): ``{"defaults":
+    True}`` calls ``quantize_static(model, output, reader)`` with onnxruntime's own defaults; other
+    keys (``per_channel``, ``reduce_range``, ``op_types_to_quantize``, ``extra_options``, and
+    ``activation_type`` / ``weight_type`` / ``quant_format`` by enum name) override the ones here.
+    """
     import onnx  # noqa: F401 - imported before the clock starts, like the rest
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType
     from onnxruntime.quantization import quantize_static as ort_quantize_static
@@ -79,12 +85,15 @@ def quantize_static(source: str, output: str, calib: str, method: str) -> dict[s
     # No CalibMaxIntermediateOutputs: in onnxruntime 1.2x-1.32 MinMaxCalibrater.collect_data clears the
     # collected chunk without computing its ranges, so only the last partial chunk would count.
     extra = {"CalibPercentile": 99.999} if method == "Percentile" else {}
-    ort_quantize_static(
-        source, output, NpzReader(calib),
-        quant_format=QuantFormat.QDQ, per_channel=True,
-        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-        calibrate_method=getattr(CalibrationMethod, method), extra_options=extra,
-    )
+    kwargs: dict[str, Any] = dict(quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
+                                  weight_type=QuantType.QInt8, calibrate_method=getattr(CalibrationMethod, method), extra_options=extra)
+    config = dict(config or {})
+    if config.pop("defaults", False):
+        kwargs = {}
+    enums = {"activation_type": QuantType, "weight_type": QuantType, "quant_format": QuantFormat}
+    for key, value in config.items():
+        kwargs[key] = getattr(enums[key], value) if key in enums else ({**extra, **value} if key == "extra_options" else value)
+    ort_quantize_static(source, output, NpzReader(calib), **kwargs)
     seconds = time.perf_counter() - start
     shutil.rmtree(tmp, ignore_errors=True)
     return {"seconds": seconds, "notes": notes}

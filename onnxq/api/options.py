@@ -62,6 +62,12 @@ class ConversionOptions(QuantizationConfig, AccuracyGuardConfig):
         max_accuracy_trials / eval_samples: the guard's budget.
         replay: a previous report whose tuning decisions are re-applied without measuring.
 
+    Mixed precision (static; runs ``mixed-precision`` in place of ``tune-latency``):
+        accuracy_target: targets ``METRIC>=T[@OUTPUT]`` (``cosine>=0.999``, a user metric) or
+            ``agreement>=T``; per unit, int8 / dynamic int8 / fp32 is chosen for the lowest measured
+            latency meeting them (see ``passes/quantization/mixed_precision.py``).
+        max_latency_ms / min_speedup: latency constraints on the chosen plan (median, ``threads``).
+
     Weight-only:
         weight_bits, block_size, symmetric, weight_format (``matmulnbits`` or opset-21 ``qdq``),
         scale_search (``mse`` clipping search or ``none``), include_gather (also Gather tables;
@@ -108,6 +114,9 @@ class ConversionOptions(QuantizationConfig, AccuracyGuardConfig):
     keep_io_types: bool = True
     target: str | None = None
     strict: bool = False
+    accuracy_target: tuple[str, ...] = ()
+    max_latency_ms: float | None = None
+    min_speedup: float | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -116,6 +125,8 @@ class ConversionOptions(QuantizationConfig, AccuracyGuardConfig):
             value = getattr(self, name)
             if isinstance(value, os.PathLike):
                 object.__setattr__(self, name, os.fspath(value))
+        if isinstance(self.accuracy_target, str):  # one target given as a string
+            object.__setattr__(self, "accuracy_target", (self.accuracy_target,))
         super().__post_init__()
         from ..calibration.observers import OBSERVERS
 
@@ -144,6 +155,11 @@ class ConversionOptions(QuantizationConfig, AccuracyGuardConfig):
         names = own + [f.name for f in dataclasses.fields(self) if f.name not in own]
         return {name: _plain(getattr(self, name)) for name in names}
 
+    @property
+    def mixed_precision(self) -> bool:
+        """Whether an accuracy target or a latency constraint asks for the mixed-precision search."""
+        return bool(self.accuracy_target) or self.max_latency_ms is not None or self.min_speedup is not None
+
     def changed(self) -> dict[str, Any]:
         """The options that differ from their defaults."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if getattr(self, f.name) != _default(f)}
@@ -167,6 +183,7 @@ APPLIES_TO: dict[str, frozenset[str]] = {
             "weight_symmetric", "op_types", "exclude_op_types", "include_nodes", "keep_first", "keep_last",
             "quantize_activation_matmul", "concat_range_ratio", "tune", "min_agreement", "min_cosine",
             "max_accuracy_trials", "eval_samples", "replay", "accuracy_metric", "target", "strict", "power_of_two_scales", "int32_bias",
+            "accuracy_target", "max_latency_ms", "min_speedup",
         ),
         _STATIC,
     ),
@@ -203,6 +220,13 @@ def _check_applicable(o: ConversionOptions) -> None:
             raise ConfigError(f"{option_flag(name)} does not apply to --mode {o.mode} (it applies to: {', '.join(sorted(modes))})")
     if o.replay is not None and not o.tune:
         raise ConfigError("--replay re-applies the decisions of latency tuning, which --no-tune turns off; drop one of them")
+    if o.mixed_precision and not o.tune:
+        raise ConfigError("--accuracy-target / --max-latency-ms / --min-speedup drive the mixed-precision search, which --no-tune turns off; drop one of them")
+    if o.mixed_precision and o.target is not None:
+        # the search would time and evaluate on onnxruntime whatever the target runs on
+        raise ConfigError("--accuracy-target / --max-latency-ms / --min-speedup do not support --target yet (the search measures on onnxruntime only)")
+    if o.mixed_precision and o.replay is not None:
+        raise ConfigError("--replay re-applies tune-latency's decisions; it cannot replay a mixed-precision search (drop --replay or the targets)")
     if o.percentile is not None and o.method != "percentile":
         raise ConfigError(f"--percentile applies to --method percentile, not '{o.method}'")
     if o.mode == "static" and o.format == "qoperator" and o.activation_dtype in ("int16", "uint16"):
@@ -216,7 +240,7 @@ def _apply_target(o: ConversionOptions) -> None:
     """Fill the options the target's profile covers and the user left at their defaults; refuse values
     the target cannot take. A recipe's passes stay as written (its result is still validated)."""
     if o.target is None:
-        if o.strict:
+        if o.strict and o.recipe is None:  # a recipe may name its target (checked when it is read)
             raise ConfigError("--strict checks the result against a target's rules; give --target")
         return
     from ..targets import get_target
@@ -250,5 +274,13 @@ def _check_ranges(o: ConversionOptions) -> None:
         problems.append(f"smooth (SmoothQuant alpha) must be in [0, 1], got {o.smooth}")
     if o.threads < 0:
         problems.append(f"threads must be >= 0, got {o.threads}")
+    for name in ("max_latency_ms", "min_speedup"):
+        value = getattr(o, name)
+        if value is not None and not (value > 0 and math.isfinite(value)):
+            problems.append(f"{name} must be a positive number, got {value}")
+    if o.accuracy_target:
+        from ..passes.quantization.mixed_precision import parse_targets  # the pass owns the target grammar
+
+        parse_targets(o.accuracy_target)
     if problems:
         raise ConfigError("invalid conversion option: " + "; ".join(problems))

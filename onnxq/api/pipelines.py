@@ -5,7 +5,9 @@ One function per mode in a registry (no if-chain); each returns a list of ``{"pa
 through :func:`onnxq.api.convert.convert` and the pass manager.
 
 - static: upgrade-opset → cleanup → smooth-activations (with data) → expand-hardswish → calibrate →
-  annotate-quantization → tune-latency → insert-qdq [→ convert-qlinear]
+  annotate-quantization → tune-latency → insert-qdq → close-float-islands [→ convert-qlinear]; with an
+  accuracy target or a latency constraint: … → annotate-quantization → mixed-precision → insert-qdq →
+  apply-precision-map → close-float-islands [→ convert-qlinear]
 - dynamic: cleanup → smooth-activations (with data) → quantize-dynamic [→ blockwise Gather tables]
 - weight-only: cleanup → quantize-weights-blockwise (``algorithm`` rtn, or gptq / awq with data)
 - fp16 / bf16: cleanup → convert-float16
@@ -78,7 +80,10 @@ def _static(o: ConversionOptions, given: PipelineInputs) -> list[Step]:
     # Ranges measured on the unsmoothed model would not fit a smoothed one.
     steps = calibration_steps(o, smooth=o.smooth > 0 and not given.has_ranges)
     steps += [calib, {"pass": "annotate-quantization", **{k: getattr(o, k) for k in _QUANT_FIELDS}}]
-    if o.tune:
+    mixed = o.tune and o.mixed_precision
+    if mixed:
+        steps.append(_mixed_precision(o))
+    elif o.tune:
         steps.append(
             {
                 "pass": "tune-latency",
@@ -89,9 +94,26 @@ def _static(o: ConversionOptions, given: PipelineInputs) -> list[Step]:
             }
         )
     steps.append({"pass": "insert-qdq"})
+    if mixed:
+        steps.append({"pass": "apply-precision-map"})
+    # DQ -> float op -> Q detours onnxruntime has no int8 kernel for (HardSigmoid gates, ...) rewritten
+    # into ops it fuses; after the Q/DQ exist, because the rules read their parameters.
+    steps.append({"pass": "close-float-islands"})
     if o.format == "qoperator":
         steps.append({"pass": "convert-qlinear"})
     return steps
+
+
+def _mixed_precision(o: ConversionOptions) -> Step:
+    """``mixed-precision`` in place of ``tune-latency``: the targets, the guard's options, the timer's threads."""
+    return {
+        "pass": "mixed-precision",
+        "threads": o.threads,
+        **{k: getattr(o, k) for k in _GUARD_FIELDS},
+        "accuracy_target": o.accuracy_target,
+        "max_latency_ms": o.max_latency_ms,
+        "min_speedup": o.min_speedup,
+    }
 
 
 def _dynamic(o: ConversionOptions, given: PipelineInputs) -> list[Step]:

@@ -15,8 +15,9 @@ list what is valid) when the pipeline is built.
 
 Built-in recipes ship with the package (``onnxq/api/builtin_recipes/*.toml``) and are named
 instead of a path: ``--recipe accurate`` (error compensation: cross-layer equalization, MSE
-calibration, the accuracy guard, AdaRound, bias correction) and ``--recipe fast`` (min-max
-calibration, no smoothing, no tuning). A file that exists always wins over a built-in name.
+calibration, the accuracy guard, AdaRound, bias correction), ``--recipe fast`` (min-max
+calibration, no smoothing, no tuning) and ``--recipe compact`` (channel pruning searched to an
+accuracy bound, then int8 with the guard). A file that exists always wins over a built-in name.
 
 A recipe may name its deployment target at the top (``target = "openvino"``): its passes run as
 written and the result is validated and linted for that target, as ``--target`` does.

@@ -27,6 +27,12 @@ Fields (JSON keys):
         whether it met the bar and why that metric (``{"output", "metric", "threshold",
         "direction", "value", "meets", "why", "worst"}``). Empty when the guard did not run.
     calibration: what calibration did (tensors, samples, groups, seconds, peak RSS, ...).
+    mixed_precision: with an accuracy target or latency constraint (``mixed-precision``): the
+        targets, whether they were met (``met``; ``unmet`` says what was not, plainly), the
+        precision of every unit's node (``int8`` / ``dynamic-int8`` / ``fp32``), the evaluations
+        spent and every point measured (``frontier``: label, latency_ms, float_ms, speedup, the
+        target metric's value, int8 / dynamic node counts; see
+        :class:`onnxq.plan.MixedPrecisionRecord`); None otherwise.
     target: with ``--target`` (or a recipe's ``target``): the profile, the ops the target cannot
         run, its validation on the target's runtime (checks, load time, executed precisions, the
         ``.ort``'s required operators, ...) and the linter's findings
@@ -114,6 +120,7 @@ class ConversionReport:
     accuracy_guards: list[GuardEntry] = field(default_factory=list)
     calibration: dict[str, Any] | None = None
     target: dict[str, Any] | None = None
+    mixed_precision: dict[str, Any] | None = None
     output: str | None = None
     model_digest: str = ""
     schema_version: int = SCHEMA_VERSION
@@ -143,6 +150,7 @@ class ConversionReport:
             latency=ctx.tuning.as_dict() if ctx.tuning is not None else None,
             accuracy_guards=[GuardEntry.from_dict(g) for g in ctx.tuning.guards] if ctx.tuning is not None else [],
             calibration=ctx.calibration_stats.as_dict() if ctx.calibration_stats is not None else None,
+            mixed_precision=ctx.tuning.mixed.as_dict() if ctx.tuning is not None and ctx.tuning.mixed is not None else None,
         )
 
     def float_reasons(self) -> dict[str, int]:
@@ -177,6 +185,7 @@ class ConversionReport:
             "accuracy_guards": [g.as_dict() for g in self.accuracy_guards],
             "calibration": self.calibration,
             "target": self.target,
+            "mixed_precision": self.mixed_precision,
         }
 
     @classmethod
@@ -211,6 +220,7 @@ class ConversionReport:
                 accuracy_guards=[GuardEntry.from_dict(g) for g in data.get("accuracy_guards") or []],
                 calibration=data.get("calibration"),
                 target=data.get("target"),
+                mixed_precision=data.get("mixed_precision"),
                 output=data.get("output"),
                 model_digest=str(data.get("model_digest") or ""),
                 schema_version=version,

@@ -6,6 +6,12 @@ calibration, annotation), run by the pass manager and stopped after ``annotate-q
 the full plan's units are evaluated by :mod:`onnxq.passes.quantization.sensitivity` (one session
 for every evaluation with the default ``switch`` engine). Results are cached on disk
 (:mod:`._sensitivity_cache`): a repeated run neither calibrates nor evaluates.
+
+Time bound: with ``budget_s`` the units' evaluations stop once the analysis has run that long
+(the two baselines always run, preparation is never cut). Units not evaluated, or evaluated only
+one way, are left out of the ranking; a note says whether the budget cut the analysis short, how
+many units it left out and the seconds spent. Evaluations already run are cached, so running again
+continues where the budget stopped.
 """
 
 from __future__ import annotations
@@ -76,6 +82,7 @@ def sensitivity(
     dims: Mapping[str, int] | None = None,
     image_preprocess: str | None = None,
     progress: bool = False,
+    budget_s: float | None = None,
     options: ConversionOptions | None = None,
     **option_values: Any,
 ) -> SensitivityReport:
@@ -93,6 +100,8 @@ def sensitivity(
             ``~/.cache/onnxq/sensitivity``); ``use_cache=False`` neither reads nor writes it.
         dims / image_preprocess: how a data spec is opened.
         progress: draw progress bars (on a terminal).
+        budget_s: seconds for the whole analysis, after which no further unit is evaluated (see
+            the module docstring); None: no limit.
         options / option_values: static conversion options (:class:`ConversionOptions`), as for
             :func:`onnxq.convert`.
 
@@ -108,6 +117,8 @@ def sensitivity(
         raise ConfigError(f"sensitivity analysis is of static int8 plans, not --mode {opts.mode}")
     if engine not in ENGINES:
         raise ConfigError(f"unknown sensitivity engine '{engine}'; valid: {', '.join(ENGINES)}")
+    if budget_s is not None and not budget_s > 0:
+        raise ConfigError(f"sensitivity: budget_s must be > 0 seconds, got {budget_s}")
     specs = _guard_specs(metric)  # a bad metric fails before any work
     source_model = load_model(model)
     _refuse_quantized(source_model, opts)
@@ -119,10 +130,24 @@ def sensitivity(
     settings = _settings(opts, specs, engine)
     store = SensitivityCache((cache if cache is not None else default_cache_dir()) if use_cache else None)
     run = _Run(source_model, samples, opts, specs, cast(Engine, engine), store, stable_hash("run", digest, d_digest, settings), progress)
-    entries = run.evaluate(lambda ev: stable_hash("evaluation", run.info["prepared_digest"], run.info["ranges_digest"], d_digest, settings, ev.as_dict()))
+    deadline = None if budget_s is None else start + budget_s
+    key_of: Callable[[Evaluation], str] = lambda ev: stable_hash(  # noqa: E731
+        "evaluation", run.info["prepared_digest"], run.info["ranges_digest"], d_digest, settings, ev.as_dict()
+    )
+    entries = run.evaluate(key_of, deadline)
     report = _report(run, entries, settings, source=(source_model.source, digest, _describe(data), d_digest))
     report.seconds = time.perf_counter() - start
+    if budget_s is not None:
+        report.notes.append(_budget_note(budget_s, report.seconds, len(run.units) - len(report.units)))
     return report
+
+
+def _budget_note(budget_s: float, seconds: float, left_out: int) -> str:
+    """Whether the time budget cut the analysis short, in the report's notes."""
+    if left_out:
+        return (f"time budget {budget_s:g} s cut the analysis short after {seconds:.1f} s: {left_out} unit(s) not evaluated "
+                "and left out of the ranking (run again to continue: finished evaluations are cached)")
+    return f"time budget {budget_s:g} s not reached ({seconds:.1f} s): every unit evaluated"
 
 
 def _guard_specs(metric: MetricArg | Sequence[MetricArg]) -> list[GuardSpec]:
@@ -205,8 +230,12 @@ class _Run:
     def guards(self) -> list[GuardInfo]:
         return [GuardInfo(**g) for g in self.info["guards"]]
 
-    def evaluate(self, key_of: Callable[[Evaluation], str]) -> dict[Evaluation, Measured]:
-        """Every evaluation of the analysis: from the cache where it has them, run now otherwise."""
+    def evaluate(self, key_of: Callable[[Evaluation], str], deadline: float | None = None) -> dict[Evaluation, Measured]:
+        """Every evaluation of the analysis: from the cache where it has them, run now otherwise.
+
+        Past ``deadline`` (a ``time.perf_counter()`` value) no unit evaluation runs: those are missing
+        from the result (the baselines always run).
+        """
         wanted = [_FLOAT, _FULL_PLAN] + [ev for u in self.units for ev in u.evaluations()]
         found: dict[Evaluation, Measured] = {}
         for ev in wanted:
@@ -222,9 +251,11 @@ class _Run:
             self.info = self._prepare()
             if (cached["prepared_digest"], cached["ranges_digest"]) != (self.info["prepared_digest"], self.info["ranges_digest"]):
                 log.warning("sensitivity cache: the model prepared now differs from the cached run's; evaluating afresh")
-                return self.evaluate(key_of)  # every key changed (once: the model is prepared now)
+                return self.evaluate(key_of, deadline)  # every key changed (once: the model is prepared now)
         evaluator = self._evaluator()
         for ev in track(missing, "sensitivity: evaluating", total=len(missing), enabled=self.progress):
+            if deadline is not None and ev not in (_FLOAT, _FULL_PLAN) and time.perf_counter() >= deadline:
+                break
             result = evaluator.evaluate(ev)
             found[ev] = Measured(result.values, result.sqnr_db, result.seconds)
             entry = {"evaluation": ev.as_dict(), "values": list(result.values), "sqnr_db": list(result.sqnr_db), "seconds": result.seconds}
@@ -305,6 +336,8 @@ def _report(
         scales[k] = abs(a - b) if a is not None and b is not None and abs(a - b) > 0 else 1.0
     units = []
     for u in run.units:
+        if not all(ev in found for ev in u.evaluations()):
+            continue  # not evaluated within the time budget
         q, f = (found[ev] for ev in u.evaluations())
         damage = score(guards, float_m.values, q.values, scales)
         recovery = score(guards, f.values, int8_m.values, scales)

@@ -43,12 +43,15 @@ def conversion_target(opts: ConversionOptions) -> TargetProfile | None:
     """The target of a conversion: ``opts.target``, or the one its recipe names.
 
     Raises:
-        ConfigError: ``--target`` and the recipe's ``target`` disagree.
+        ConfigError: ``--target`` and the recipe's ``target`` disagree, or ``strict`` without a target
+            from either.
     """
     named = recipe_target(opts.recipe) if opts.recipe is not None else None
     if opts.target is not None and named is not None and named != opts.target:
         raise ConfigError(f"--target {opts.target} but the recipe '{opts.recipe}' names target '{named}'; drop one of them")
     name = opts.target or named
+    if opts.strict and name is None:  # the options refuse this without a recipe; a recipe may name no target either
+        raise ConfigError("--strict checks the result against a target's rules; give --target or a recipe with target = \"...\"")
     profile = get_target(name) if name is not None else None
     if profile is not None and "openvino" in (profile.runtime, profile.tune_runtime):
         from ..runtime.openvino import require_openvino

@@ -19,10 +19,18 @@ An ``If`` branch that did not run shows up as an empty tensor or the neutral sum
 
 A strategy says whether to expose summaries, what one sample of a tensor costs in memory (for
 :mod:`._groups`) and which :class:`Feed` consumes one tensor group's outputs.
+
+A summary costs 12 bytes only if the tensor it reduces is freed when a plain inference would free
+it. onnxruntime's default execution order (depth first from the graph outputs) runs the summary
+nodes, which :mod:`.expose` appends to the graph, after the whole model: every summarized tensor
+then stays alive to the end of the run (a chain of 16 tensors of 8 MB peaked at 137 MB instead of
+18 MB). :func:`schedule_summaries_early` moves each appended node right after the nodes it reads
+from, and the collector runs the node list in that order (``execution_order="node-list"``).
 """
 
 from __future__ import annotations
 
+import heapq
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -30,13 +38,14 @@ from typing import Any
 
 import numpy as np
 
+from .. import ir
 from ..errors import CalibrationError
 from ..ir import Model
 from ._groups import tensor_nbytes
 from ._samples import describe_sample
 from .observers import Observer
 
-__all__ = ["Feed", "Strategy", "choose_strategy", "merge_summaries"]
+__all__ = ["Feed", "Strategy", "choose_strategy", "merge_summaries", "schedule_summaries_early"]
 
 #: Bytes of one tensor's in-graph summary per sample: three float32 numbers.
 _SUMMARY_NBYTES = 12
@@ -191,3 +200,48 @@ def choose_strategy(method: str, per_channel_axis: int | None) -> Strategy:
     if method == "moving-average":
         return _SUMMARIES
     return _FULL_TENSORS
+
+
+def schedule_summaries_early(graph: ir.Graph, originals: int) -> None:
+    """Reorder ``graph.nodes`` in place: nodes after the first ``originals`` run as early as they can.
+
+    The first ``originals`` nodes (the model's own, in their order) keep their relative order; each
+    later node (an in-graph summary that :mod:`.expose` appended) is placed right after the last
+    node it depends on, so the tensor it reduces is freed when the model would free it. A stable
+    Kahn sort on the key ``(position of the latest original node it follows, tie-break)`` keeps the
+    result topological whatever the input order. Nested graphs are left alone (their tensors are
+    one iteration's).
+    """
+    nodes = graph.nodes
+    if len(nodes) <= originals:
+        return
+    index = {id(n): i for i, n in enumerate(nodes)}
+    deps: list[set[int]] = [set() for _ in nodes]
+    users: list[list[int]] = [[] for _ in nodes]
+    for i, node in enumerate(nodes):
+        tensors = list(node.inputs)
+        for sub in ir.subgraphs_of(node):
+            tensors.extend(ir.foreign_inputs(sub))
+        for t in tensors:
+            for p in t.inputs:
+                j = index.get(id(p))
+                if j is not None and j != i and j not in deps[i]:
+                    deps[i].add(j)
+                    users[j].append(i)
+    # An original node's key is its position; an appended node's is that of its latest dependency.
+    anchor = [i if i < originals else -1 for i in range(len(nodes))]
+    missing = [len(d) for d in deps]
+    ready = [(anchor[i], i) for i, m in enumerate(missing) if m == 0]
+    heapq.heapify(ready)
+    order: list[int] = []
+    while ready:
+        _, i = heapq.heappop(ready)
+        order.append(i)
+        for u in users[i]:
+            if u >= originals:
+                anchor[u] = max(anchor[u], anchor[i])
+            missing[u] -= 1
+            if missing[u] == 0:
+                heapq.heappush(ready, (anchor[u], u))
+    if len(order) == len(nodes):  # a cycle is onnxruntime's to report
+        graph.nodes = [nodes[i] for i in order]

@@ -30,7 +30,11 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["convert_cmd", "parse_pass_options", "CLI_ONLY"]
+__all__ = ["convert_cmd", "parse_pass_options", "CLI_ONLY", "TARGET_NOT_MET"]
+
+#: Exit code when ``--accuracy-target`` / ``--max-latency-ms`` / ``--min-speedup`` cannot be met:
+#: the best plan found is still written (with its report), but the run did not do what was asked.
+TARGET_NOT_MET = 3
 
 #: ``convert`` parameters that are not conversion options: the model, the data and where results go
 #: (the API takes the first as arguments of :func:`onnxq.api.convert` and writes the others with
@@ -153,6 +157,15 @@ def _choice_option(flag: str, choices: list[str], default: str, help: str) -> An
 @click.option("--strict", is_flag=True, help="With --target: fail when the target cannot run an op, its validation fails or the linter finds errors.")
 @click.option("--power-of-two-scales", is_flag=True, help="Fixed-point scales 2^-k (integer-only NPUs/DSPs); the report gives the accuracy cost.")
 @click.option("--int32-bias/--float-bias", default=True, show_default=True, help="Biases as int32 (s_x·s_w) or float (TensorRT).")
+@click.option(
+    "--accuracy-target",
+    multiple=True,
+    metavar="METRIC>=T[@OUTPUT]",
+    help="Mixed precision: choose int8 / dynamic int8 / fp32 per unit for the lowest measured latency meeting this target, "
+    "e.g. 'cosine>=0.999', 'agreement>=0.99', 'mymodule:f1>=0.9' (repeatable; exit code 3 when it cannot be met).",
+)
+@click.option("--max-latency-ms", type=float, help="Mixed precision: the chosen plan's median latency bound (ms, --threads threads).")
+@click.option("--min-speedup", type=float, help="Mixed precision: the chosen plan must be at least this much faster than fp32.")
 @data_options
 def convert_cmd(
     model: str,
@@ -170,7 +183,9 @@ def convert_cmd(
 
     Default: cleanup → calibrate (percentile) → annotate → tune latency → QDQ with per-channel int8
     weights and uint8 activations. The report lists every node left float with its reason.
-    Other modes: --mode dynamic | weight-only | fp16 | bf16.
+    Other modes: --mode dynamic | weight-only | fp16 | bf16. With --accuracy-target (or
+    --max-latency-ms / --min-speedup) a mixed-precision search replaces the latency tuner; when
+    its target cannot be met the best plan found is written and the exit code is 3.
     """
     for name in ("op_types", "exclude_op_types"):
         values[name] = _split(values[name])
@@ -195,6 +210,10 @@ def convert_cmd(
             sizes, bars = parse_dims(dims), progress_enabled()
             outs.write("--report-html", lambda path: result.write_html(path, model, data, dims=sizes, image_preprocess=image_preprocess, progress=bars))
     _print_summary(result.report, Path(output))
+    mixed = result.report.mixed_precision
+    if mixed is not None and not mixed.get("met", True):
+        echo(f"target not met: {mixed['unmet']}", err=True)
+        click.get_current_context().exit(TARGET_NOT_MET)
 
 
 def _bytes_writer(blob: bytes) -> Callable[[Path], int]:
@@ -223,6 +242,24 @@ def _print_target(target: dict[str, Any]) -> None:
     echo(f"target {target['name']}: lint {lint.get('errors', 0)} error(s), {lint.get('warnings', 0)} warning(s) ({verdict})")
 
 
+def _print_mixed(mixed: dict[str, Any]) -> None:
+    """The frontier the mixed-precision search measured, then its choice."""
+    rows = [
+        [p["label"], "-" if p["latency_ms"] is None else f"{p['latency_ms']:.3f}", "-" if p["speedup"] is None else f"{p['speedup']:.2f}x",
+         f"{p['key']} {p['value']}", p["int8_nodes"], p["dynamic_nodes"], "yes" if p["meets_accuracy"] else "no"]
+        for p in mixed["frontier"]
+    ]
+    table("mixed precision: points measured", ["plan", "ms", "speedup", "metric", "int8", "dynamic", "meets"], rows)
+    counts: dict[str, int] = {}
+    for precision in mixed["precisions"].values():
+        counts[precision] = counts.get(precision, 0) + 1
+    spent = mixed["evaluations"]
+    echo(
+        f"mixed precision: chose '{mixed['chosen']}' ({', '.join(f'{n} {p}' for p, n in sorted(counts.items()))}); "
+        f"{spent.get('sensitivity', 0)} sensitivity + {spent.get('search', 0)} search evaluations, {spent.get('timed', 0)} plans timed"
+    )
+
+
 def _print_summary(rep: ConversionReport, out: Path) -> None:
     table(None, ["pass", "seconds", "modified"], [[r.name, f"{r.seconds:.2f}", r.modified] for r in rep.passes])
     reasons = rep.float_reasons()
@@ -234,7 +271,9 @@ def _print_summary(rep: ConversionReport, out: Path) -> None:
         _print_target(rep.target)
     latency = rep.latency or {}
     timed = [s for s in latency.get("steps", []) if "float_ms" in s and "int8_ms" in s]
-    if timed:
+    if rep.mixed_precision is not None:
+        _print_mixed(rep.mixed_precision)
+    elif timed:
         final = timed[-1]
         echo(f"latency ({latency.get('threads')} thread): float {final['float_ms']:.3f} ms, int8 {final['int8_ms']:.3f} ms ({final['step']})")
     size = rep.bytes_after or out.stat().st_size  # set by ConversionResult.save: the .onnx and its data file

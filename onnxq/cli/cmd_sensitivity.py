@@ -49,10 +49,16 @@ __all__ = ["sensitivity_cmd"]
     "--cache", "cache_dir", type=click.Path(file_okay=False), help="Cache folder (default: $ONNXQ_CACHE_DIR/sensitivity or ~/.cache/onnxq/sensitivity)."
 )
 @click.option("--no-cache", is_flag=True, help="Neither read nor write the cache.")
+@click.option(
+    "--budget",
+    "budget_s",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Seconds for the analysis; units not reached are left out (a note says so; a rerun continues from the cache).",
+)
 @data_options
 def sensitivity_cmd(
     model: str, data: str, metric_specs: tuple[str, ...], eval_samples: int, engine: str, threads: int, top: int, as_json: bool, report: str | None,
-    cache_dir: str | None, no_cache: bool, samples: int | None, dims: tuple[str, ...], image_preprocess: str | None,
+    cache_dir: str | None, no_cache: bool, budget_s: float | None, samples: int | None, dims: tuple[str, ...], image_preprocess: str | None,
 ) -> None:
     """Rank the units of MODEL's static int8 plan by what quantizing each costs.
 
@@ -66,7 +72,7 @@ def sensitivity_cmd(
     with RunOutputs([Output("--report", report)], [Input("input model", model, model=True), Input("--data", data, data=True)]) as outs:
         result = sensitivity(
             model, data, metric=metric_specs, engine=engine, cache=cache_dir, use_cache=not no_cache, dims=parse_dims(dims),
-            image_preprocess=image_preprocess, progress=progress_enabled(), options=options,
+            image_preprocess=image_preprocess, progress=progress_enabled(), options=options, budget_s=budget_s,
         )
         maybe_write_report(outs, "--report", report, result.to_dict())
     if as_json:

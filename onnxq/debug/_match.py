@@ -147,7 +147,7 @@ class _Float:
     """FLOAT's main graph, indexed for matching."""
 
     def __init__(self, model: Model, quant_names: set[str], quant_nodes: set[str]) -> None:
-        graph = model.graph
+        graph = self.graph = model.graph
         self.static = _static_names(graph.nodes)
         self.tensors: dict[str, Tensor] = {t.name: t for t in graph.inputs}
         self.by_lineage: dict[tuple[str, tuple[str, ...]], Tensor] = {}
@@ -266,7 +266,8 @@ class _Matcher:
                 self.twin[reader.outputs[0].name] = twin.name
         node_name = (value.name or value.op) if value is not None else f"{twin.name} (graph input)"
         order = self.order[id(ir.producer(q))]
-        self.result.matches.append(TensorMatch(twin.name, q.name, qp, node_name, op, how, order, readers_clip(self.graph, q)))
+        clip = readers_clip(self.graph, q) or float_readers_clip(self.float.graph, twin)
+        self.result.matches.append(TensorMatch(twin.name, q.name, qp, node_name, op, how, order, clip))
 
     def _lineage(self, node: Node | None) -> tuple[str, tuple[str, ...]] | None:
         """``(op, float twins of its run-time inputs)`` of a QUANT node; None when an input has no twin."""
@@ -315,11 +316,13 @@ def _source(t: Tensor) -> Tensor:
 
 
 def _expanded_hardswish(node: Node) -> bool:
-    """``node`` is the HardSigmoid of an expanded HardSwish: its value is multiplied by its own input."""
-    if node.op != "HardSigmoid" or not node.outputs:
+    """``node`` is the gate of an expanded HardSwish: a HardSigmoid (or the ``Add`` close-float-islands
+    writes for it) whose value is multiplied by its own input."""
+    if node.op not in ("HardSigmoid", "Add") or not node.outputs:
         return False
     readers = [r for t in _dequantized(node.outputs[0]) for r in t.outputs]
-    return any(r.op == "Mul" and any(_source(i) is _source(node.inputs[0]) for i in r.inputs) for r in readers)
+    sources = [_source(node.inputs[0])] if node.op == "HardSigmoid" else [_source(i) for i in node.inputs]
+    return any(r.op == "Mul" and any(_source(i) is src for i in r.inputs for src in sources) for r in readers)
 
 
 def _dequantized(t: Tensor) -> list[Tensor]:
@@ -372,6 +375,18 @@ def readers_clip(graph: ir.Graph, q: Tensor) -> tuple[float, float] | None:
         for reader in value.outputs:
             a, b = _flat_outside(reader, value)
             lo, hi = min(lo, a), max(hi, b)
+    return None if lo == -_INF and hi == _INF else (lo, hi)
+
+
+def float_readers_clip(graph: ir.Graph, twin: Tensor) -> tuple[float, float] | None:
+    """The readers' view of ``twin`` in FLOAT, where QUANT's readers no longer show it: after
+    close-float-islands a HardSigmoid gate is an ``Add`` whose output quantizer does the clipping."""
+    if ir.is_graph_output(graph, twin) or not twin.outputs:
+        return None
+    lo, hi = _INF, -_INF
+    for reader in twin.outputs:
+        a, b = _flat_outside(reader, twin)
+        lo, hi = min(lo, a), max(hi, b)
     return None if lo == -_INF and hi == _INF else (lo, hi)
 
 

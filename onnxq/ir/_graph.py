@@ -154,8 +154,18 @@ def _detach(node: Node) -> None:
     for sub in subgraphs_of(node):
         for inner in sub.nodes:
             _detach(inner)
-    node.inputs.clear()
-    node.outputs.clear()
+    # Unlink by identity. graphsurgeon's ``clear()`` removes the node from each tensor's readers /
+    # producers with ``list.remove``, i.e. by ``==``, and ``Node.__eq__`` compares name, op,
+    # attributes and tensors: two unnamed nodes reading the same tensors, outputs already cleared
+    # (an outer weight's MatMul in both If branches, rewritten), are "equal", so it unlinked the
+    # other one and then failed on this one ("list.remove(x): x not in list").
+    for tensors, back in ((node.inputs, "outputs"), (node.outputs, "inputs")):
+        for t in tensors:
+            links = getattr(t, back)
+            at = next((i for i, n in enumerate(links) if n is node), None)
+            if at is not None:
+                list.pop(links, at)
+        list.clear(tensors)
 
 
 def remove_nodes(graph: Graph, nodes: Iterable[Node]) -> int:

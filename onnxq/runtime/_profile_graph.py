@@ -13,6 +13,8 @@ from typing import Any, Protocol
 
 import onnx
 
+from ..disjoint_sets import DisjointSets
+
 __all__ = ["Island", "float_islands", "nhwc_check"]
 
 _QUANTIZE = frozenset({"QuantizeLinear", "DynamicQuantizeLinear"})
@@ -52,27 +54,17 @@ def float_islands(graph: onnx.GraphProto, times: Mapping[str, _Timed], float_typ
     consumed = {i for n in graph.node for i in n.input if i}
     float_tensors = {out for n in nodes for out, t in zip(n.output, times[n.name].output_types) if t in float_types}
     side = {n.name for n in nodes if _float_side(times[n.name].category, any(o in float_tensors for o in n.output))}
-    parent = {name: name for name in side}
-
-    def root(name: str) -> str:
-        while parent[name] != name:
-            parent[name] = parent[parent[name]]
-            name = parent[name]
-        return name
-
+    regions = DisjointSets(n.name for n in nodes if n.name in side)
     for n in nodes:
         if n.name not in side:
             continue
         for tensor in n.input:
             source = producer.get(tensor)
             if tensor in float_tensors and source is not None and source in side:
-                parent[root(n.name)] = root(source)
-    groups: dict[str, list[onnx.NodeProto]] = {}
-    for n in nodes:
-        if n.name in side:
-            groups.setdefault(root(n.name), []).append(n)
+                regions.union(n.name, source)
+    by_name = {n.name: n for n in nodes}
     islands = []
-    for members in groups.values():
+    for members in ([by_name[name] for name in group] for group in regions.groups()):
         enters = any(n.op_type == "DequantizeLinear" and n.input and n.input[0] in producer for n in members)
         leaves = any(n.op_type in _QUANTIZE and n.output and n.output[0] in consumed for n in members)
         if enters and leaves:

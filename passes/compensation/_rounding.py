@@ -70,7 +70,11 @@ class RoundingProblem:
 
 @dataclass
 class RoundingResult:
-    """The chosen integers and what the choice did."""
+    """The chosen integers and what the choice did.
+
+    ``cut_short``: the time budget ended the steps before ``iterations`` (the schedule still ran
+    to its end, compressed into fewer steps).
+    """
 
     q: np.ndarray
     rtn_error: float
@@ -79,6 +83,7 @@ class RoundingResult:
     seconds: float
     flipped: int
     improved: bool
+    cut_short: bool = False
 
 
 def reconstruction(delta: np.ndarray, hessian: np.ndarray) -> float:
@@ -144,4 +149,4 @@ def learn_rounding(p: RoundingProblem, *, iterations: int, seconds: float, lam: 
     improved = error < rtn_error
     chosen = q if improved else p.rtn
     flipped = int(np.count_nonzero(chosen != p.rtn))
-    return RoundingResult(chosen, rtn_error, min(error, rtn_error), steps, time.perf_counter() - start, flipped, improved)
+    return RoundingResult(chosen, rtn_error, min(error, rtn_error), steps, time.perf_counter() - start, flipped, improved, steps < iterations)

@@ -62,7 +62,8 @@ class AdaRoundConfig(PassConfig):
         samples: calibration samples read (one onnxruntime run each).
         positions: input positions (patches, or rows) kept per sample and layer, seeded.
         iterations: optimizer steps per layer.
-        seconds_per_layer: time budget per layer (the steps stop there).
+        seconds_per_layer: time budget per layer: the steps stop there (the stats count the layers
+            it cut short in ``budget_cut_layers``, and give the pass's ``seconds``).
         regularization: λ of the rounding regularizer (the reconstruction term starts at 1).
         learning_rate: Adam's step size on the rounding variables.
         correct_bias: fold the learned rounding's mean output error into the bias.
@@ -107,13 +108,13 @@ class AdaRound(Pass[AdaRoundConfig]):
         start = time.perf_counter()
         moments = _input_moments(model, [layer for layer, _ in layers], ctx.calibration_data, self.config)
         namer = ir.names(model)
-        totals = {"layers": len(layers), "improved": 0, "flipped": 0, "mismatched": 0, "bias_corrected": 0}
+        totals = {"layers": len(layers), "improved": 0, "flipped": 0, "mismatched": 0, "bias_corrected": 0, "budget_cut_layers": 0}
         gains: list[float] = []
         for layer, wq in track(layers, "adaround", enabled=ctx.progress):
-            outcome = self._layer(layer, wq, moments[layer.name])
-            if outcome is None:
+            q, result = self._layer(layer, wq, moments[layer.name])
+            totals["budget_cut_layers"] += int(result.cut_short)
+            if not result.improved:
                 continue
-            q, result = outcome
             gains.append(result.rtn_error / result.error if result.error > 0 else float("inf"))
             totals["improved"] += 1
             totals["flipped"] += result.flipped
@@ -125,8 +126,8 @@ class AdaRound(Pass[AdaRoundConfig]):
             stats["median_error_ratio"] = float(np.median([1.0 / g for g in gains]))
         return PassResult(model, totals["improved"] > 0, stats)
 
-    def _layer(self, layer: Linear, wq: WeightQuant, m: InputMoments) -> tuple[np.ndarray, RoundingResult] | None:
-        """The learned integers of ``layer`` in rows layout (None: round-to-nearest stays)."""
+    def _layer(self, layer: Linear, wq: WeightQuant, m: InputMoments) -> tuple[np.ndarray, RoundingResult]:
+        """The chosen integers of ``layer`` in rows layout (round-to-nearest unless ``improved``), and the search's outcome."""
         grid = weight_grid(layer.weight, wq)
         rows = layer.rows()
         problem = RoundingProblem(
@@ -140,7 +141,7 @@ class AdaRound(Pass[AdaRoundConfig]):
         )
         result = learn_rounding(problem, iterations=self.config.iterations, seconds=self.config.seconds_per_layer,
                                 lam=self.config.regularization, lr=self.config.learning_rate)
-        return (result.q, result) if result.improved else None
+        return result.q, result
 
     def _write(
         self, layer: Linear, wq: WeightQuant, q_rows: np.ndarray, m: InputMoments, namer: ir.NameGenerator, plan: QuantPlan

@@ -9,11 +9,13 @@ from __future__ import annotations
 from . import (  # noqa: F401  (imported to register the passes)
     annotate,
     calibrate,
+    close_float_islands,
     convert_float16,
     convert_qlinear,
     expand_hardswish,
     insert_qdq,
     measure_fixed_point,
+    mixed_precision,
     quantize_dynamic,
     quantize_weights_blockwise,
     smooth_activations,

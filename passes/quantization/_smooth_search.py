@@ -12,11 +12,18 @@ where ``Q_a`` quantizes per tensor to uint8 on the calibrated range of ``X / s``
 per-channel min/max the pass measures anyway) and ``Q_w`` per output channel to symmetric int8
 (7-bit where onnxruntime's int8 GEMM saturates on this CPU, as ``annotate-quantization``'s default
 decides). The ``α`` with the smallest error wins; ties keep the first (the grid's order).
+
+Time bound: a :class:`SearchBudget` shared by every group of one pass is checked before each
+candidate. Once it is spent, the remaining candidates are skipped: a group keeps the best of
+those it evaluated, or the caller's fallback ``α`` when it evaluated none, and the budget records
+that it cut the search short (``search_cut_short``) and the seconds spent (``search_seconds``).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from itertools import islice
 
 import numpy as np
@@ -28,7 +35,33 @@ from onnxq.ir import Model
 from onnxq.runtime.kernels import resolve_reduce_range
 from onnxq.runtime.session import make_session, run_session
 
-__all__ = ["int8_matmul_error", "best_alpha", "sample_rows"]
+__all__ = ["SearchBudget", "int8_matmul_error", "best_alpha", "sample_rows"]
+
+
+@dataclass
+class SearchBudget:
+    """Wall-clock seconds for every alpha search of one pass (``seconds=None``: unbounded).
+
+    The clock starts when the budget is made; ``cut_short`` becomes true when a candidate is
+    skipped for lack of time.
+    """
+
+    seconds: float | None = None
+    start: float = field(default_factory=time.perf_counter)
+    cut_short: bool = False
+
+    @property
+    def spent(self) -> float:
+        """Seconds since the budget was made."""
+        return time.perf_counter() - self.start
+
+    def exhausted(self) -> bool:
+        """Whether the seconds are spent (never, without a limit)."""
+        return self.seconds is not None and self.spent >= self.seconds
+
+    def as_stats(self) -> dict[str, float | bool]:
+        """``search_seconds`` spent and ``search_cut_short``, for the pass's stats."""
+        return {"search_seconds": round(self.spent, 3), "search_cut_short": self.cut_short}
 
 
 def sample_rows(model: Model, names: Sequence[str], data: Iterable[Mapping[str, np.ndarray]], samples: int, rows: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -68,12 +101,31 @@ def int8_matmul_error(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, weights: Se
 
 
 def best_alpha(
-    x: np.ndarray, lo: np.ndarray, hi: np.ndarray, weights: Sequence[np.ndarray], grid: Sequence[float], scales_for: Callable[[float], np.ndarray]
+    x: np.ndarray,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    weights: Sequence[np.ndarray],
+    grid: Sequence[float],
+    scales_for: Callable[[float], np.ndarray],
+    *,
+    budget: SearchBudget | None = None,
+    fallback: float | None = None,
 ) -> tuple[float, dict[float, float]]:
-    """The grid's ``α`` with the smallest :func:`int8_matmul_error`, and every ``α``'s error.
+    """The grid's ``α`` with the smallest :func:`int8_matmul_error`, and every evaluated ``α``'s error.
 
-    ``scales_for(α)`` returns the smoothing scales of that ``α`` for this group.
+    ``scales_for(α)`` returns the smoothing scales of that ``α`` for this group. With a ``budget``,
+    candidates after it is spent are skipped (see the module docstring): the best evaluated one
+    wins, or ``fallback`` when none was (without a fallback the first candidate is always evaluated).
     """
-    errors = {float(a): int8_matmul_error(x, lo, hi, weights, scales_for(a)) for a in grid}
+    errors: dict[float, float] = {}
+    for a in grid:
+        if budget is not None and budget.exhausted() and (errors or fallback is not None):
+            budget.cut_short = True
+            break
+        errors[float(a)] = int8_matmul_error(x, lo, hi, weights, scales_for(a))
+    if not errors:  # a spent budget with a fallback, or an empty grid
+        if fallback is None:
+            raise ValueError("best_alpha: no candidate alpha to evaluate")
+        return fallback, errors
     best = min(errors, key=lambda a: errors[a])
     return best, errors

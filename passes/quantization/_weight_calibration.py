@@ -5,13 +5,18 @@
 1. **Which weights** (:func:`_eligible`): MatMul / Gemm targets of the main graph whose input is a
    float activation. Others keep round-to-nearest, with the reason in the stats (``fallback``): a node
    inside an If/Loop body (its input is not streamed), a weight shared by nodes reading different
-   inputs (GPTQ: one weight, one Hessian), for AWQ also a shared weight or a Gemm with ``transA=1``.
+   inputs (GPTQ: one weight, one Hessian), for AWQ also a shared weight or a Gemm with ``transA=1``;
+   for GPTQ also a layer whose calibration data has fewer rows than its ``K`` inputs (known once the
+   statistics are in: with a singular ``H`` the compensation overfits the few rows seen).
 2. **Statistics** (:mod:`._weight_stats`): the eligible nodes' input tensors, in groups that fit
    ``max_memory_mb``; each group's statistics are used and dropped before the next group's are
    collected (one onnxruntime pass over the data per group).
 3. **GPTQ** (:mod:`._gptq`): every weight is quantized from its Hessian at once; the pass later emits
-   those codes and scales instead of rounding to nearest. Inputs are the float model's (layers are
-   not re-run with their predecessors already quantized, as the paper's sequential variant does).
+   those codes and scales instead of rounding to nearest. Inputs are the float model's by default;
+   with ``sequential`` (the paper's order) the inputs come in waves (:func:`_waves`: each wave depends
+   only on layers of earlier waves) and each wave's statistics are collected with the earlier layers
+   already quantized (their weights swapped for float constants of the dequantized values, then
+   restored), at one pass over the data per wave.
 4. **AWQ** (:mod:`._awq`): per input tensor, ``α`` is searched for the group of weights reading it;
    the float graph is rewritten to ``(X / s) · (s ⊙ W)`` (weights scaled, ``1 / s`` folded into the
    producer or a Mul) and the targets' weights are scaled in step; the pass then quantizes the scaled
@@ -68,6 +73,8 @@ class RoundingOptions(Protocol):
     def damp(self) -> float: ...
     @property
     def act_order(self) -> bool: ...
+    @property
+    def sequential(self) -> bool: ...
     @property
     def awq_grid(self) -> int: ...
     @property
@@ -189,24 +196,78 @@ def calibrate_weights(
     gptq = opts.algorithm == "gptq"
     rows = 0 if gptq else opts.awq_rows
     dims = {name: (ts[0].w.shape[0], _input_of(ts[0].node)[1]) for name, ts in groups.items()}
-    plan = input_groups(model, {n: k for n, (k, _) in dims.items()}, first, gram=gptq, rows=rows, max_memory_mb=opts.max_memory_mb)
-    out.groups = len(plan)
     namer = ir.names(model)
     by_node = {id(t.node): t for t in targets}
-    label = f"{opts.algorithm} statistics"
-    for names in track(plan, label, enabled=progress and len(plan) > 1):
-        start = time.perf_counter()
-        stats = collect_input_stats(model, {n: dims[n] for n in names}, data, samples=opts.samples, gram=gptq, rows=rows, seed=opts.seed)
-        out.data_seconds += time.perf_counter() - start
-        for name in track(names, opts.algorithm, enabled=progress):
+    sequential = gptq and opts.sequential
+    waves = _waves(model, groups) if sequential else [list(groups)]
+    for wave in track(waves, "gptq layers", enabled=progress and len(waves) > 1):
+        plan = input_groups(model, {n: dims[n][0] for n in wave}, first, gram=gptq, rows=rows, max_memory_mb=opts.max_memory_mb)
+        out.groups += len(plan)
+        for names in track(plan, f"{opts.algorithm} statistics", enabled=progress and len(plan) > 1):
             start = time.perf_counter()
-            if gptq:
-                _gptq_group(groups[name], stats[name], opts, out)
-            else:
-                _awq_group(groups[name], stats[name], opts, out, namer, readers, by_node)
-            out.algorithm_seconds += time.perf_counter() - start
-        del stats  # before the next group's statistics: one group's state in memory at a time
+            swapped = _fake_quantize([(by_node[i], q) for i, q in out.quant.items()], namer) if sequential else []
+            try:
+                stats = collect_input_stats(model, {n: dims[n] for n in names}, data, samples=opts.samples, gram=gptq, rows=rows, seed=opts.seed)
+            finally:
+                for node, original in swapped:
+                    node.inputs[1] = original
+            out.data_seconds += time.perf_counter() - start
+            for name in track(names, opts.algorithm, enabled=progress and not sequential):
+                start = time.perf_counter()
+                if gptq:
+                    _gptq_group(groups[name], stats[name], opts, out)
+                else:
+                    _awq_group(groups[name], stats[name], opts, out, namer, readers, by_node)
+                out.algorithm_seconds += time.perf_counter() - start
+            del stats  # before the next group's statistics: one group's state in memory at a time
     return out
+
+
+def _waves(model: Model, groups: Mapping[str, Sequence[WeightTarget]]) -> list[list[str]]:
+    """The inputs in waves: each wave's inputs depend (through the main graph) only on targets of earlier waves.
+
+    A tensor's dependencies are the target nodes on any path to it (propagated in the graph's topological
+    order). Typically a wave is Q/K/V's shared input, then the attention output's, then each FFN MatMul's.
+    """
+    target_ids = {id(t.node) for ts in groups.values() for t in ts}
+    deps: dict[str, frozenset[int]] = {}
+    for node in model.graph.nodes:
+        acc = frozenset().union(*(deps.get(t.name, frozenset()) for t in node.inputs if t.name))
+        if id(node) in target_ids:
+            acc = acc | {id(node)}
+        for t in node.outputs:
+            deps[t.name] = acc
+    done: set[int] = set()
+    remaining = list(groups)
+    waves = []
+    while remaining:
+        wave = [n for n in remaining if deps.get(n, frozenset()) <= done] or remaining[:1]
+        waves.append(wave)
+        remaining = [n for n in remaining if n not in wave]
+        done.update(id(t.node) for n in wave for t in groups[n])
+    return waves
+
+
+def _fake_quantize(done: Sequence[tuple[WeightTarget, BlockQuant]], namer: ir.NameGenerator) -> list[tuple[Node, Tensor]]:
+    """Point every quantized ``done`` target at a float constant holding its dequantized weight (sequential
+    GPTQ: later layers see the error of earlier ones); returns ``(node, original weight)`` to restore.
+
+    The stored layout is the logical ``W[K, N]`` transposed back when the node stores ``[N, K]`` (Gemm
+    ``transB=1``); a Gemm with ``alpha != 1`` keeps its float weight here (its ``w`` carries ``alpha``).
+    """
+    swapped = []
+    for t, quant in done:
+        original = t.node.inputs[1]
+        values = ir.constant_array(original)
+        if values is None or (t.node.op == "Gemm" and float(ir.attr(t.node, "alpha", 1.0)) != 1.0):
+            continue
+        transposed = t.node.op == "Gemm" and bool(ir.attr(t.node, "transB", 0))
+        deq = quant.dequantize().T if transposed else quant.dequantize()
+        if deq.shape != values.shape:
+            continue
+        t.node.inputs[1] = ir.make_constant(namer.new(f"{original.name}/gptq_dequantized"), deq.astype(values.dtype))
+        swapped.append((t.node, original))
+    return swapped
 
 
 def _gptq_group(ts: Sequence[WeightTarget], st: InputStats, opts: RoundingOptions, out: Calibrated) -> None:
@@ -214,6 +275,13 @@ def _gptq_group(ts: Sequence[WeightTarget], st: InputStats, opts: RoundingOption
     h = st.hessian
     done: dict[str, tuple[np.ndarray, BlockQuant]] = {}
     for t in ts:
+        if st.count < st.k:
+            # Fewer rows than inputs: H is singular and GPTQ moves the rounding error into directions the
+            # calibration data never showed (measured: worse than rounding to nearest on held-out data).
+            out.fallback[_label(t.node)] = (
+                f"only {st.count} calibration rows for K={st.k} inputs (GPTQ's Hessian would be singular; give more samples); rounded to nearest"
+            )
+            continue
         again = done.get(t.weight.name)
         if again is not None and np.array_equal(again[0], t.w):
             out.quant[id(t.node)] = again[1]  # the same weight read twice by nodes of the same input

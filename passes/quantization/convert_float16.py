@@ -62,6 +62,7 @@ import onnx
 from onnx import TensorProto
 
 from onnxq import ir
+from onnxq.disjoint_sets import DisjointSets
 from onnxq.errors import ConfigError
 from onnxq.ir import Graph, Model, Node, Tensor
 from onnxq.pass_base import Pass, PassConfig, PassContext, PassResult, register_pass
@@ -292,24 +293,18 @@ class _Converter:
 
     def _keep_worthy_regions(self) -> None:
         """``auto``: half only in connected half-capable regions containing a compute-heavy op."""
-        parent: dict[int, int] = {k: k for k, v in self.infos.items() if v.half}
-
-        def find(x: int) -> int:
-            while parent[x] != x:
-                parent[x] = parent[parent[x]]
-                x = parent[x]
-            return x
-
-        for key in parent:
+        half = [k for k, v in self.infos.items() if v.half]
+        regions = DisjointSets(half)
+        for key in half:
             info = self.infos[key]
             for i in info.group_in:
                 p = ir.producer(info.node.inputs[i])
                 pinfo = self.infos.get(id(p)) if p is not None else None
                 if p is not None and pinfo is not None and pinfo.half and any(p.outputs[j] is info.node.inputs[i] for j in pinfo.group_out):
-                    parent[find(key)] = find(id(p))
-        worthy = {find(k) for k in parent if self.infos[k].node.op in HALF_WORTHY_OPS}
-        for key in parent:
-            if find(key) not in worthy:
+                    regions.union(key, id(p))
+        worthy = {regions.find(k) for k in half if self.infos[k].node.op in HALF_WORTHY_OPS}
+        for key in half:
+            if regions.find(key) not in worthy:
                 info = self.infos[key]
                 info.half = False
                 info.reason = "auto: no compute-heavy op with a native half kernel in this region (weights stored in half only)"

@@ -34,7 +34,7 @@ from onnxq.ir import Graph, Model, Node, Tensor
 from onnxq.pass_base import Pass, PassConfig, PassContext, PassResult, register_pass
 from onnxq.runtime.kernels import resolve_reduce_range
 
-__all__ = ["QuantizeDynamic", "QuantizeDynamicConfig", "quantize_weight_int8"]
+__all__ = ["QuantizeDynamic", "QuantizeDynamicConfig", "DynamicRewriter", "plan_dynamic_matmul", "quantize_weight_int8"]
 
 MS = "com.microsoft"
 
@@ -128,7 +128,7 @@ def _identity(t: Tensor) -> str:
     return t.name or str(id(t))
 
 
-class _Rewriter:
+class DynamicRewriter:
     def __init__(self, model: Model, cfg: QuantizeDynamicConfig) -> None:
         self.model = model
         self.cfg = cfg
@@ -225,7 +225,7 @@ class _Rewriter:
         return np.stack(qs), np.stack(ss).astype(np.float32)
 
 
-def _plan_matmul(graph: Graph, node: Node, cfg: QuantizeDynamicConfig) -> tuple[Tensor, Tensor, bool, np.ndarray | None, Tensor, list[Node]] | str:
+def plan_dynamic_matmul(graph: Graph, node: Node, cfg: QuantizeDynamicConfig) -> tuple[Tensor, Tensor, bool, np.ndarray | None, Tensor, list[Node]] | str:
     """(activation, weight tensor, transpose, bias, output, nodes replaced) or the reason to skip."""
     if node.op == "MatMul":
         a, w_t = node.inputs[0], node.inputs[1]
@@ -270,7 +270,7 @@ class QuantizeDynamic(Pass[QuantizeDynamicConfig]):
         from onnxq.inspect import QUANT_OPS
 
         before = ir.clone(model) if self.config.guard_latency else None
-        rw = _Rewriter(model, self.config)
+        rw = DynamicRewriter(model, self.config)
         skipped = 0
         for graph in ir.iter_graphs(model.graph):
             for node in list(graph.nodes):
@@ -298,7 +298,7 @@ class QuantizeDynamic(Pass[QuantizeDynamicConfig]):
                 return PassResult(before, False, {**stats, "quantized": 0, "reverted": note})
         return PassResult(model, total > 0, stats)
 
-    def _node(self, rw: _Rewriter, graph: Graph, node: Node) -> str | None:
+    def _node(self, rw: DynamicRewriter, graph: Graph, node: Node) -> str | None:
         cfg = self.config
         if node.op in ("Conv", "ConvTranspose"):
             return "dynamic mode keeps Conv float (ConvInteger is slower than float Conv on onnxruntime CPU); use static mode for CNNs"
@@ -310,7 +310,7 @@ class QuantizeDynamic(Pass[QuantizeDynamicConfig]):
             return "excluded by the user"
         if node.op == "LSTM":
             return rw.lstm(graph, node)
-        plan = _plan_matmul(graph, node, cfg)
+        plan = plan_dynamic_matmul(graph, node, cfg)
         if isinstance(plan, str):
             return plan
         a, w_t, transpose, bias, out, replaced = plan

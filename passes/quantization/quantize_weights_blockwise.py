@@ -84,6 +84,9 @@ class QuantizeWeightsBlockwiseConfig(PassConfig):
         samples / max_memory_mb: calibration samples read, and the MB of one sample's exposed
             inputs plus their statistics per pass over the data (GPTQ / AWQ).
         damp / act_order: GPTQ's dampening ``λ / mean(diag H)`` and processing by decreasing ``diag H``.
+        sequential: GPTQ collects each layer's inputs with the layers before it already quantized
+            (the paper's order; one pass over the data per wave of layers, four per transformer layer).
+            Off by default: measured no better than the float model's inputs (one pass) on the builders.
         awq_grid / awq_rows: AWQ's ``α`` grid intervals over [0, 1] and rows sampled per input to judge it.
         seed: seeds AWQ's row sampling.
     """
@@ -106,6 +109,7 @@ class QuantizeWeightsBlockwiseConfig(PassConfig):
     max_memory_mb: float | None = 1024.0
     damp: float = 0.01
     act_order: bool = False
+    sequential: bool = False
     awq_grid: int = 20
     awq_rows: int = 512
     seed: int = 0

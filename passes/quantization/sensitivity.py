@@ -42,6 +42,7 @@ import numpy as np
 
 from onnxq import ir
 from onnxq.calibration.ranges import TensorRange
+from onnxq.disjoint_sets import DisjointSets
 from onnxq.errors import ConfigError
 from onnxq.ir import Model
 from onnxq.metrics import Guard, GuardSet, sqnr_of
@@ -128,24 +129,15 @@ def fusion_units(model: Model, plan: QuantPlan) -> list[Unit]:
     """
     quantized = set(plan.quantized_nodes)
     nodes = [n for n in ir.iter_nodes(model.graph) if n.name in quantized]
-    parent = {n.name: n.name for n in nodes}
-
-    def find(x: str) -> str:
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
+    units = DisjointSets(n.name for n in nodes)
     for node in nodes:
         for t in node.outputs:
             readers = list(t.outputs)
             if t.name and t.name not in plan.activations and readers and all(r.name in quantized for r in readers):
                 for r in readers:
-                    parent[find(r.name)] = find(node.name)
-    groups: dict[str, list[ir.Node]] = {}
-    for node in nodes:
-        groups.setdefault(find(node.name), []).append(node)
-    return [Unit(members[0].name, tuple(n.name for n in members), tuple(n.op for n in members)) for members in groups.values()]
+                    units.union(r.name, node.name)
+    op_of = {n.name: n.op for n in nodes}
+    return [Unit(names[0], tuple(names), tuple(op_of[n] for n in names)) for names in units.groups()]
 
 
 def float_outputs(model: Model) -> list[str]:

@@ -30,7 +30,7 @@ from onnxq.errors import ConfigError
 from onnxq.ir import Graph, Model, Node
 from onnxq.pass_base import Pass, PassConfig, PassContext, PassResult, register_pass
 
-from ._smooth_search import best_alpha, sample_rows
+from ._smooth_search import SearchBudget, best_alpha, sample_rows
 
 __all__ = ["SmoothActivations", "SmoothActivationsConfig", "smoothing_scales"]
 
@@ -38,12 +38,15 @@ __all__ = ["SmoothActivations", "SmoothActivationsConfig", "smoothing_scales"]
 @dataclass(frozen=True)
 class SmoothActivationsConfig(PassConfig):
     """Options: migration strength ``alpha`` in [0, 1] (or ``alpha_grid`` to search per group: candidate
-    alphas, and ``search_rows`` rows of each LayerNorm output to judge them on) and the sample cap."""
+    alphas, ``search_rows`` rows of each LayerNorm output to judge them on, and ``search_seconds``
+    of wall clock for all the searches, after which the remaining groups take ``alpha``) and the
+    sample cap."""
 
     alpha: float = 0.5
     samples: int = 32
     alpha_grid: tuple[float, ...] = ()
     search_rows: int = 1024
+    search_seconds: float | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -51,6 +54,8 @@ class SmoothActivationsConfig(PassConfig):
             raise ConfigError(f"smooth-activations: alpha and alpha_grid values must be in [0, 1], got {self.alpha} and {list(self.alpha_grid)}")
         if self.search_rows < 1:
             raise ConfigError(f"smooth-activations: search_rows must be >= 1, got {self.search_rows}")
+        if self.search_seconds is not None and not self.search_seconds > 0:
+            raise ConfigError(f"smooth-activations: search_seconds must be > 0, got {self.search_seconds}")
 
 
 def smoothing_scales(act_absmax: np.ndarray, weight_absmax: np.ndarray, alpha: float) -> np.ndarray:
@@ -102,6 +107,7 @@ class SmoothActivations(Pass[SmoothActivationsConfig]):
         ranges, _ = collect_ranges(model, data, tensors=names, method="minmax", per_channel_axis=-1, max_samples=self.config.samples)
         rows = sample_rows(model, names, data, self.config.samples, self.config.search_rows) if self.config.alpha_grid else {}
         namer = ir.names(model)
+        budget = SearchBudget(self.config.search_seconds)
         smoothed = 0
         alphas: dict[str, float] = {}
         for graph, (ln, mms, others) in targets:
@@ -115,7 +121,7 @@ class SmoothActivations(Pass[SmoothActivationsConfig]):
             alpha = self.config.alpha
             if ln.outputs[0].name in rows:
                 scales_for = lambda a, act=act, w_absmax=w_absmax: smoothing_scales(act, w_absmax, a)  # noqa: E731
-                alpha, _ = best_alpha(rows[ln.outputs[0].name], lo, hi, weights, self.config.alpha_grid, scales_for)
+                alpha, _ = best_alpha(rows[ln.outputs[0].name], lo, hi, weights, self.config.alpha_grid, scales_for, budget=budget, fallback=self.config.alpha)
                 alphas[ln.name] = alpha
             s = smoothing_scales(act, w_absmax, alpha)
             self._apply(graph, ln, mms, others, weights, s, namer)
@@ -123,6 +129,8 @@ class SmoothActivations(Pass[SmoothActivationsConfig]):
         stats: dict[str, object] = {"smoothed": smoothed, "layernorms": len(targets)}
         if alphas:
             stats["alphas"] = alphas
+        if self.config.alpha_grid:
+            stats.update(budget.as_stats())
         return PassResult(model, smoothed > 0, stats)
 
     @staticmethod

@@ -55,9 +55,10 @@ from onnxq.runtime.backends import make_runtime_session, runtime_names
 from onnxq.runtime.bench import bench_sessions
 
 from .annotate import build_plan
+from .close_float_islands import close_islands
 from .insert_qdq import materialize
 
-__all__ = ["TuneLatency", "TuneLatencyConfig", "NODE_CLASSES", "score_like_outputs"]
+__all__ = ["TuneLatency", "TuneLatencyConfig", "LatencyTrials", "NODE_CLASSES", "score_like_outputs"]
 
 log = logging.getLogger(__name__)
 
@@ -149,8 +150,8 @@ def score_like_outputs(model: Model) -> set[str]:
     return found
 
 
-class _Trials:
-    """Builds sessions for candidate plans, times and evaluates them against float."""
+class LatencyTrials:
+    """Builds sessions for candidate plans, times and evaluates them against float (shared with mixed-precision)."""
 
     def __init__(
         self, model: Model, ranges: Mapping[str, TensorRange], cfg: QuantizationConfig, samples: list[Mapping[str, np.ndarray]], tcfg: TuneLatencyConfig
@@ -180,6 +181,7 @@ class _Trials:
         plan = build_plan(self.model, self.ranges, self.cfg, forced)
         variant = ir.clone(self.model)
         materialize(variant, plan, self.ranges)
+        close_islands(variant)  # time the graph the pipeline ships (close-float-islands runs after insert-qdq)
         ir.normalize(variant)
         return make_runtime_session(variant, self.tcfg.runtime, threads=self.tcfg.threads, where=f"{self.model.source} (int8 candidate)"), plan
 
@@ -259,7 +261,7 @@ class TuneLatency(Pass[TuneLatencyConfig]):
         if not plan.quantized_nodes:
             return PassResult(model, False, {"skipped": "nothing quantized"})
         with status("tuning: checking int8 accuracy against float", ctx.progress) as shown:
-            trials = _Trials(model, ranges, cfg, samples, self.config)
+            trials = LatencyTrials(model, ranges, cfg, samples, self.config)
             for note in trials.guards.coverage_notes([o.name for o in trials.float_session.get_outputs()], trials.float_outputs):
                 ctx.note(note)
             forced: dict[str, str] = {}
@@ -294,7 +296,7 @@ class TuneLatency(Pass[TuneLatencyConfig]):
         kept_float = sum(1 for d in plan.float_nodes() if d.reason.startswith(KEPT_FLOAT))
         return PassResult(model, False, {"kept_float": kept_float, "steps": len(steps)})
 
-    def _latency(self, model: Model, trials: _Trials, plan: QuantPlan, forced: dict[str, str]) -> tuple[dict[str, str], QuantPlan, list[TuningStep]]:
+    def _latency(self, model: Model, trials: LatencyTrials, plan: QuantPlan, forced: dict[str, str]) -> tuple[dict[str, str], QuantPlan, list[TuningStep]]:
         node_of = {n.name: n for n in ir.iter_nodes(model.graph)}
         trials.start_clock()
         current, current_plan = trials.build(forced)
@@ -322,7 +324,7 @@ class TuneLatency(Pass[TuneLatencyConfig]):
                 forced, current, current_plan = trial_forced, trial, trial_plan
         return forced, current_plan, steps
 
-    def _accuracy(self, model: Model, trials: _Trials, forced: dict[str, str], plan: QuantPlan) -> tuple[dict[str, str], QuantPlan, list[TuningStep]]:
+    def _accuracy(self, model: Model, trials: LatencyTrials, forced: dict[str, str], plan: QuantPlan) -> tuple[dict[str, str], QuantPlan, list[TuningStep]]:
         """Return node classes (then single nodes) to float until the accuracy targets hold."""
         node_of = {n.name: n for n in ir.iter_nodes(model.graph)}
         session, _ = trials.build(forced)
@@ -351,7 +353,7 @@ class TuneLatency(Pass[TuneLatencyConfig]):
         return forced, plan, steps
 
     def _best_class(
-        self, trials: _Trials, node_of: dict[str, Node], forced: dict[str, str], plan: QuantPlan, acc: Mapping[str, float]
+        self, trials: LatencyTrials, node_of: dict[str, Node], forced: dict[str, str], plan: QuantPlan, acc: Mapping[str, float]
     ) -> tuple[str, list[str]] | None:
         """The node class whose return to float improves accuracy most (None if none does).
 
@@ -378,7 +380,7 @@ class TuneLatency(Pass[TuneLatencyConfig]):
         return (best[1], best[2]) if best is not None else whole
 
     def _fewest_nodes(
-        self, trials: _Trials, forced: dict[str, str], members: list[str], acc: Mapping[str, float], reason: str
+        self, trials: LatencyTrials, forced: dict[str, str], members: list[str], acc: Mapping[str, float], reason: str
     ) -> tuple[dict[str, str], QuantPlan, dict[str, float], int]:
         """Float the fewest of ``members`` (most sensitive first) that meet the targets.
 

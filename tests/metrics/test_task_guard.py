@@ -36,7 +36,7 @@ Feeds = dict[str, np.ndarray]
 @pytest.fixture(autouse=True)
 def int8_is_faster(monkeypatch: pytest.MonkeyPatch) -> None:
     """int8 always beats float and floating a glue class never pays: only accuracy decides."""
-    monkeypatch.setattr(tl._Trials, "time", lambda self, a, b: (2.0, 1.0) if a is self.float_session else (1.0, 1.0))
+    monkeypatch.setattr(tl.LatencyTrials, "time", lambda self, a, b: (2.0, 1.0) if a is self.float_session else (1.0, 1.0))
 
 
 def _outputs(model: object, feeds: list[Feeds]) -> list[np.ndarray]:

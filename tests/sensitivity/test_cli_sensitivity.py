@@ -80,3 +80,13 @@ def test_data_that_does_not_fit_gives_the_error_convert_gives(folder: Path) -> N
 def test_cache_flags_conflict_and_a_cache_inside_the_data_is_refused(folder: Path) -> None:
     assert_refused(folder, _args(folder, "--cache", str(folder.parent / "c"), "--no-cache"), r"--cache and --no-cache")
     assert_refused(folder, _args(folder, "--cache", str(folder / "data" / "cache")), r"inside the --data folder")
+
+
+def test_budget_cuts_the_analysis_and_says_so(folder: Path) -> None:
+    code, stdout, stderr = invoke(*_args(folder, "--budget", "0.000001", "--json", "--no-cache"))
+    assert code == 0, stderr
+    report = json.loads(stdout)
+    notes = " ".join(report["notes"])
+    assert "cut the analysis short" in notes and "left out of the ranking" in notes
+    code, _, stderr = invoke(*_args(folder, "--budget", "0"))
+    assert code == 2 and "--budget" in stderr and len(stderr.strip().splitlines()) == 1

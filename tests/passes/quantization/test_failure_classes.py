@@ -201,7 +201,7 @@ def test_int8_slower_than_float_keeps_float(monkeypatch: pytest.MonkeyPatch) -> 
     def float_wins(self, a, b):
         return (1.0, 2.0) if a is self.float_session else (2.0, 2.0)
 
-    monkeypatch.setattr(tl._Trials, "time", float_wins)
+    monkeypatch.setattr(tl.LatencyTrials, "time", float_wins)
     src = build("mobilenet")
     res = quantize_static(src, _synthetic(src, 4, N=1), tune=True)
     assert res.report.to_dict()["quantized_nodes"] == 0
@@ -216,14 +216,14 @@ def test_int8_slower_than_float_keeps_float(monkeypatch: pytest.MonkeyPatch) -> 
 def test_accuracy_guard_returns_classes_to_float(monkeypatch: pytest.MonkeyPatch) -> None:
     import onnxq.passes.quantization.tune_latency as tl
 
-    monkeypatch.setattr(tl._Trials, "time", lambda self, a, b: (2.0, 1.0))  # int8 always faster
+    monkeypatch.setattr(tl.LatencyTrials, "time", lambda self, a, b: (2.0, 1.0))  # int8 always faster
     calls = []
 
     def accuracy(self, session):
         calls.append(session)
         return {"agreement": 1.0, "cosine": 0.95 if len(calls) == 1 else 0.999}
 
-    monkeypatch.setattr(tl._Trials, "accuracy", accuracy)
+    monkeypatch.setattr(tl.LatencyTrials, "accuracy", accuracy)
     src = build("mobilenet")
     res = quantize_static(src, _synthetic(src, 4, N=1), tune=True)
     steps = [s["step"] for s in res.report.to_dict()["latency"]["steps"]]
@@ -365,22 +365,22 @@ def test_accuracy_guard_floats_the_fewest_matmuls(monkeypatch: pytest.MonkeyPatc
     """When only the head is too sensitive, the guard returns that one Gemm to float, not all four."""
     import onnxq.passes.quantization.tune_latency as tl
 
-    monkeypatch.setattr(tl._Trials, "time", lambda self, a, b: (2.0, 1.0))  # int8 always faster
+    monkeypatch.setattr(tl.LatencyTrials, "time", lambda self, a, b: (2.0, 1.0))  # int8 always faster
 
     def accuracy(self, session):
         self.trials_left -= 1
         head_float = not session.plan.decisions["head/fc/matmul/gemm"].quantized
         return {"agreement": 1.0 if head_float else 0.9, "cosine": 1.0}
 
-    real_build = tl._Trials.build
+    real_build = tl.LatencyTrials.build
 
     def build_keeping_plan(self, forced):
         session, plan = real_build(self, forced)
         session.plan = plan
         return session, plan
 
-    monkeypatch.setattr(tl._Trials, "build", build_keeping_plan)
-    monkeypatch.setattr(tl._Trials, "accuracy", accuracy)
+    monkeypatch.setattr(tl.LatencyTrials, "build", build_keeping_plan)
+    monkeypatch.setattr(tl.LatencyTrials, "accuracy", accuracy)
     src = build("mlp", in_features=64, hidden=(128, 128, 128))
     res = quantize_static(src, _synthetic(src, 4, N=16), tune=True)
     kept = [d["node"] for d in res.report.to_dict()["float_nodes"] if "cost too much accuracy" in d["reason"]]

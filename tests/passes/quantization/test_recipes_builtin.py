@@ -31,7 +31,7 @@ def separable() -> onnx.ModelProto:
 
 
 def test_names_resolve_and_paths_still_work(tmp_path: Path) -> None:
-    assert {"accurate", "fast"} <= set(builtin_recipes())
+    assert {"accurate", "compact", "fast"} <= set(builtin_recipes())
     accurate = [s["pass"] for s in load_recipe("accurate")]
     assert accurate.index("record-batchnorm-stats") < accurate.index("cleanup") < accurate.index("equalize-cross-layer") < accurate.index("calibrate")
     assert accurate.index("tune-latency") < accurate.index("adaround") < accurate.index("correct-bias") < accurate.index("insert-qdq")
@@ -39,7 +39,7 @@ def test_names_resolve_and_paths_still_work(tmp_path: Path) -> None:
     mine = tmp_path / "accurate"  # a file wins over the built-in of the same name
     mine.write_text('[[passes]]\npass = "cleanup"\n')
     assert load_recipe(str(mine)) == [{"pass": "cleanup"}]
-    with pytest.raises(ConfigError, match=r"neither a file nor a built-in recipe \(built-in: accurate, fast"):
+    with pytest.raises(ConfigError, match=r"neither a file nor a built-in recipe \(built-in: accurate, compact, fast"):
         load_recipe("acurate")
     with pytest.raises(ConfigError, match="does not exist"):
         load_recipe("missing.toml")

@@ -89,3 +89,18 @@ def test_no_layernorm_no_change() -> None:
     conv = parse_with(text, {"w": (8, 4, 1, 1)})
     _, _, recs = run_steps(conv, [{"pass": "smooth-activations", "alpha_grid": GRID}], [{"x": np.ones((1, 4, 8, 8), np.float32)}])
     assert not recs["smooth-activations"].modified and recs["smooth-activations"].stats == {"smoothed": 0}
+
+
+def test_search_seconds_bound_the_search_and_the_stats_say_so(model: onnx.ModelProto) -> None:
+    calib = _feeds(4, 0)
+    _, _, free = run_steps(model, [{"pass": "smooth-activations", "alpha_grid": GRID}], calib)
+    assert free["smooth-activations"].stats["search_cut_short"] is False and free["smooth-activations"].stats["search_seconds"] >= 0
+    _, _, cut = run_steps(model, [{"pass": "smooth-activations", "alpha_grid": GRID, "alpha": 0.42, "search_seconds": 1e-9}], calib)
+    stats = cut["smooth-activations"].stats
+    assert stats["search_cut_short"] is True and stats["smoothed"] == 2
+    assert set(stats["alphas"].values()) == {0.42}  # out of time before any candidate: every group takes the fixed alpha
+
+
+def test_search_seconds_must_be_positive() -> None:
+    with pytest.raises(ConfigError, match="search_seconds"):
+        make_pass("smooth-activations", {"alpha_grid": GRID, "search_seconds": 0})

@@ -124,9 +124,9 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Callable[[Cost], None]:
     def install(cost: Cost) -> None:
         plans: dict[int, QuantPlan] = {}
         alive: list[object] = []  # keeps ids unique while the pass runs
-        real_build = tl._Trials.build
+        real_build = tl.LatencyTrials.build
 
-        def build(trials: tl._Trials, forced: dict[str, str]) -> tuple[object, QuantPlan]:
+        def build(trials: tl.LatencyTrials, forced: dict[str, str]) -> tuple[object, QuantPlan]:
             session, plan = real_build(trials, forced)
             plans[id(session)] = plan
             alive.append(session)
@@ -135,7 +135,7 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Callable[[Cost], None]:
         def bench(sessions: list[object], feeds: object, *, runs: int = 50, warmup: int = 5) -> list[Timing]:
             return [Timing(c, c, c, runs, [c] * runs) for c in (cost(plans.get(id(s))) for s in sessions)]
 
-        monkeypatch.setattr(tl._Trials, "build", build)
+        monkeypatch.setattr(tl.LatencyTrials, "build", build)
         monkeypatch.setattr(tl, "bench_sessions", bench)
 
     return install
@@ -145,13 +145,13 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Callable[[Cost], None]:
 def evaluations(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, float]]:
     """Every accuracy evaluation the pass makes (the real ones, recorded)."""
     calls: list[dict[str, float]] = []
-    real = tl._Trials.accuracy
+    real = tl.LatencyTrials.accuracy
 
-    def spy(trials: tl._Trials, session: object) -> dict[str, float]:
+    def spy(trials: tl.LatencyTrials, session: object) -> dict[str, float]:
         calls.append(real(trials, session))
         return calls[-1]
 
-    monkeypatch.setattr(tl._Trials, "accuracy", spy)
+    monkeypatch.setattr(tl.LatencyTrials, "accuracy", spy)
     return calls
 
 
@@ -312,7 +312,7 @@ def test_replay_applies_recorded_decisions_without_timing(clock: Callable[[Cost]
     def no_measuring(*args: object, **kwargs: object) -> None:
         raise AssertionError("replay must not build sessions or time anything")
 
-    monkeypatch.setattr(tl, "_Trials", no_measuring)
+    monkeypatch.setattr(tl, "LatencyTrials", no_measuring)
     replayed_model, replayed = _context("relu", narrow=True)
     replayed.calibration_data = None  # replay needs no samples
     result = run_pass("tune-latency", replayed_model, replayed, replay=str(path))

@@ -1,0 +1,396 @@
+"""``mixed-precision``: the fastest per-unit precisions that still meet an accuracy target.
+
+Runs in the static pipeline in place of ``tune-latency`` when an accuracy target or a latency
+constraint is given (``onnxq convert --accuracy-target 'cosine>=0.999' --min-speedup 1.5``).
+Where tune-latency floats whole node classes until its default guards hold, this pass chooses a
+precision per *unit* (a fusion group of the static plan, or a MatMul/Gemm/LSTM only dynamic
+quantization can take) among ``int8`` (static Q/DQ), ``dynamic-int8`` and ``fp32``
+(:mod:`._mixed_units`), and minimizes latency measured on onnxruntime subject to the target:
+
+1. rank the units by sensitivity (:mod:`._mixed_rank`: each lowered alone, against float);
+2. search (:mod:`._mixed_search`): all lowest; else bisect how many of the most sensitive units
+   stay fp32, then try each of those back at a cheaper precision; then class moves kept only when
+   measured faster; the fastest point meeting the target is chosen;
+3. write the plan (units at ``dynamic-int8`` or ``fp32`` are kept out of it, each with its reason)
+   and the precision map; ``apply-precision-map``, after ``insert-qdq``, rewrites the
+   ``dynamic-int8`` nodes as ``quantize-dynamic`` does.
+
+Targets (``accuracy_target``, each one guard spec ``METRIC>=T[@OUTPUT]`` of :mod:`onnxq.metrics`,
+plus ``agreement>=T``: the bar of every class-score output's default decision metric — top-1, or
+whole-sequence agreement after a recurrent op) are read against the float model on the first
+``eval_samples`` calibration samples, like tune-latency's guard; the default guards apply to outputs
+no target names. Latency is the interleaved median of one sample at ``threads`` threads
+(tune-latency's timer), the speedup that median's ratio to float's in the same round.
+
+When the target cannot be met even with every unit fp32, the best plan seen is written, the record
+says so plainly (``MixedPrecisionRecord.unmet``) and ``onnxq convert`` exits with code 3; the same
+when no feasible plan meets ``max_latency_ms`` / ``min_speedup`` (the fastest feasible one is written).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from itertools import islice
+from typing import Any
+
+import numpy as np
+
+from onnxq import ir
+from onnxq.calibration.ranges import TensorRange
+from onnxq.errors import ConfigError
+from onnxq.ir import Model
+from onnxq.metrics import SequenceAgreement, ThresholdAgreement, Top1, TopK, check_guard, sqnr_of
+from onnxq.pass_base import Pass, PassConfig, PassContext, PassResult, register_pass
+from onnxq.plan import AccuracyGuardConfig, FrontierPoint, MixedPrecisionRecord, QuantizationConfig, QuantPlan, TuningRecord, TuningStep
+from onnxq.progress import status
+from onnxq.runtime.backends import make_runtime_session, runtime_names
+
+from ._mixed_rank import rank_units
+from ._mixed_search import Assignment, Point, search
+from ._mixed_units import DYNAMIC, FP32, INT8, MixedUnit, apply_dynamic, dynamic_config, mixed_units
+from .annotate import build_plan
+from .close_float_islands import close_islands
+from .insert_qdq import materialize
+from .tune_latency import NODE_CLASSES, LatencyTrials, TuneLatencyConfig
+
+__all__ = ["MixedPrecision", "MixedPrecisionConfig", "ApplyPrecisionMap", "ApplyPrecisionMapConfig", "MIXED", "parse_targets"]
+
+log = logging.getLogger(__name__)
+
+#: Prefix of every reason this pass writes.
+MIXED = "mixed precision:"
+_AGREEMENT = re.compile(r"\s*agreement\s*>=\s*([^@]+?)\s*")
+#: Metrics an ``agreement>=T`` target bars (through ``min_agreement``).
+_DECISIONS = (Top1, SequenceAgreement, TopK, ThresholdAgreement)
+#: Glue classes tried as latency moves (tune-latency's classes, without the anchors).
+_GLUE = tuple(k for k in NODE_CLASSES if k not in ("Conv/ConvTranspose", "MatMul/Gemm"))
+
+
+def parse_targets(targets: Sequence[str]) -> tuple[tuple[str, ...], float | None]:
+    """``("cosine>=0.999", "agreement>=0.99")`` → (guard specs, the agreement bar or None).
+
+    Raises:
+        ConfigError: a spec :func:`onnxq.metrics.check_guard` refuses, an ``agreement`` bar outside
+            [0, 1], or a target without a bar.
+    """
+    specs: list[str] = []
+    agreement: float | None = None
+    for text in targets:
+        m = _AGREEMENT.fullmatch(text)
+        if m is not None:
+            try:
+                agreement = float(m[1])
+            except ValueError:
+                raise ConfigError(f"accuracy target '{text}': '{m[1]}' is not a number") from None
+            if not 0.0 <= agreement <= 1.0:
+                raise ConfigError(f"accuracy target '{text}': an agreement bar is a share in [0, 1]")
+            continue
+        parsed = check_guard(text)
+        if parsed.threshold is None:
+            raise ConfigError(f"accuracy target '{text}' has no bar: write METRIC>=VALUE (or <=), e.g. 'cosine>=0.999'")
+        specs.append(text)
+    return tuple(specs), agreement
+
+
+@dataclass(frozen=True)
+class MixedPrecisionConfig(AccuracyGuardConfig):
+    """Options of ``mixed-precision`` (besides the accuracy guard's, see :class:`AccuracyGuardConfig`).
+
+    Attributes:
+        accuracy_target: targets ``METRIC>=T[@OUTPUT]`` or ``agreement>=T`` (see the module docstring);
+            empty: the default guards (``min_agreement`` / ``min_cosine``).
+        max_latency_ms: the chosen plan's median must not exceed this (None: no bound).
+        min_speedup: the chosen plan must be at least this much faster than float (None: no bound).
+        threads: intra-op threads for timing.
+        budget_s: time budget of each timing (a pair of medians stops early past it).
+        min_gain: a latency move is kept only when faster by at least this fraction.
+        runtime: where candidates run (:data:`onnxq.runtime.backends.RUNTIMES`).
+        dynamic: offer ``dynamic-int8`` to MatMul/Gemm/LSTM units.
+    """
+
+    accuracy_target: tuple[str, ...] = ()
+    max_latency_ms: float | None = None
+    min_speedup: float | None = None
+    threads: int = 1
+    budget_s: float = 30.0
+    min_gain: float = 0.05
+    runtime: str = "onnxruntime"
+    dynamic: bool = True
+
+    def __post_init__(self) -> None:
+        if isinstance(self.accuracy_target, str):
+            object.__setattr__(self, "accuracy_target", (self.accuracy_target,))
+        super().__post_init__()
+        parse_targets(self.accuracy_target)
+        for name in ("max_latency_ms", "min_speedup"):
+            value = getattr(self, name)
+            if value is not None and not (value > 0 and math.isfinite(value)):
+                raise ConfigError(f"mixed-precision: {name} must be a positive number, got {value}")
+        if self.threads < 0 or self.budget_s <= 0 or not 0 <= self.min_gain < 1:
+            raise ConfigError("mixed-precision: threads >= 0, budget_s > 0 and 0 <= min_gain < 1 required")
+        if self.runtime not in runtime_names():
+            raise ConfigError(f"mixed-precision: unknown runtime '{self.runtime}'; valid: {', '.join(runtime_names())}")
+
+    def guard_config(self) -> TuneLatencyConfig:
+        """The tuner's config carrying these targets (its guards and timer are reused)."""
+        specs, agreement = parse_targets(self.accuracy_target)
+        return TuneLatencyConfig(
+            min_agreement=self.min_agreement if agreement is None else agreement, min_cosine=self.min_cosine, eval_samples=self.eval_samples,
+            max_accuracy_trials=self.max_accuracy_trials, accuracy_metric=tuple(self.accuracy_metric) + specs, threads=self.threads,
+            budget_s=self.budget_s, min_gain=self.min_gain, runtime=self.runtime,
+        )
+
+
+class _MixedTrials(LatencyTrials):
+    """tune-latency's trials (float session, guards, samples, timer) building mixed assignments."""
+
+    def __init__(
+        self, model: Model, ranges: Mapping[str, TensorRange], cfg: QuantizationConfig, samples: list[Mapping[str, np.ndarray]], mcfg: MixedPrecisionConfig
+    ) -> None:
+        super().__init__(model, ranges, cfg, samples, mcfg.guard_config())
+        self.dcfg = dynamic_config(cfg)
+        self.units: list[MixedUnit] = []
+        self.names = [o.name for o in self.float_session.get_outputs()]
+        self.float_values = [r["value"] for r in self.guards.read(self.names, zip(self.float_outputs, self.float_outputs)).records]
+        self._sessions: OrderedDict[Assignment, tuple[Any, QuantPlan, dict[str, str]]] = OrderedDict()
+
+    def precisions(self, assignment: Assignment) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for unit, p in zip(self.units, assignment):
+            out.update(unit.precisions(p))
+        return out
+
+    def build_precisions(self, precisions: Mapping[str, str]) -> tuple[Any, QuantPlan, dict[str, str]]:
+        """A session of the model with ``precisions`` (node → precision; others as the plan has them),
+        its static plan and the nodes actually made dynamic (with their precision)."""
+        plan = plan_for(self.model, self.ranges, self.cfg, precisions)
+        variant = ir.clone(self.model)
+        materialize(variant, plan, self.ranges)
+        ir.normalize(variant)
+        wanted = [n for n, p in precisions.items() if p == DYNAMIC]
+        refused = apply_dynamic(variant, wanted, self.dcfg) if wanted else {}
+        made = {n: DYNAMIC for n in wanted if n not in refused}
+        close_islands(variant)  # as the pipeline ships it: close-float-islands runs after apply-precision-map
+        session = make_runtime_session(variant, self.tcfg.runtime, threads=self.tcfg.threads, where=f"{self.model.source} (mixed-precision candidate)")
+        return session, plan, made
+
+    def session(self, assignment: Assignment) -> tuple[Any, QuantPlan, dict[str, str]]:
+        if assignment not in self._sessions:
+            self._sessions[assignment] = self.build_precisions(self.precisions(assignment))
+            while len(self._sessions) > 4:  # sessions hold the weights: keep a few
+                self._sessions.popitem(last=False)
+        self._sessions.move_to_end(assignment)
+        return self._sessions[assignment]
+
+    # the search's Measurer protocol
+    def evaluate(self, assignment: Assignment) -> tuple[Mapping[str, float], int, int]:
+        session, plan, made = self.session(assignment)
+        return self.accuracy(session), len(plan.quantized_nodes), len(made)
+
+    def time_pair(self, a: Assignment | None, b: Assignment) -> tuple[float, float]:
+        first = self.float_session if a is None else self.session(a)[0]
+        return self.time(first, self.session(b)[0])
+
+    def gain(self, before: Mapping[str, float], after: Mapping[str, float]) -> float:
+        return self.guards.gain(before, after)
+
+    def budget_left(self) -> int:
+        return self.trials_left
+
+    def measure_alone(self, unit: MixedUnit) -> tuple[list[float | None], float]:
+        """Guard values and worst output SQNR with only ``unit`` dynamic (every other unit fp32)."""
+        precisions = {n: FP32 for u in self.units for n in u.nodes}
+        precisions.update(unit.precisions(DYNAMIC))
+        session, _, _ = self.build_precisions(precisions)
+        outs = [session.run(None, dict(s)) for s in self.samples]
+        values = [r["value"] for r in self.guards.read(self.names, zip(self.float_outputs, outs)).records]
+        worst = math.inf
+        for i in range(len(self.names)):
+            ref = [np.asarray(o[i], np.float64) for o in self.float_outputs]
+            if not ref or not np.issubdtype(ref[0].dtype, np.floating):
+                continue
+            signal = sum(float(np.sum(r * r)) for r in ref)
+            noise = sum(float(np.sum((r - np.asarray(o[i], np.float64)) ** 2)) for r, o in zip(ref, outs))
+            worst = min(worst, sqnr_of(signal, noise))
+        return values, worst
+
+
+def plan_for(model: Model, ranges: Mapping[str, TensorRange], cfg: QuantizationConfig, precisions: Mapping[str, str]) -> QuantPlan:
+    """The static plan with every node not at ``int8`` in ``precisions`` kept out, with its reason."""
+    forced = {n: f"{MIXED} {'dynamic int8' if p == DYNAMIC else 'kept fp32'}" for n, p in precisions.items() if p != INT8}
+    return build_plan(model, ranges, cfg, forced)
+
+
+def _classes(model: Model) -> dict[str, Callable[[MixedUnit], bool]]:
+    """The latency moves' classes over units: a unit is in a class when its first node is."""
+    nodes = {n.name: n for n in model.graph.nodes}
+
+    def of(predicate: Callable[[ir.Node], bool]) -> Callable[[MixedUnit], bool]:
+        return lambda u: u.name in nodes and predicate(nodes[u.name])
+
+    return {label: of(NODE_CLASSES[label]) for label in (*_GLUE, "MatMul/Gemm")}
+
+
+@register_pass("mixed-precision")
+class MixedPrecision(Pass[MixedPrecisionConfig]):
+    """Choose int8 / dynamic int8 / fp32 per unit: the fastest plan measured that meets the accuracy target."""
+
+    changes_structure = False
+    reads = ("plan", "quant_config", "ranges")
+    writes = ("plan", "tuning")
+
+    def run(self, model: Model, ctx: PassContext) -> PassResult:
+        plan, cfg, ranges = ctx.plan, ctx.quant_config, ctx.ranges
+        if plan is None or cfg is None or ranges is None:
+            ctx.note("mixed-precision search skipped: no quantization plan")
+            return PassResult(model, False, {"skipped": "no quantization plan"})
+        data = ctx.calibration_data
+        samples = list(islice(data, self.config.eval_samples)) if data is not None else []
+        if not samples:
+            ctx.note("mixed-precision search skipped: no sample inputs (give --data)")
+            return PassResult(model, False, {"skipped": "no sample inputs"})
+        units = mixed_units(model, plan, cfg, dynamic=self.config.dynamic)
+        if not units:
+            return PassResult(model, False, {"skipped": "nothing to quantize"})
+        with status("mixed precision: ranking units by sensitivity", ctx.progress) as shown:
+            trials = _MixedTrials(model, ranges, cfg, samples, self.config)
+            trials.units = units
+            if parse_targets(self.config.accuracy_target)[1] is not None and not any(isinstance(g.metric, _DECISIONS) for g in trials.guards.guards):
+                ctx.note(
+                    "mixed precision: an 'agreement' target bars class-score outputs, and this model has none; its outputs keep "
+                    f"their default guards ({', '.join(sorted({g.metric.spec for g in trials.guards.guards}))}): give e.g. 'cosine>=0.999' instead"
+                )
+            ranked, ranking_evaluations = rank_units(
+                model, plan, ranges, trials.samples, trials.guards.guards, units, trials.measure_alone, trials.float_values, threads=self.config.threads
+            )
+            trials.units = [r.unit for r in ranked]
+            shown.update(f"mixed precision: searching {len(units)} units on {self.config.runtime}")
+            trials.start_clock()
+            result = search(
+                trials.units, trials, classes=_classes(model), min_gain=self.config.min_gain,
+                max_latency_ms=self.config.max_latency_ms, min_speedup=self.config.min_speedup,
+            )
+        chosen = result.chosen
+        _, final_plan, made = trials.session(chosen.assignment)
+        precisions = {n: (INT8 if n in set(final_plan.quantized_nodes) else made.get(n, FP32)) for u in trials.units for n in u.nodes}
+        record = self._record(result, precisions, ranking_evaluations)
+        for line in _notes(record):
+            ctx.note(line)
+        ctx.plan = final_plan
+        steps = [_step(p) for p in result.points]
+        ctx.tuning = TuningRecord(threads=self.config.threads, steps=steps, guards=list(getattr(chosen.reading, "records", [])), mixed=record)
+        stats = {"units": len(units), "evaluations": result.evaluations + ranking_evaluations, "timed": result.timed, "met": record.met}
+        stats.update({p: sum(1 for v in precisions.values() if v == p) for p in (INT8, DYNAMIC, FP32)})
+        return PassResult(model, False, stats)
+
+    def _record(self, result: Any, precisions: dict[str, str], ranking_evaluations: int) -> MixedPrecisionRecord:
+        targets = list(self.config.accuracy_target) or ["default guards"]
+        chosen = result.chosen
+        unmet = ""
+        if not result.accuracy_met:
+            where = "even with every unit fp32" if chosen.assignment and all(p == FP32 for p in chosen.assignment) else "within the evaluation budget"
+            unmet = (
+                f"accuracy target {', '.join(targets)} not met {where} "
+                f"(best seen: {_shortfall(chosen)}); wrote the best plan found ('{chosen.label}')"
+            )
+        elif not result.latency_met:
+            met = ", ".join(targets)
+            unmet = f"latency constraint not met: {result.latency_shortfall} for the fastest plan meeting {met} ('{chosen.label}'); wrote that plan"
+        key = next(iter(k for k in chosen.reading if k not in ("agreement", "cosine")), None) or _primary_key(chosen.reading)
+        frontier = [
+            FrontierPoint(
+                p.label, _value(p.reading, key), key, p.meets, p.int8_nodes, p.dynamic_nodes,
+                _round(p.ms), _round(p.float_ms), None if p.speedup is None else round(p.speedup, 3),
+            )
+            for p in result.points
+        ]
+        return MixedPrecisionRecord(
+            targets=targets, max_latency_ms=self.config.max_latency_ms, min_speedup=self.config.min_speedup,
+            met=result.accuracy_met and result.latency_met, unmet=unmet, precisions=precisions,
+            evaluations={"sensitivity": ranking_evaluations, "search": result.evaluations, "timed": result.timed},
+            frontier=frontier, chosen=chosen.label,
+        )
+
+
+def _primary_key(reading: Mapping[str, float]) -> str:
+    """``agreement`` when a decision output is guarded (its value moved off 1.0 or is read), else ``cosine``."""
+    records = getattr(reading, "records", [])
+    metrics = {r.get("metric") for r in records}
+    return "agreement" if "top1" in metrics else "cosine"
+
+
+def _value(reading: Mapping[str, float], key: str) -> float | None:
+    value = reading.get(key)
+    return None if value is None else float(value)
+
+
+def _round(v: float | None) -> float | None:
+    return None if v is None else round(v, 4)
+
+
+def _shortfall(p: Point) -> str:
+    records = getattr(p.reading, "records", [])
+    missed = [f"{r['metric']}@{r['output']} {r['value']} vs {r['threshold']:g}" for r in records if not r.get("meets", True)]
+    return ", ".join(missed) or ", ".join(f"{k} {v:g}" for k, v in p.reading.items())
+
+
+def _step(p: Point) -> TuningStep:
+    return TuningStep(
+        p.label, float_ms=_round(p.float_ms), int8_ms=_round(p.ms), speedup=None if p.speedup is None else round(p.speedup, 3),
+        accuracy=dict(p.reading), meets_targets=p.meets, guards=list(getattr(p.reading, "records", [])),
+    )
+
+
+def _notes(record: MixedPrecisionRecord) -> list[str]:
+    counts = {p: sum(1 for v in record.precisions.values() if v == p) for p in (INT8, DYNAMIC, FP32)}
+    spent = record.evaluations
+    line = (
+        f"mixed precision: {counts[INT8]} nodes int8, {counts[DYNAMIC]} dynamic int8, {counts[FP32]} fp32 "
+        f"({spent.get('sensitivity', 0)} sensitivity + {spent.get('search', 0)} search evaluations, {spent.get('timed', 0)} plans timed)"
+    )
+    return [line] + ([record.unmet] if record.unmet else [])
+
+
+@dataclass(frozen=True)
+class ApplyPrecisionMapConfig(PassConfig):
+    """Options of ``apply-precision-map``.
+
+    Attributes:
+        format: ``fused`` (com.microsoft.DynamicQuantizeMatMul) or ``standard`` ONNX ops.
+    """
+
+    format: str = "fused"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.format not in ("fused", "standard"):
+            raise ConfigError(f"apply-precision-map: format must be 'fused' or 'standard', got '{self.format}'")
+
+
+@register_pass("apply-precision-map")
+class ApplyPrecisionMap(Pass[ApplyPrecisionMapConfig]):
+    """Rewrite the nodes ``mixed-precision`` chose ``dynamic-int8`` for (after ``insert-qdq``)."""
+
+    reads = ("tuning",)
+
+    def run(self, model: Model, ctx: PassContext) -> PassResult:
+        mixed = ctx.tuning.mixed if ctx.tuning is not None else None
+        if mixed is None:
+            return PassResult(model, False, {"skipped": "no precision map"})
+        wanted = sorted(n for n, p in mixed.precisions.items() if p == DYNAMIC)
+        if not wanted:
+            return PassResult(model, False, {"dynamic": 0})
+        ops = {n.name: n.op for n in model.graph.nodes}
+        refused = apply_dynamic(model, wanted, dynamic_config(ctx.quant_config, self.config.format))
+        done = {n for n in wanted if n not in refused}
+        # insert-qdq recorded these nodes as left float (the static plan kept them out); they are
+        # dynamic int8 now, so those records no longer describe the model
+        ctx.skips[:] = [s for s in ctx.skips if not (s.node in done and s.reason.startswith(MIXED))]
+        for node, reason in refused.items():
+            ctx.skip(node, ops.get(node, ""), f"{MIXED} dynamic int8 refused: {reason}")
+        return PassResult(model, bool(done), {"dynamic": len(done), "refused": len(refused)})
