@@ -56,21 +56,23 @@ def _numel(shape: list[Any] | None) -> int | None:
 _WEIGHT_INDEX = {"QLinearConv": 3}
 
 
-def _conv_flops(node: Node) -> int | None:
-    out = _numel(_dims(node.outputs[0]))
-    w = _dims(node.inputs[_WEIGHT_INDEX.get(node.op, 1)])
-    if out is None or w is None or not all(isinstance(d, int) for d in w):
+def _kernel_flops(elements: Any, weight: Any) -> int | None:
+    """2 FLOPs for each multiply-add: ``prod(W.shape[1:])`` of them for each element of ``elements``."""
+    n = _numel(_dims(elements))
+    w = _dims(weight)
+    if n is None or w is None or not all(isinstance(d, int) for d in w):
         return None
+    return 2 * n * int(np.prod(w[1:]))
+
+
+def _conv_flops(node: Node) -> int | None:
     # Each output element needs (C_in / group) * prod(kernel) multiply-adds = prod(W.shape[1:]).
-    return 2 * out * int(np.prod(w[1:]))
+    return _kernel_flops(node.outputs[0], node.inputs[_WEIGHT_INDEX.get(node.op, 1)])
 
 
 def _conv_transpose_flops(node: Node) -> int | None:
-    x = _numel(_dims(node.inputs[0]))
-    w = _dims(node.inputs[1])
-    if x is None or w is None or not all(isinstance(d, int) for d in w):
-        return None
-    return 2 * x * int(np.prod(w[1:]))
+    # W is [C_in, C_out / group, *kernel]: each input element feeds prod(W.shape[1:]) multiply-adds.
+    return _kernel_flops(node.inputs[0], node.inputs[1])
 
 
 def _matmul_flops(node: Node) -> int | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -41,11 +42,20 @@ def proto_of(model: Any) -> onnx.ModelProto:
     return onnx.load(str(model))
 
 
-def session(model: Any, threads: int = 1) -> ort.InferenceSession:
+def session(model: Any, threads: int = 1, optimized_to: Path | None = None) -> ort.InferenceSession:
+    """An onnxruntime CPU session of ``model``; with ``optimized_to``, onnxruntime writes the graph it executes there."""
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     so.log_severity_level = 3
+    if optimized_to is not None:
+        so.optimized_model_filepath = str(optimized_to)
     return ort.InferenceSession(proto_of(model).SerializeToString(), so, providers=["CPUExecutionProvider"])
+
+
+def optimized_ops(model: Any, tmp_path: Path) -> list[str]:
+    """Op types of the graph onnxruntime executes (basic + extended optimizations, CPU), in order."""
+    session(model, optimized_to=tmp_path / "optimized.onnx")
+    return [n.op_type for n in onnx.load(tmp_path / "optimized.onnx").graph.node]
 
 
 def run(model: Any, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:

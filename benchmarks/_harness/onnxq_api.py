@@ -93,11 +93,16 @@ def quantize_static_file(source: str, output: str, data: Any) -> dict[str, Any]:
     }
 
 
+def _count(skipped: Any) -> int:
+    """A pass's ``skipped`` stat: a count, or (older passes) the skipped nodes by name."""
+    return skipped if isinstance(skipped, int) else len(skipped or {})
+
+
 def _pass_note(name: str, s: Mapping[str, Any]) -> list[str]:
     if name == "smooth-activations":
         return [f"smoothed {s.get('smoothed', 0)} MatMuls"]
     if name == "quantize-dynamic":
-        notes = [f"{s.get('quantized', 0)} quantized, {len(s.get('skipped') or {})} float"]
+        notes = [f"{s.get('quantized', 0)} quantized, {_count(s.get('skipped'))} float"]
         lat = s.get("latency") or {}
         if "float_ms" in lat:
             notes.append(f"guard {lat['float_ms']:.2f}->{lat['quantized_ms']:.2f} ms" + (" KEPT FLOAT" if lat.get("slower") else ""))
@@ -105,7 +110,7 @@ def _pass_note(name: str, s: Mapping[str, Any]) -> list[str]:
     if name == "quantize-weights-blockwise":
         by_op = s.get("quantized_by_op") or {}
         return [f"{s.get('quantized', 0)} quantized ({', '.join(f'{k} {v}' for k, v in by_op.items()) or '-'}), "
-                f"{len(s.get('skipped') or {})} skipped"]
+                f"{_count(s.get('skipped'))} skipped"]
     if name == "convert-float16":
         return [f"{s.get('half_nodes', 0)} half nodes, {s.get('float_nodes', 0)} float, "
                 f"{s.get('constants_storage_only', 0)} storage-only weights"]
@@ -186,7 +191,8 @@ def channel_stats(model: Any, samples: Sequence[Mapping[str, np.ndarray]]) -> An
 
 def static_steps(*, tune: bool, tune_budget_s: float) -> list[dict[str, Any]]:
     """onnxq's default static int8 pipeline as data (what ``convert(mode="static")`` runs given data), tuned at 1 thread."""
-    from onnxq.api import ConversionOptions, PipelineInputs, build_steps
+    from onnxq.api import ConversionOptions
+    from onnxq.api.pipelines import PipelineInputs, build_steps
 
     options = ConversionOptions(mode="static", tune=tune, threads=1, pass_options={"tune-latency": {"budget_s": tune_budget_s}} if tune else {})
     return build_steps(options, PipelineInputs(has_data=True, has_ranges=False))

@@ -42,6 +42,7 @@ Fields (JSON keys):
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -155,10 +156,7 @@ class ConversionReport:
 
     def float_reasons(self) -> dict[str, int]:
         """How many nodes were left float for each reason."""
-        counts: dict[str, int] = {}
-        for s in self.float_nodes:
-            counts[s.reason] = counts.get(s.reason, 0) + 1
-        return counts
+        return dict(Counter(s.reason for s in self.float_nodes))
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form (schema_version first, fixed key order)."""

@@ -15,7 +15,8 @@ import base64
 import io
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -39,6 +40,17 @@ def require_matplotlib() -> Any:
     except ImportError as e:
         raise ConfigError("the HTML report draws its plots with matplotlib: pip install 'onnxq[report]' (or pip install matplotlib)") from e
     return Figure
+
+
+@contextmanager
+def _figure(figsize: tuple[float, float]) -> Iterator[tuple[Any, Any]]:
+    """A new ``Figure`` of ``figsize`` inches and its one axes, drawn under the report's style."""
+    import matplotlib
+
+    Figure = require_matplotlib()
+    with matplotlib.rc_context(_STYLE):
+        fig = Figure(figsize=figsize)
+        yield fig, fig.add_subplot()
 
 
 def _svg(fig: Any) -> str:
@@ -72,12 +84,7 @@ def _finite(values: Sequence[float | None], cap: float) -> np.ndarray:
 
 def sqnr_plot(tensors: Sequence[TensorStats], jump_db: float) -> str:
     """SQNR of every compared tensor along QUANT's topological order: accumulated and local, jumps marked."""
-    import matplotlib
-
-    Figure = require_matplotlib()
-    with matplotlib.rc_context(_STYLE):
-        fig = Figure(figsize=(11, 3.6))
-        ax = fig.add_subplot()
+    with _figure((11, 3.6)) as (fig, ax):
         x = np.arange(len(tensors))
         known = [v for t in tensors for v in (t.sqnr, t.local_sqnr) if v is not None and math.isfinite(v)]
         cap = (max(known) + 5) if known else 60.0
@@ -96,12 +103,7 @@ def sqnr_plot(tensors: Sequence[TensorStats], jump_db: float) -> str:
 
 def histogram_plot(t: TensorStats) -> str:
     """Float values of one tensor with the range its scale and zero point represent drawn on them."""
-    import matplotlib
-
-    Figure = require_matplotlib()
-    with matplotlib.rc_context(_STYLE):
-        fig = Figure(figsize=(4.6, 2.6))
-        ax = fig.add_subplot()
+    with _figure((4.6, 2.6)) as (fig, ax):
         if t.histogram is not None:
             edges, counts = t.histogram
             ax.stairs(np.maximum(counts, 0.8), edges, fill=True, color=_ACCUMULATED, alpha=0.75)
@@ -123,12 +125,7 @@ def histogram_plot(t: TensorStats) -> str:
 
 def error_map_plot(t: TensorStats) -> str:
     """|float - quantized| on one 2-D slice of the first sample (max-pooled), as a heatmap."""
-    import matplotlib
-
-    Figure = require_matplotlib()
-    with matplotlib.rc_context(_STYLE):
-        fig = Figure(figsize=(3.6, 3.0))
-        ax = fig.add_subplot()
+    with _figure((3.6, 3.0)) as (fig, ax):
         if t.error_map is not None:
             image = ax.imshow(t.error_map, cmap="magma", aspect="auto", interpolation="nearest")
             fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="|error|")

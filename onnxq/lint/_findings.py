@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -61,10 +62,7 @@ class LintReport:
 
     def by_rule(self) -> dict[str, int]:
         """How many findings each rule made."""
-        counts: dict[str, int] = {}
-        for f in self.findings:
-            counts[f.rule] = counts.get(f.rule, 0) + 1
-        return counts
+        return dict(Counter(f.rule for f in self.findings))
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -182,7 +182,10 @@ def _resolve_tensors(
                 plan.weights.append(WeightQuant(node.name, i, t.name, "weight", cfg.weight_dtype, cfg.weight_symmetric, axis, bool(cfg.reduce_range)))
             elif isinstance(role, Bias) and cfg.int32_bias:  # else the bias stays a float constant
                 weight_role = desc.inputs[role.weight_index]
-                axis = 0 if cfg.per_channel and isinstance(weight_role, Weight) and weight_role.axis is not None else None
+                # Per channel along the bias's last axis: a Gemm's C may be [1, N], whose axis 0 does not
+                # match the N scales (onnxruntime refuses to run that DequantizeLinear).
+                per_channel = cfg.per_channel and isinstance(weight_role, Weight) and weight_role.axis is not None
+                axis = max(len(ir.constant_array(t).shape) - 1, 0) if per_channel else None  # type: ignore[union-attr]
                 plan.weights.append(
                     WeightQuant(node.name, i, t.name, "bias", "int32", True, axis, derived_from=(node.inputs[role.input_index].name, role.weight_index))
                 )

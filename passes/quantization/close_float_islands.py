@@ -26,6 +26,12 @@ bypass-float-reader  ``t → Q → DQ → {int8 readers, float reader}`` where `
                      reads ``t`` itself. Its DQ no longer runs on its own (the int8 readers absorb
                      theirs) and it sees the float value, not its int8 rounding. A HardSigmoid
                      reader is left to hardsigmoid-add (int8 beats float there).
+requantize-before-   ``DQ(s, z) → op`` with ``op`` one of onnxruntime's DQ-propagation ops (MaxPool,
+subgraph             Transpose, Reshape, Squeeze, Unsqueeze) whose output a subgraph (If/Loop/Scan body)
+                     reads gets ``→ Q(s, z) → DQ(s, z)`` after it: exact (the op only moves grid
+                     values), and onnxruntime 1.32 no longer aborts loading the model (its QDQ
+                     propagation fails an assertion on the subgraph's implicit input; found by
+                     ``tests/fuzz``).
 fold-weight-dq       ``DQ(constant) → op`` where ``op`` has no int8 kernel here (ConvTranspose, ...):
                      the constant is stored dequantized (``s·(q − z)``, the same numbers), so the
                      island no longer dequantizes its weight on every run.
@@ -65,7 +71,10 @@ ORT_INT8_OPS = frozenset(
 )  # fmt: skip
 
 #: Rule names, in the order they are tried.
-RULES = ("hardsigmoid-add", "requantize-chain", "bypass-float-reader", "fold-weight-dq")
+RULES = ("hardsigmoid-add", "requantize-chain", "bypass-float-reader", "fold-weight-dq", "requantize-before-subgraph")
+
+#: Ops onnxruntime's QDQ propagation moves a DequantizeLinear past (``qdq_propagation.cc``).
+_PROPAGATED_OPS = ("MaxPool", "Transpose", "Reshape", "Squeeze", "Unsqueeze")
 
 _QRANGE = {np.dtype(np.uint8): (0, 255), np.dtype(np.int8): (-128, 127), np.dtype(np.uint16): (0, 65535), np.dtype(np.int16): (-32768, 32767)}
 
@@ -195,6 +204,36 @@ class _HardSigmoidAdd(Rule):
         add = rw.add(ir.make_node("Add", [scaled, offset], [], name=rw.name(f"{base}/as_add")))
         rw.take_output(node, add)
         rw.remove(node)
+
+
+class _RequantizeBeforeSubgraph(Rule):
+    """``DQ(s, z) → op → (read by a subgraph)`` ⇒ ``DQ → op → Q(s, z) → DQ(s, z)`` (module docstring)."""
+
+    name = "requantize-before-subgraph"
+    ops = _PROPAGATED_OPS
+
+    def match(self, rw: Rewriter, node: Node) -> Match | str | None:
+        if not node.inputs or not node.outputs or not node.inputs[0].name:
+            return None
+        dq = ir.producer(node.inputs[0])
+        if dq is None or dq.op != "DequantizeLinear" or ir.is_constant(dq.inputs[0]):
+            return None
+        if not any(id(reader) not in rw.local for reader in node.outputs[0].outputs):
+            return None  # no subgraph reads it
+        params = _params(dq)
+        return params if isinstance(params, str) else Match([node], {"dq": dq})
+
+    def rewrite(self, rw: Rewriter, match: Match) -> None:
+        node, dq = match.anchor, match.values["dq"]
+        base = node.name or node.op
+        shape = node.outputs[0].shape
+        computed = ir.make_variable(rw.name(f"{base}/float"), dtype=np.float32, shape=shape)
+        quantized = ir.make_variable(rw.name(f"{base}/requantized"), dtype=dq.inputs[0].dtype, shape=shape)
+        scale, zero_point = dq.inputs[1], dq.inputs[2]
+        rw.add(ir.make_node("QuantizeLinear", [computed, scale, zero_point], [quantized], name=rw.name(f"{base}/QuantizeLinear")))
+        back = rw.add(ir.make_node("DequantizeLinear", [quantized, scale, zero_point], [], name=rw.name(f"{base}/DequantizeLinear")))
+        rw.take_output(node, back)
+        node.outputs[0] = computed
 
 
 def _exact_scalar(value: float, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -334,6 +373,7 @@ _RULES: dict[str, type[Rule]] = {
     "requantize-chain": _RequantizeChain,
     "bypass-float-reader": _BypassFloatReader,
     "fold-weight-dq": _FoldWeightDQ,
+    "requantize-before-subgraph": _RequantizeBeforeSubgraph,
 }
 
 

@@ -35,7 +35,6 @@ import re
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from itertools import islice
 from typing import Any
 
 import numpy as np
@@ -56,7 +55,7 @@ from ._mixed_units import DYNAMIC, FP32, INT8, MixedUnit, apply_dynamic, dynamic
 from .annotate import build_plan
 from .close_float_islands import close_islands
 from .insert_qdq import materialize
-from .tune_latency import NODE_CLASSES, LatencyTrials, TuneLatencyConfig
+from .tune_latency import NODE_CLASSES, LatencyTrials, PlanTuningPass, TuneLatencyConfig
 
 __all__ = ["MixedPrecision", "MixedPrecisionConfig", "ApplyPrecisionMap", "ApplyPrecisionMapConfig", "MIXED", "parse_targets"]
 
@@ -237,23 +236,18 @@ def _classes(model: Model) -> dict[str, Callable[[MixedUnit], bool]]:
 
 
 @register_pass("mixed-precision")
-class MixedPrecision(Pass[MixedPrecisionConfig]):
+class MixedPrecision(PlanTuningPass[MixedPrecisionConfig]):
     """Choose int8 / dynamic int8 / fp32 per unit: the fastest plan measured that meets the accuracy target."""
 
-    changes_structure = False
-    reads = ("plan", "quant_config", "ranges")
-    writes = ("plan", "tuning")
+    activity = "mixed-precision search"
 
     def run(self, model: Model, ctx: PassContext) -> PassResult:
         plan, cfg, ranges = ctx.plan, ctx.quant_config, ctx.ranges
         if plan is None or cfg is None or ranges is None:
-            ctx.note("mixed-precision search skipped: no quantization plan")
-            return PassResult(model, False, {"skipped": "no quantization plan"})
-        data = ctx.calibration_data
-        samples = list(islice(data, self.config.eval_samples)) if data is not None else []
+            return self.skip(model, ctx, "no quantization plan")
+        samples = self.sample_inputs(ctx)
         if not samples:
-            ctx.note("mixed-precision search skipped: no sample inputs (give --data)")
-            return PassResult(model, False, {"skipped": "no sample inputs"})
+            return self.skip(model, ctx, "no sample inputs", " (give --data)")
         units = mixed_units(model, plan, cfg, dynamic=self.config.dynamic)
         if not units:
             return PassResult(model, False, {"skipped": "nothing to quantize"})

@@ -39,7 +39,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
@@ -58,7 +58,7 @@ from .annotate import build_plan
 from .close_float_islands import close_islands
 from .insert_qdq import materialize
 
-__all__ = ["TuneLatency", "TuneLatencyConfig", "LatencyTrials", "NODE_CLASSES", "score_like_outputs"]
+__all__ = ["TuneLatency", "TuneLatencyConfig", "LatencyTrials", "PlanTuningPass", "NODE_CLASSES", "score_like_outputs"]
 
 log = logging.getLogger(__name__)
 
@@ -235,29 +235,49 @@ def _replayed(path: str) -> dict[str, str]:
         raise ConfigError(f"tune-latency: replay report '{path}' is not a conversion report ({type(e).__name__}: {e})") from e
 
 
-@register_pass("tune-latency")
-class TuneLatency(Pass[TuneLatencyConfig]):
-    """Keep float where int8 measures slower (on onnxruntime, or the ``runtime`` option's), or costs more accuracy than the targets allow."""
+GC = TypeVar("GC", bound=AccuracyGuardConfig)
+
+
+class PlanTuningPass(Pass[GC]):
+    """A pass that rewrites the quantization plan from measurements on sample inputs (``tune-latency``,
+    ``mixed-precision``): it reads the plan, its config and the ranges, writes the plan and a
+    :class:`TuningRecord`, and is skipped, with a note saying why, when any of them or the samples are missing."""
 
     changes_structure = False
     reads = ("plan", "quant_config", "ranges")
     writes = ("plan", "tuning")
+    #: what the skip notes call the pass's work ("latency tuning skipped: ...")
+    activity: ClassVar[str]
+
+    def skip(self, model: Model, ctx: PassContext, reason: str, hint: str = "") -> PassResult:
+        """An unmodified result whose stats give ``reason``, noted with ``hint`` (what the user can do)."""
+        ctx.note(f"{self.activity} skipped: {reason}{hint}")
+        return PassResult(model, False, {"skipped": reason})
+
+    def sample_inputs(self, ctx: PassContext) -> list[Mapping[str, np.ndarray]]:
+        """The first ``eval_samples`` calibration inputs (none without calibration data)."""
+        data = ctx.calibration_data
+        return list(islice(data, self.config.eval_samples)) if data is not None else []
+
+
+@register_pass("tune-latency")
+class TuneLatency(PlanTuningPass[TuneLatencyConfig]):
+    """Keep float where int8 measures slower (on onnxruntime, or the ``runtime`` option's), or costs more accuracy than the targets allow."""
+
+    activity = "latency tuning"
 
     def run(self, model: Model, ctx: PassContext) -> PassResult:
         plan, cfg, ranges = ctx.plan, ctx.quant_config, ctx.ranges
         if plan is None or cfg is None or ranges is None:
-            ctx.note("latency tuning skipped: no quantization plan")
-            return PassResult(model, False, {"skipped": "no quantization plan"})
+            return self.skip(model, ctx, "no quantization plan")
         if self.config.replay:
             replayed = _replayed(self.config.replay)
             ctx.plan = build_plan(model, ranges, cfg, replayed)
             ctx.tuning = TuningRecord(threads=self.config.threads, replayed=self.config.replay, replayed_nodes=len(replayed))
             return PassResult(model, False, {"replayed": len(replayed)})
-        data = ctx.calibration_data
-        samples = list(islice(data, self.config.eval_samples)) if data is not None else []
+        samples = self.sample_inputs(ctx)
         if not samples:
-            ctx.note("latency tuning skipped: no sample inputs (give --data)")
-            return PassResult(model, False, {"skipped": "no sample inputs"})
+            return self.skip(model, ctx, "no sample inputs", " (give --data)")
         if not plan.quantized_nodes:
             return PassResult(model, False, {"skipped": "nothing quantized"})
         with status("tuning: checking int8 accuracy against float", ctx.progress) as shown:

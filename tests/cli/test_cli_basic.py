@@ -92,20 +92,14 @@ def _bad_models(tmp_path: Path) -> dict[str, tuple[Path, str]]:
     old = build("mlp")
     old.opset_import[0].version = 3
     (tmp_path / "opset.onnx").write_bytes(old.SerializeToString())
-    ext = build("mlp")
-    t = ext.graph.initializer[0]
-    t.ClearField("raw_data")
-    t.data_location = onnx.TensorProto.EXTERNAL
-    e = t.external_data.add()
-    e.key, e.value = "location", "../../etc/passwd"
-    (tmp_path / "escape.onnx").write_bytes(ext.SerializeToString())
-    missing = build("mlp")
-    t = missing.graph.initializer[0]
-    t.ClearField("raw_data")
-    t.data_location = onnx.TensorProto.EXTERNAL
-    e = t.external_data.add()
-    e.key, e.value = "location", "weights.bin"
-    (tmp_path / "noext.onnx").write_bytes(missing.SerializeToString())
+    for name, location in (("escape", "../../etc/passwd"), ("noext", "weights.bin")):
+        ext = build("mlp")  # the first weight's data moved to an external file at ``location``
+        t = ext.graph.initializer[0]
+        t.ClearField("raw_data")
+        t.data_location = onnx.TensorProto.EXTERNAL
+        e = t.external_data.add()
+        e.key, e.value = "location", location
+        (tmp_path / f"{name}.onnx").write_bytes(ext.SerializeToString())
     return {
         "missing": (tmp_path / "missing.onnx", "does not exist"),
         "notonnx": (tmp_path / "notonnx.onnx", "not a valid ONNX file"),

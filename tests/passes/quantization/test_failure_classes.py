@@ -17,7 +17,7 @@ from onnxq import CalibrationDataError, CalibrationError, PreconditionError, ir
 from onnxq.api import quantize_static
 from onnxq.data import open_source
 from onnxq.passes.quantization.insert_qdq import guard_bias_overflow
-from tests.helpers import checked, cosine, random_feeds, run, sqnr_db
+from tests.helpers import checked, cosine, optimized_ops, random_feeds, run, sqnr_db
 
 
 def _synthetic(proto: onnx.ModelProto, n: int, seed: int = 0, **dims: int) -> list[dict[str, np.ndarray]]:
@@ -334,16 +334,6 @@ def test_declared_output_shape_mismatch_warns(caplog: pytest.LogCaptureFixture) 
     assert any("declared with shape" in r.message for r in caplog.records)
 
 
-def _ort_optimized_ops(model: ir.Model, tmp_path: Path) -> list[str]:
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.optimized_model_filepath = str(tmp_path / "optimized.onnx")
-    so.intra_op_num_threads = 1
-    ort.InferenceSession(ir.to_proto(model).SerializeToString(), so, providers=["CPUExecutionProvider"])
-    return [n.op_type for n in onnx.load(so.optimized_model_filepath).graph.node]
-
-
 def test_anchor_before_float_head_keeps_its_activation_int8(tmp_path: Path) -> None:
     """Gemm → Relu → float Gemm: the Relu output is quantized so onnxruntime fuses QGemm.
 
@@ -355,7 +345,7 @@ def test_anchor_before_float_head_keeps_its_activation_int8(tmp_path: Path) -> N
     res = quantize_static(src, data, tune=False, keep_last=1)
     decisions = _decisions(res)
     assert "layer2/relu" not in decisions and "head/fc/matmul/gemm" in decisions
-    ops = _ort_optimized_ops(res.model, tmp_path)
+    ops = optimized_ops(res.model, tmp_path)
     assert ops.count("QGemm") == 2 and "FusedGemm" not in ops
     feeds = data[0]
     assert cosine(run(src, feeds)[0], run(res.model, feeds)[0]) > 0.999

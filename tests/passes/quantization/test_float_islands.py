@@ -25,7 +25,7 @@ from onnxq.api.pipelines import PipelineInputs, build_steps
 from onnxq.context import PassContext
 from onnxq.errors import ConfigError
 from onnxq.passes.quantization.close_float_islands import CloseFloatIslandsConfig, close_islands, float_islands
-from tests.helpers import cosine, run
+from tests.helpers import cosine, optimized_ops, run
 from tests.passes.quantization._pass_util import count, load, measured_ranges, parse_with, run_pass, samples, to_qdq
 
 H18 = '<ir_version: 8, opset_import: ["" : 18]>\n'
@@ -52,15 +52,6 @@ def _quantized_gate() -> tuple[onnx.ModelProto, ir.Model, list[dict[str, np.ndar
     return proto, model, data
 
 
-def _optimized_ops(model: ir.Model, tmp_path: Path) -> list[str]:
-    """Op types of the graph onnxruntime executes (basic + extended optimizations, CPU)."""
-    so = ort.SessionOptions()
-    so.optimized_model_filepath = str(tmp_path / "optimized.onnx")
-    so.log_severity_level = 3
-    ort.InferenceSession(ir.to_proto(model).SerializeToString(), so, providers=["CPUExecutionProvider"])
-    return [n.op_type for n in onnx.load(so.optimized_model_filepath).graph.node]
-
-
 def _full_check(model: ir.Model) -> None:
     onnx.checker.check_model(ir.to_proto(model), full_check=True)
 
@@ -70,14 +61,14 @@ def test_hardsigmoid_gate_becomes_an_int8_add(tmp_path: Path) -> None:
     proto, model, data = _quantized_gate()
     assert [n.op for n in float_islands(model)] == ["HardSigmoid"]
     before = ir.clone(model)
-    assert "HardSigmoid" in _optimized_ops(before, tmp_path)  # onnxruntime runs it in float: the island
+    assert "HardSigmoid" in optimized_ops(before, tmp_path)  # onnxruntime runs it in float: the island
 
     res = run_pass("close-float-islands", model, PassContext())
     assert res.modified and res.stats["closed.hardsigmoid-add"] == 1
     assert res.stats["islands_before"] == 1 and res.stats["islands_after"] == 0
     assert float_islands(res.model) == [] and count(res.model, "HardSigmoid") == 0
     _full_check(res.model)
-    executed = _optimized_ops(res.model, tmp_path)
+    executed = optimized_ops(res.model, tmp_path)
     assert "HardSigmoid" not in executed and "QLinearAdd" in executed
 
     for feeds in data[:3]:
@@ -212,7 +203,7 @@ def test_float_reader_reads_the_float_tensor(tmp_path: Path) -> None:
     assert ir.producer(mul.inputs[0]).op == "LayerNormalization"  # type: ignore[union-attr]
     assert ir.producer(matmul.inputs[0]).op == "DequantizeLinear"  # type: ignore[union-attr]
     _full_check(res.model)
-    assert _optimized_ops(res.model, tmp_path).count("DequantizeLinear") < _optimized_ops(before, tmp_path).count("DequantizeLinear")
+    assert optimized_ops(res.model, tmp_path).count("DequantizeLinear") < optimized_ops(before, tmp_path).count("DequantizeLinear")
     for feeds in data[:3]:
         ref, old, new = run(proto, feeds)[0], run(before, feeds)[0], run(res.model, feeds)[0]
         assert cosine(ref, new) >= 0.99 and cosine(ref, new) >= cosine(ref, old) - 1e-4
@@ -293,7 +284,7 @@ def test_quantize_static_leaves_no_hardsigmoid_island(tmp_path: Path) -> None:
     data = [random_feeds(src, seed=i, dims={"N": 2}) for i in range(4)]
     res = quantize_static(src, data, tune=False)
     assert float_islands(res.model) == []
-    executed = _optimized_ops(res.model, tmp_path)
+    executed = optimized_ops(res.model, tmp_path)
     assert "HardSigmoid" not in executed and "QLinearAdd" in executed
     stats = next(p for p in res.report.to_dict()["passes"] if p["pass"] == "close-float-islands")["stats"]
     assert stats["islands_before"] > 0 and stats["islands_after"] == 0
