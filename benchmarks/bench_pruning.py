@@ -60,8 +60,16 @@ HEADER = (
 Steps = list[tuple[str, dict[str, Any]]]
 
 
-def _reasons(skipped: dict[str, str], limit: int = 4) -> str:
+def _skipped_count(st: dict[str, Any]) -> int:
+    """A pass's ``skipped`` stat: the count (the skip records hold the reasons), or ``{layer: reason}``."""
+    skipped = st.get("skipped") or 0
+    return skipped if isinstance(skipped, int) else len(skipped)
+
+
+def _reasons(skipped: dict[str, str] | int, limit: int = 4) -> str:
     """``{layer: reason}`` summarised as 'count x reason' for the most common reasons."""
+    if isinstance(skipped, int):
+        return "reasons in the skip records"
     counts: dict[str, int] = {}
     for reason in skipped.values():
         key = reason if len(reason) < 140 else reason[:137] + "..."
@@ -107,7 +115,7 @@ def _channel_describe(_m: Any, st: dict[str, Any]) -> dict[str, Any]:
         return {}
     d = {"groups_pruned": st.get("pruned_groups"), "channels_removed": st.get("channels_removed")}
     if st.get("skipped"):
-        d["note"] = f"{len(st['skipped'])} group(s) left unpruned: {_reasons(st['skipped'])}"
+        d["note"] = f"{_skipped_count(st)} group(s) left unpruned: {_reasons(st['skipped'])}"
     return d
 
 
@@ -146,11 +154,11 @@ def _sparse_describe(_m: Any, st: dict[str, Any]) -> dict[str, Any]:
     if not st:
         return {}
     layers = st.get("pruned_layers", st.get("clustered", st.get("factorized")))
-    d: dict[str, Any] = {"layers": layers, "layers_skipped": len(st.get("skipped") or {})}
+    d: dict[str, Any] = {"layers": layers, "layers_skipped": _skipped_count(st)}
     if "bytes_after" in st:
         d["weight_bytes_ratio"] = st["bytes_before"] / max(st["bytes_after"], 1)
     if st.get("skipped"):
-        d["note"] = f"{len(st['skipped'])} layer(s) skipped: {_reasons(st['skipped'])}"
+        d["note"] = f"{_skipped_count(st)} layer(s) skipped: {_reasons(st['skipped'])}"
     return d
 
 
@@ -177,11 +185,11 @@ def _lowrank_describe(_m: Any, st: dict[str, Any]) -> dict[str, Any]:
     if not st:
         return {}
     layers = st.get("layers") or {}
-    d: dict[str, Any] = {"layers": st.get("factorized"), "layers_skipped": len(st.get("skipped") or {})}
+    d: dict[str, Any] = {"layers": st.get("factorized"), "layers_skipped": _skipped_count(st)}
     if layers:
         d["mean_rel_error"] = float(np.mean([v.get("relative_error", np.nan) for v in layers.values()]))
     if st.get("skipped"):
-        d["note"] = f"{len(st['skipped'])} layer(s) not factorized: {_reasons(st['skipped'], 2)}"
+        d["note"] = f"{_skipped_count(st)} layer(s) not factorized: {_reasons(st['skipped'], 2)}"
     return d
 
 

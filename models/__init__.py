@@ -28,6 +28,7 @@ from ._cnn import (
 from ._common import DEFAULT_IR_VERSION, DEFAULT_OPSET, ModelArgumentError
 from ._control_flow import build_loop_decoder, build_scan_rnn, build_streaming_if
 from ._dense import build_layernorm_classifier, build_mlp, build_transformer
+from ._mobilenetv2 import build_mobilenet_v2_like
 from ._rnn import build_cnn_lstm, build_lstm
 from ._special import build_detector_head, build_if_model
 from ._task import build_ctc_recognizer, build_yolo_detector
@@ -75,6 +76,7 @@ BUILDERS: dict[str, Callable[..., onnx.ModelProto]] = {
     "streaming-if": build_streaming_if,
     "loop-decoder": build_loop_decoder,
     "scan-rnn": build_scan_rnn,
+    "mobilenetv2": build_mobilenet_v2_like,
 }
 """Short name → builder; the names the CLI accepts."""
 

@@ -52,7 +52,7 @@ def _parse_nm(text: str) -> tuple[int, int]:
 
 def _options(method: str, v: dict[str, Any], exclude: tuple[str, ...], exclude_ops: tuple[str, ...], skip_first_last: bool) -> dict[str, Any]:
     """The pass options for ``method`` from the CLI values ``v``."""
-    unknown = sorted(_given(v) - ACCEPTS[method])
+    unknown = sorted(_given(v) - ACCEPTS[method] - {"search_budget_s"})  # the search's own option: checked in _prune
     if unknown:
         flags = ", ".join("--" + k.replace("_", "-") for k in unknown)
         raise ConfigError(f"{flags} does not apply to --method {method}")
@@ -141,16 +141,17 @@ def _search(m: ir.Model, method: str, name: str, options: dict[str, Any], values
     key, top, to_value = _search_axis(method, values)
     plan = _steps(steps, top)
     found = prune_until(m, lambda s: make_pass(name, {**options, key: to_value(s)}), plan, source, metric=metric, tolerance=max_drop,
-                        ctx_factory=lambda s: PassContext(channel_stats=channel_stats))  # fmt: skip
+                        ctx_factory=lambda s: PassContext(channel_stats=channel_stats), budget_s=values.get("search_budget_s"))  # fmt: skip
     rows = [[c["step"], c["metric"], c["ok"], f"{c['sparsity']:.1%}", c["params"]] for c in found.curve]
     table(f"search ({metric}, max drop {max_drop})", ["step", metric, "ok", "weight sparsity", "float params"], rows)
     if found.best_model is None:
         first = found.curve[0]
         raise ConfigError(f"no step kept {metric} within {max_drop}: the first step ({first['step']}) gave {first['metric']:.6g}; try smaller --steps")
-    echo(f"best step: {key} = {to_value(found.best_step)}")
+    echo(f"best step: {key} = {to_value(found.best_step)}" + (f" (time budget spent after {len(found.curve)} step(s))" if found.cut_short else ""))
     best = next(c for c in found.curve if c["step"] == found.best_step)
     curve = [{k: v for k, v in c.items() if k not in ("stats", "skips")} for c in found.curve]
-    return found.best_model, best["stats"], best["skips"], {"option": key, "steps": plan, "best_step": found.best_step, "curve": curve}
+    report = {"option": key, "steps": plan, "best_step": found.best_step, "curve": curve, "seconds": round(found.seconds, 3), "cut_short": found.cut_short}
+    return found.best_model, best["stats"], best["skips"], report
 
 
 def _evaluate(reference: Any, model: ir.Model, source: Any) -> tuple[dict[str, Any] | None, str]:
@@ -192,6 +193,8 @@ def _evaluate(reference: Any, model: ir.Model, source: Any) -> tuple[dict[str, A
               help="Search: raise the strength while the metric stays within this (cosine/top1: drop from 1; sqnr: minimum dB).")
 @click.option("--metric", type=click.Choice(["cosine", "sqnr", "top1"]), default="cosine", show_default=True)
 @click.option("--steps", help="Search steps, e.g. 0.1,0.2,0.3 (default: 0.1 up to --sparsity / 0.9).")
+@click.option("--search-budget", "search_budget_s", type=click.FloatRange(min=0, min_open=True),
+              help="Search: seconds after which no further step starts (the report says whether it cut the search).")
 @click.option("--report", type=click.Path(dir_okay=False), help="Write a JSON report (per-layer stats, search curve, metrics).")
 def prune_cmd(
     model: str, output: str, method: str, exclude: tuple[str, ...], exclude_ops: tuple[str, ...], skip_first_last: bool, data: str | None,
@@ -244,6 +247,8 @@ def _prune(m: ir.Model, method: str, name: str, options: dict[str, Any], values:
     channel_stats = None
     if method == "channel" and values["criterion"] in DATA_CRITERIA:
         channel_stats = collect_channel_stats(m, source, channel_stat_tensors(ir.clone(m)))
+    if max_drop is None and values.get("search_budget_s") is not None:
+        raise ConfigError("--search-budget bounds the --max-drop search; give --max-drop")
     if max_drop is not None:
         return _search(m, method, name, options, values, source, metric=metric, max_drop=max_drop, steps=steps, channel_stats=channel_stats)
     ctx = PassContext(channel_stats=channel_stats)

@@ -48,6 +48,7 @@ class PruneChannelsSearchConfig(PassConfig):
         eval_samples: calibration samples the metric is read on.
         threads: onnxruntime threads for evaluation and timing.
         runs: timed runs per model when ``min_speedup`` is set.
+        budget_s: seconds for the accuracy search (no new ratio starts past it; the stats say so).
     """
 
     ratios: tuple[float, ...] = (0.125, 0.25, 0.375, 0.5)
@@ -58,6 +59,7 @@ class PruneChannelsSearchConfig(PassConfig):
     eval_samples: int = 8
     threads: int = 1
     runs: int = 30
+    budget_s: float | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -68,6 +70,8 @@ class PruneChannelsSearchConfig(PassConfig):
             raise ConfigError(f"prune-channels-search: metric must be one of cosine, sqnr, top1, got '{self.metric}'")
         if not math.isfinite(self.tolerance) or self.tolerance < 0 or self.min_speedup < 0 or self.eval_samples < 1 or self.runs < 1:
             raise ConfigError("prune-channels-search: tolerance >= 0, min_speedup >= 0, eval_samples >= 1 and runs >= 1 required")
+        if self.budget_s is not None and not self.budget_s > 0:
+            raise ConfigError(f"prune-channels-search: budget_s must be > 0 seconds, got {self.budget_s}")
 
 
 @register_pass("prune-channels-search")
@@ -89,9 +93,13 @@ class PruneChannelsSearch(Pass[PruneChannelsSearchConfig]):
             metric=cfg.metric,
             tolerance=cfg.tolerance,
             threads=cfg.threads,
+            budget_s=cfg.budget_s,
         )
         accepted = [c for c in search.curve if c["ok"] and c["modified"]]
-        stats: dict[str, Any] = {"curve": [_curve_row(c) for c in search.curve], "metric": cfg.metric, "tolerance": cfg.tolerance}
+        stats: dict[str, Any] = {
+            "curve": [_curve_row(c) for c in search.curve], "metric": cfg.metric, "tolerance": cfg.tolerance,
+            "search_seconds": round(search.seconds, 3), "search_cut_short": search.cut_short,
+        }  # fmt: skip
         if not accepted or search.best_model is None:
             stats["ratio"] = 0.0
             stats["reason"] = _why_nothing(search.curve, cfg)

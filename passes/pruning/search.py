@@ -17,6 +17,7 @@ Metrics (``tolerance`` is the allowed drop unless said otherwise):
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,6 +49,7 @@ class SearchResult:
             zero weights in Conv/Gemm/MatMul), ``params`` (float weights left), ``modified``,
             and the pass statistics under ``stats``.
         metric / tolerance: what was measured and the bound.
+        seconds: wall time of the search; cut_short: ``budget_s`` stopped it before every step ran.
     """
 
     best_model: Model | None
@@ -55,6 +57,8 @@ class SearchResult:
     curve: list[dict[str, Any]] = field(default_factory=list)
     metric: str = "cosine"
     tolerance: float = 0.0
+    seconds: float = 0.0
+    cut_short: bool = False
 
 
 def _measure(result: EvalResult, metric: str, tolerance: float) -> tuple[float, bool]:
@@ -121,6 +125,7 @@ def prune_until(
     *,
     threads: int = 1,
     ctx_factory: Callable[[float], PassContext] | None = None,
+    budget_s: float | None = None,
 ) -> SearchResult:
     """Prune with increasing strength while the metric stays within ``tolerance``.
 
@@ -136,6 +141,8 @@ def prune_until(
         reference: the float model to compare with (default: ``model`` itself).
         threads: onnxruntime threads.
         ctx_factory: a fresh :class:`PassContext` per step (e.g. carrying channel statistics).
+        budget_s: wall-clock seconds; no further step starts once they are spent (the first step
+            always runs), and the result says the search was cut short.
 
     Returns:
         A :class:`SearchResult` with the best model and the curve.
@@ -147,7 +154,12 @@ def prune_until(
     samples = _checked_arguments(steps, samples, metric, tolerance)
     ref_session = make_session(reference if reference is not None else model, threads=threads, where="reference model")
     result = SearchResult(best_model=None, best_step=None, metric=metric, tolerance=tolerance)
-    for step in steps:
+    start = time.perf_counter()
+    for i, step in enumerate(steps):
+        if budget_s is not None and i > 0 and time.perf_counter() - start >= budget_s:
+            result.cut_short = True
+            log.info("prune_until: time budget %.1f s spent after %d step(s)", budget_s, i)
+            break
         candidate = ir.clone(model)
         ctx = ctx_factory(step) if ctx_factory else PassContext()
         run = PassManager([make_pass_for(step)]).run(candidate, ctx)
@@ -170,4 +182,5 @@ def prune_until(
         if not ok:
             break
         result.best_model, result.best_step = run.model, step
+    result.seconds = time.perf_counter() - start
     return result

@@ -74,6 +74,16 @@ def test_max_drop_search(mlp: Path, tmp_path: Path) -> None:
     assert "synthetic (random) samples" in stdout
 
 
+def test_search_budget_cuts_the_search_and_the_report_says_so(mlp: Path, tmp_path: Path) -> None:
+    out, report = tmp_path / "out.onnx", tmp_path / "r.json"
+    args = ("--method", "magnitude", "--max-drop", "0.5", "--steps", "0.1,0.2,0.3", "--search-budget", "1e-9", "--report", str(report))
+    code, stdout, err = invoke("prune", str(mlp), "-o", str(out), *args)
+    assert code == 0, err
+    search = json.loads(report.read_text())["search"]
+    assert search["cut_short"] is True and len(search["curve"]) == 1 and search["seconds"] >= 0  # the first step always runs
+    assert "time budget spent after 1 step(s)" in stdout
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -86,6 +96,7 @@ def test_max_drop_search(mlp: Path, tmp_path: Path) -> None:
         (["--method", "nm", "--nm", "2-4"], "--nm expects N:M"),
         (["--method", "cluster", "--max-drop", "0.1"], "--max-drop works with"),
         (["--method", "magnitude", "--max-drop", "1e-9", "--steps", "0.9"], "no step kept cosine"),
+        (["--method", "magnitude", "--sparsity", "0.5", "--search-budget", "5"], "--search-budget bounds the --max-drop search"),
     ],
 )
 def test_bad_input_is_one_line_exit_2(mlp: Path, tmp_path: Path, args: list[str], message: str) -> None:

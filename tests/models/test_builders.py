@@ -41,6 +41,7 @@ SIZE_VARIANTS: dict[str, dict[str, Any]] = {
     "streaming-if": {"mels": 16, "narrow_mels": 8, "channels": 8, "hidden": 8, "num_classes": 5},
     "loop-decoder": {"features": 8, "hidden": 16, "vocab": 10, "steps": 3},
     "scan-rnn": {"input_size": 8, "hidden": 16, "num_classes": 5},
+    "mobilenetv2": {"width_mult": 0.25, "input_size": 64, "num_classes": 3},
 }
 
 MIN_OPSET = {"transformer": 17, "mobilenet": 14}
@@ -271,7 +272,7 @@ def test_mobilenet_has_squeeze_excite_and_hardswish() -> None:
 def test_registry_has_every_short_name() -> None:
     assert set(BUILDERS) == {"cnn", "mlp", "transformer", "lstm", "mobilenet", "detector",
                              "layernorm-classifier", "if-model", "cnn-lstm", "deep-cnn", "yolo-detector", "ctc-recognizer",
-                             "streaming-if", "loop-decoder", "scan-rnn"}
+                             "streaming-if", "loop-decoder", "scan-rnn", "mobilenetv2"}
 
 
 def test_unknown_name_lists_valid_names() -> None:

@@ -140,3 +140,11 @@ def test_recipe_compact_end_to_end(tmp_path: Path) -> None:
     assert fc1_weight.dims[0] == HIDDEN // 2  # the recipe tries ratios up to 1/2: every one removes only dead units
     held_out = feeds(8, seed=11)
     assert cosine(fp32_outputs(result, held_out), fp32_outputs(redundant_mlp(), held_out)) >= 0.99  # pruning free, int8 within the guard
+
+
+def test_budget_stops_the_search_after_the_first_ratio() -> None:
+    _, modified, stats = run_search({"ratios": [0.25, 0.5, 0.625], "budget_s": 1e-9})
+    assert stats["search_cut_short"] is True and [c["ratio"] for c in stats["curve"]] == [0.25]
+    assert modified and stats["ratio"] == 0.25  # the one ratio that ran is within the bound
+    _, _, free = run_search({"ratios": [0.25, 0.5]})
+    assert free["search_cut_short"] is False and free["search_seconds"] >= 0
