@@ -194,9 +194,15 @@ class _Materializer:
         node = self.node_of[wq.node]
         base = f"{node.name}/{'B' if wq.kind == 'bias' else 'W'}{wq.index}"
         # By name: ONNX names are unique across scopes, while a copied graph holds one object per body
-        # for an outer constant that only bodies read.
+        # for an outer constant that only bodies read. The main graph and the bodies get separate
+        # copies: a DequantizeLinear in a body reading a quantized weight stored in the main graph
+        # makes onnxruntime 1.32 refuse the model when it fuses DQ -> MatMul into MatMulNBits
+        # (16-bit activations: "Missing required weight", it looks in the body only; found by
+        # tests/fuzz). A constant only bodies read is written into each body that reads it.
         weight = node.inputs[wq.index]
-        key = (weight.name or str(id(weight)), wq.kind, wq.dtype, qp.axis, qp.scale.tobytes(), qp.zero_point.tobytes())
+        graph = self.graph_of[id(node)]
+        scope = "main" if graph is self.model.graph else "bodies"
+        key = (weight.name or str(id(weight)), scope, wq.kind, wq.dtype, qp.axis, qp.scale.tobytes(), qp.zero_point.tobytes())
         if key not in self._stored:
             values = self.weight_values(wq)
             if wq.kind == "bias":
@@ -211,7 +217,6 @@ class _Materializer:
                 ir.make_constant(self.namer.new(f"{base}_zero_point"), qp.zero_point),
             )
         q_const, scale, zp = self._stored[key]
-        graph = self.graph_of[id(node)]
         out = ir.make_variable(self.namer.new(f"{base}_dequantized"), dtype=np.float32, shape=list(q_const.shape))
         attrs = {"axis": int(qp.axis)} if qp.axis is not None else {}
         graph.nodes.append(ir.make_node("DequantizeLinear", [q_const, scale, zp], [out], name=self.namer.new(f"{base}_DequantizeLinear"), attrs=attrs))
