@@ -122,60 +122,39 @@ class _Unary(Op):
         return em.op(self.op_type, x, **p)
 
 
-@_register("relu")
-class Relu(_Unary):
-    op_type = "Relu"
+@dataclass(frozen=True)
+class _TableUnary(_Unary):
+    """A unary op from :data:`_UNARY`: its op type, first opset and attribute choices."""
 
-
-@_register("sigmoid")
-class Sigmoid(_Unary):
-    op_type = "Sigmoid"
-
-
-@_register("tanh")
-class Tanh(_Unary):
-    op_type = "Tanh"
-
-
-@_register("leaky_relu")
-class LeakyRelu(_Unary):
-    op_type = "LeakyRelu"
+    name: str = ""
+    onnx_op: str = ""
+    opset: int = 11
+    choices: tuple[dict[str, Any], ...] = ({},)
 
     def draw(self, draw: Draw, ctx: Ctx, shape: Shape) -> dict[str, Any]:
-        return {"alpha": draw(st.sampled_from([0.01, 0.1, 0.3]))}
+        return dict(draw(st.sampled_from(self.choices))) if len(self.choices) > 1 else dict(self.choices[0])
+
+    def emit(self, em: Emitter, x: str, shape: Shape, p: dict[str, Any]) -> str:
+        return em.op(self.onnx_op, x, **p)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "min_opset", self.opset)
 
 
-@_register("hard_sigmoid")
-class HardSigmoid(_Unary):
-    op_type = "HardSigmoid"
-
-    def draw(self, draw: Draw, ctx: Ctx, shape: Shape) -> dict[str, Any]:
-        return draw(st.sampled_from([{}, {"alpha": 1.0 / 6, "beta": 0.5}]))
-
-
-@_register("hard_swish")
-class HardSwish(_Unary):
-    op_type = "HardSwish"
-    min_opset = 14
-
-
-@_register("gelu")
-class Gelu(_Unary):
-    op_type = "Gelu"
-    min_opset = 20
-
-    def draw(self, draw: Draw, ctx: Ctx, shape: Shape) -> dict[str, Any]:
-        return draw(st.sampled_from([{}, {"approximate": "tanh"}]))
-
-
-@_register("identity")
-class Identity(_Unary):
-    op_type = "Identity"
-
-
-@_register("dropout")
-class Dropout(_Unary):
-    op_type = "Dropout"
+#: name → (op type, first opset, attribute choices)
+_UNARY: dict[str, tuple[str, int, tuple[dict[str, Any], ...]]] = {
+    "relu": ("Relu", 11, ({},)),
+    "sigmoid": ("Sigmoid", 11, ({},)),
+    "tanh": ("Tanh", 11, ({},)),
+    "leaky_relu": ("LeakyRelu", 11, tuple({"alpha": a} for a in (0.01, 0.1, 0.3))),
+    "hard_sigmoid": ("HardSigmoid", 11, ({}, {"alpha": 1.0 / 6, "beta": 0.5})),
+    "hard_swish": ("HardSwish", 14, ({},)),
+    "gelu": ("Gelu", 20, ({}, {"approximate": "tanh"})),
+    "identity": ("Identity", 11, ({},)),
+    "dropout": ("Dropout", 11, ({},)),
+}
+for _name, (_op, _opset, _choices) in _UNARY.items():
+    OPS[_name] = _TableUnary(name=_name, onnx_op=_op, opset=_opset, choices=_choices)
 
 
 @_register("clip")
