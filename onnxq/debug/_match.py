@@ -368,14 +368,9 @@ def readers_clip(graph: ir.Graph, q: Tensor) -> tuple[float, float] | None:
     values = [dq.outputs[0] for dq in q.outputs if dq.op == "DequantizeLinear" and dq.outputs]
     if len(values) != len(q.outputs) or not values:
         return None  # read by an integer op as well (a QLinear op): it sees everything
-    lo, hi = _INF, -_INF
-    for value in values:
-        if ir.is_graph_output(graph, value) or not value.outputs:
-            return None
-        for reader in value.outputs:
-            a, b = _flat_outside(reader, value)
-            lo, hi = min(lo, a), max(hi, b)
-    return None if lo == -_INF and hi == _INF else (lo, hi)
+    if any(ir.is_graph_output(graph, value) or not value.outputs for value in values):
+        return None
+    return _widest_flat_interval((reader, value) for value in values for reader in value.outputs)
 
 
 def float_readers_clip(graph: ir.Graph, twin: Tensor) -> tuple[float, float] | None:
@@ -383,9 +378,14 @@ def float_readers_clip(graph: ir.Graph, twin: Tensor) -> tuple[float, float] | N
     close-float-islands a HardSigmoid gate is an ``Add`` whose output quantizer does the clipping."""
     if ir.is_graph_output(graph, twin) or not twin.outputs:
         return None
+    return _widest_flat_interval((reader, twin) for reader in twin.outputs)
+
+
+def _widest_flat_interval(reads: Iterable[tuple[Node, Tensor]]) -> tuple[float, float] | None:
+    """The interval outside which every ``(reader, value)`` read is flat; None when it is everything."""
     lo, hi = _INF, -_INF
-    for reader in twin.outputs:
-        a, b = _flat_outside(reader, twin)
+    for reader, value in reads:
+        a, b = _flat_outside(reader, value)
         lo, hi = min(lo, a), max(hi, b)
     return None if lo == -_INF and hi == _INF else (lo, hi)
 

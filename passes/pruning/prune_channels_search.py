@@ -18,8 +18,12 @@ so a later int8 guard compares with the *pruned* float model: the report's notes
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from itertools import islice
 from typing import Any
+
+import numpy as np
 
 from onnxq import ir
 from onnxq.errors import ConfigError, PreconditionError
@@ -84,7 +88,7 @@ class PruneChannelsSearch(Pass[PruneChannelsSearchConfig]):
         cfg = self.config
         if ctx.calibration_data is None:
             raise PreconditionError("prune-channels-search needs calibration samples (--data)")
-        feeds = _first(ctx.calibration_data, cfg.eval_samples)
+        feeds = list(islice(ctx.calibration_data, cfg.eval_samples))
         search = prune_until(
             model,
             lambda r: make_pass("prune-channels", {"ratio": r, "round_to": cfg.round_to}),
@@ -114,15 +118,6 @@ class PruneChannelsSearch(Pass[PruneChannelsSearchConfig]):
         return PassResult(pruned, True, stats)
 
 
-def _first(data: Any, n: int) -> list[dict[str, Any]]:
-    out = []
-    for sample in data:
-        out.append(sample)
-        if len(out) >= n:
-            break
-    return out
-
-
 def _why_nothing(curve: list[dict[str, Any]], cfg: PruneChannelsSearchConfig) -> str:
     """One sentence: the first ratio out of tolerance, or that no ratio changed the model."""
     unchanged = [c["step"] for c in curve if c["ok"] and not c["modified"]]
@@ -141,7 +136,9 @@ def _prune(model: Model, ratio: float, cfg: PruneChannelsSearchConfig) -> Model:
     return PassManager([make_pass("prune-channels", {"ratio": ratio, "round_to": cfg.round_to})]).run(ir.clone(model), PassContext()).model
 
 
-def _smallest_fast_enough(model: Model, ratios: list[float], feeds: list[dict[str, Any]], cfg: PruneChannelsSearchConfig) -> tuple[float, dict[float, float]]:
+def _smallest_fast_enough(
+    model: Model, ratios: list[float], feeds: list[Mapping[str, np.ndarray]], cfg: PruneChannelsSearchConfig
+) -> tuple[float, dict[float, float]]:
     """The smallest ratio whose pruned model is ``min_speedup`` faster (else the fastest), and every speedup."""
     base = make_session(model, threads=cfg.threads, where=f"{model.source} (unpruned)")
     speedups: dict[float, float] = {}
