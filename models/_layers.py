@@ -8,9 +8,12 @@ because those are the patterns onnxq's passes must recognise.
 
 from __future__ import annotations
 
-import numpy as np
+from collections.abc import Callable
 
-from ._common import GraphBuilder, bn_params, he_normal
+import numpy as np
+from onnx import TensorProto
+
+from ._common import Dim, GraphBuilder, bn_params, he_normal
 
 __all__ = [
     "activation",
@@ -168,3 +171,28 @@ def lstm(g: GraphBuilder, x: str, input_size: int, hidden: int, *, bidirectional
     y, y_h = g.op_multi("LSTM", inputs, 2, name=name, suffixes=["Y" if want_y else "", "Y_h"],
                         hidden_size=hidden, direction="bidirectional" if bidirectional else "forward")
     return y, y_h
+
+
+def text_line_lstm(
+    g: GraphBuilder, height: int, input_width: Dim, batch: Dim, channels: list[int], stage: Callable[[GraphBuilder, str, int, int, int], str],
+    collapse: Callable[[GraphBuilder, str, int, int, tuple[int, int]], str], hidden: int, *, bidirectional: bool,
+) -> str:
+    """The CRNN front of a text-line recogniser: graph input ``input`` float32 [batch, 1, height,
+    input_width] (a grey text line) → LSTM ``Y`` [T = input_width/4, dirs, batch, hidden].
+
+    Three ``stage`` Conv blocks ``(g, x, in_ch, out_ch, kernel) -> y`` (kernel 3, ``channels[i] →
+    channels[i + 1]``), each followed by a MaxPool 2x2, 2x2, (2, 1); ``collapse`` with a kernel
+    (height/8, 1) spanning the remaining height (the block must not pad); Squeeze → Transpose to
+    [T, N, C]; an LSTM of ``hidden`` units.
+    """
+    x = g.input("input", TensorProto.FLOAT, [batch, 1, height, input_width])
+    for i, pool in enumerate([(2, 2), (2, 2), (2, 1)]):
+        with g.scope(f"features/stage{i + 1}"):
+            x = stage(g, x, channels[i], channels[i + 1], 3)
+            x = g.op("MaxPool", [x], name="maxpool", kernel_shape=list(pool), strides=list(pool))
+    c = channels[-1]
+    with g.scope("features/collapse"):  # height → 1
+        x = collapse(g, x, c, c, (height // 8, 1))
+    with g.scope("sequence"):
+        x = g.op("Transpose", [g.squeeze(x, [2])], name="transpose", perm=[2, 0, 1])  # [N, C, T] → [T, N, C]
+    return lstm(g, x, c, hidden, bidirectional=bidirectional, want_y=True, name="sequence/lstm")[0]

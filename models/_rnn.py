@@ -6,7 +6,7 @@ import onnx
 from onnx import TensorProto
 
 from ._common import DEFAULT_OPSET, Dim, GraphBuilder, check_opset, require
-from ._layers import conv_bn_act, gemm, linear, lstm
+from ._layers import conv_bn_act, gemm, linear, lstm, text_line_lstm
 
 __all__ = ["build_cnn_lstm", "build_lstm"]
 
@@ -43,6 +43,10 @@ def build_lstm(
     return g.model("lstm", doc="onnxq.models.build_lstm")
 
 
+def _unpadded_conv_bn_act(g: GraphBuilder, x: str, in_ch: int, out_ch: int, kernel: tuple[int, int]) -> str:
+    return conv_bn_act(g, x, in_ch, out_ch, kernel, pad=False)
+
+
 def build_cnn_lstm(
     *, seed: int = 0, width: int = 16, height: int = 32, input_width: Dim = "W", hidden: int = 32,
     num_classes: int = 37, batch: Dim = "N", opset: int = DEFAULT_OPSET,
@@ -64,20 +68,7 @@ def build_cnn_lstm(
     require(height >= 8 and height % 8 == 0, f"build_cnn_lstm: height must be a multiple of 8, got {height}")
     require(min(width, hidden, num_classes) >= 1, "build_cnn_lstm: sizes must be >= 1")
     g = GraphBuilder(seed, opset)
-    x = g.input("input", TensorProto.FLOAT, [batch, 1, height, input_width])
-    channels = [1, width, 2 * width, 4 * width]
-    pools = [(2, 2), (2, 2), (2, 1)]
-    for i, pool in enumerate(pools):
-        with g.scope(f"features/stage{i + 1}"):
-            x = conv_bn_act(g, x, channels[i], channels[i + 1], 3)
-            x = g.op("MaxPool", [x], name="maxpool", kernel_shape=list(pool), strides=list(pool))
-    c = channels[-1]
-    with g.scope("features/collapse"):  # kernel (height/8, 1), no padding: height → 1
-        x = conv_bn_act(g, x, c, c, (height // 8, 1), pad=False)
-    with g.scope("sequence"):
-        x = g.squeeze(x, [2])  # [N, C, T]
-        x = g.op("Transpose", [x], name="transpose", perm=[2, 0, 1])  # [T, N, C]
-    y, _ = lstm(g, x, c, hidden, bidirectional=True, want_y=True, name="sequence/lstm")
+    y = text_line_lstm(g, height, input_width, batch, [1, width, 2 * width, 4 * width], conv_bn_act, _unpadded_conv_bn_act, hidden, bidirectional=True)
     with g.scope("sequence"):
         y = g.op("Transpose", [y], name="lstm_transpose", perm=[0, 2, 1, 3])  # [T, N, 2, H]
         y = g.op("Reshape", [y, g.ints("shape", [0, 0, -1])], name="lstm_reshape")  # [T, N, 2H]

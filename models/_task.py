@@ -22,7 +22,7 @@ import onnx
 from onnx import TensorProto
 
 from ._common import DEFAULT_OPSET, Dim, GraphBuilder, check_opset, he_normal, require
-from ._layers import conv, lstm
+from ._layers import conv, text_line_lstm
 
 __all__ = ["build_ctc_recognizer", "build_yolo_detector"]
 
@@ -105,6 +105,10 @@ def build_yolo_detector(
     return g.model("yolo_detector", doc="onnxq.models.build_yolo_detector")
 
 
+def _unpadded_conv_relu(g: GraphBuilder, x: str, in_ch: int, out_ch: int, kernel: tuple[int, int]) -> str:
+    return g.op("Relu", [conv(g, x, in_ch, out_ch, kernel, pad=False)], name="relu")
+
+
 def build_ctc_recognizer(
     *, seed: int = 0, height: int = 32, input_width: Dim = "W", width: int = 16, hidden: int = 32, num_classes: int = 12,
     blank_bias: float = 0.6, batch: Dim = "N", opset: int = DEFAULT_OPSET,
@@ -129,18 +133,7 @@ def build_ctc_recognizer(
     require(height >= 8 and height % 8 == 0, f"build_ctc_recognizer: height must be a multiple of 8, got {height}")
     require(min(width, hidden, num_classes) >= 2, "build_ctc_recognizer: width, hidden and num_classes must be >= 2")
     g = GraphBuilder(seed, opset)
-    x = g.input("input", TensorProto.FLOAT, [batch, 1, height, input_width])
-    chans = [1, width, 2 * width, 2 * width]
-    for i, pool in enumerate([(2, 2), (2, 2), (2, 1)]):
-        with g.scope(f"features/stage{i + 1}"):
-            x = _silu_conv(g, x, chans[i], chans[i + 1], 3)
-            x = g.op("MaxPool", [x], name="maxpool", kernel_shape=list(pool), strides=list(pool))
-    c = chans[-1]
-    with g.scope("features/collapse"):
-        x = g.op("Relu", [conv(g, x, c, c, (height // 8, 1), pad=False)], name="relu")
-    with g.scope("sequence"):
-        x = g.op("Transpose", [g.squeeze(x, [2])], name="transpose", perm=[2, 0, 1])  # [T, N, C]
-    y, _ = lstm(g, x, c, hidden, bidirectional=False, want_y=True, name="sequence/lstm")
+    y = text_line_lstm(g, height, input_width, batch, [1, width, 2 * width, 2 * width], _silu_conv, _unpadded_conv_relu, hidden, bidirectional=False)
     y = g.squeeze(y, [1], name="sequence/squeeze_dirs")  # [T, 1, N, H] → [T, N, H]
     with g.scope("head"):
         w = he_normal(g.rng, (hidden, num_classes), hidden)

@@ -15,6 +15,8 @@ from typing import Any
 
 import onnx
 
+from onnxq.config import parse_number
+
 from . import BUILDERS, build
 from ._common import ModelArgumentError
 
@@ -28,12 +30,7 @@ def _parse_scalar(text: str) -> Any:
         return lowered == "true"
     if lowered in ("none", "null"):
         return None
-    for convert in (int, float):
-        try:
-            return convert(text)
-        except ValueError:
-            pass
-    return text
+    return parse_number(text)
 
 
 def parse_value(text: str) -> Any:

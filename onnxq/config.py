@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 from .errors import ConfigError
 
-__all__ = ["PassConfig", "EmptyConfig", "build_config", "config_fields", "coerce_option", "type_text"]
+__all__ = ["PassConfig", "EmptyConfig", "build_config", "config_fields", "coerce_option", "parse_number", "type_text"]
 
 C = TypeVar("C", bound="PassConfig")
 
@@ -135,6 +135,17 @@ def coerce_option(owner: str, key: str, value: Any, hint: Any) -> Any:
         return value
     checker = _SCALARS.get(hint)
     return value if checker is None else checker(owner, key, value)
+
+
+def parse_number(text: str) -> int | float | str:
+    """``text`` as an int, else as a float, else unchanged: the last step of reading a value typed on a
+    command line or in a spec (callers first take the words they give a meaning, such as ``true``)."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            continue
+    return text
 
 
 def _none(owner: str, key: str, value: Any) -> None:

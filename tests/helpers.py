@@ -34,6 +34,11 @@ def parse(text: str, ir_version: int = 8) -> onnx.ModelProto:
     return model
 
 
+def graph(signature: str, *nodes: str) -> onnx.ModelProto:
+    """The checked model ``g <signature> { <nodes> }`` at opset 17."""
+    return parse('<ir_version: 8, opset_import: ["" : 17]>\n' + f"g {signature} {{\n" + "\n".join(nodes) + "\n}")
+
+
 def proto_of(model: Any) -> onnx.ModelProto:
     if isinstance(model, ir.Model):
         return ir.to_proto(model)

@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-import onnx
 import pytest
 
 from onnxq import ir
@@ -18,7 +17,7 @@ from onnxq.ir import Node
 from onnxq.pass_base import EmptyConfig, PassResult
 from onnxq.pass_manager import PassManager
 from onnxq.rewrite import Match, RewritePass, Rewriter, Rule
-from tests.helpers import assert_same_outputs, parse, run
+from tests.helpers import assert_same_outputs, graph, run
 from tests.passes.quantization._pass_util import load, ops
 
 
@@ -56,11 +55,6 @@ class Rules(RewritePass[EmptyConfig]):
 
     def after(self, model: ir.Model, counts: dict[str, int]) -> None:
         self.after_counts = dict(counts)
-
-
-def graph(signature: str, *nodes: str) -> onnx.ModelProto:
-    """The checked model ``g <signature> { <nodes> }`` at opset 17."""
-    return parse('<ir_version: 8, opset_import: ["" : 17]>\n' + f"g {signature} {{\n" + "\n".join(nodes) + "\n}")
 
 
 def run_rules(p: RewritePass[EmptyConfig], model: ir.Model) -> tuple[PassResult, PassContext]:

@@ -42,27 +42,26 @@ class OnnxqGroup(click.Group):
             _fail(ctx, f"error: {_one_line(e.format_message())} (see '{command} -h')", e.exit_code)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
-        except InternalError as e:
-            if _debug(ctx):
-                raise
-            _fail(ctx, f"internal error: {_one_line(e)}", 1)
-        except OnnxqError as e:
-            if _debug(ctx):
-                raise
-            _fail(ctx, f"error: {_one_line(e)}", 2)
         except KeyboardInterrupt:
             _fail(ctx, "interrupted", 130)
         except BrokenPipeError:  # output piped into `head` and closed early: not an error
             ctx.exit(0)
-        except (OSError, MemoryError, UnicodeError) as e:
-            if _debug(ctx):
-                raise
-            _fail(ctx, f"error: {_environment_message(e)}", 2)
         except Exception as e:
             if _debug(ctx):
                 raise
-            message = _one_line(e) or type(e).__name__
-            _fail(ctx, f"internal error: {type(e).__name__}: {message} (rerun with --debug for the traceback)", 1)
+            _fail(ctx, *_error_line(e))
+
+
+def _error_line(e: Exception) -> tuple[str, int]:
+    """The line and exit code of an error a command let through (see the module docstring)."""
+    if isinstance(e, InternalError):
+        return f"internal error: {_one_line(e)}", 1
+    if isinstance(e, OnnxqError):
+        return f"error: {_one_line(e)}", 2
+    if isinstance(e, (OSError, MemoryError, UnicodeError)):
+        return f"error: {_environment_message(e)}", 2
+    message = _one_line(e) or type(e).__name__
+    return f"internal error: {type(e).__name__}: {message} (rerun with --debug for the traceback)", 1
 
 
 def _one_line(error: object) -> str:

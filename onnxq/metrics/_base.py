@@ -25,10 +25,10 @@ from typing import Any, ClassVar, Literal, Protocol
 
 import numpy as np
 
-from ..config import coerce_option
+from ..config import coerce_option, parse_number
 from ..errors import ConfigError
 
-__all__ = ["Accumulator", "Direction", "Metric", "REGISTRY", "build_metric", "metric_names", "parse_params", "registered_metric"]
+__all__ = ["Accumulator", "Direction", "Metric", "REGISTRY", "Ratio", "RatioMetric", "build_metric", "metric_names", "parse_params", "registered_metric"]
 
 Direction = Literal["higher", "lower"]
 
@@ -41,6 +41,27 @@ class Accumulator(Protocol):
 
     def result(self) -> float | None:
         """The metric over the samples seen so far; None when it does not apply."""
+
+
+class Ratio:
+    """The accumulator of a metric that is a ratio of running sums: a share of agreeing rows, a mean
+    over samples. ``counts(ref, cand)`` gives one sample's (numerator, denominator) terms; the
+    result is their sums' ratio, ``empty`` while the denominator is 0.
+    """
+
+    def __init__(self, counts: Callable[[np.ndarray, np.ndarray], tuple[float, int]], empty: float | None = None) -> None:
+        self.counts = counts
+        self.empty = empty
+        self.numerator = 0.0
+        self.denominator = 0
+
+    def update(self, ref: np.ndarray, cand: np.ndarray) -> None:
+        numerator, denominator = self.counts(ref, cand)
+        self.numerator += numerator
+        self.denominator += denominator
+
+    def result(self) -> float | None:
+        return self.numerator / self.denominator if self.denominator else self.empty
 
 
 @dataclass(frozen=True)
@@ -90,6 +111,21 @@ class Metric:
 
     def __str__(self) -> str:
         return self.spec
+
+
+@dataclass(frozen=True)
+class RatioMetric(Metric):
+    """A metric whose value is a ratio of running sums (:class:`Ratio`): a subclass gives one sample's terms."""
+
+    #: the value before any sample adds to the denominator
+    empty: ClassVar[float | None] = None
+
+    def counts(self, ref: np.ndarray, cand: np.ndarray) -> tuple[float, int]:
+        """One sample's (numerator, denominator) terms."""
+        raise NotImplementedError
+
+    def accumulator(self) -> Ratio:
+        return Ratio(self.counts, self.empty)
 
 
 def _text(value: Any) -> str:
@@ -148,12 +184,7 @@ def _value(text: str) -> Any:
     lowered = text.lower()
     if lowered in ("none", "true", "false"):
         return {"none": None, "true": True, "false": False}[lowered]
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            continue
-    return text
+    return parse_number(text)
 
 
 def _is_number(text: str) -> bool:

@@ -24,7 +24,7 @@ from typing import ClassVar
 import numpy as np
 
 from ..errors import ConfigError
-from ._base import Metric
+from ._base import Metric, RatioMetric
 from ._registry import register_metric
 
 __all__ = ["Top1", "SequenceAgreement", "TopK", "ThresholdAgreement"]
@@ -40,81 +40,54 @@ def _class_axis(metric: Metric, x: np.ndarray, axis: int) -> int | None:
     return axis if x.shape[axis] > 1 else None
 
 
-class _Share:
-    """Matches over a total: the result is their ratio (None while the total is 0)."""
+@dataclass(frozen=True)
+class _ArgmaxAgreement(RatioMetric):
+    """Share of units whose arg-max along the class ``axis`` agrees; subclasses say what a unit is."""
 
-    def __init__(self) -> None:
-        self.match = 0
-        self.total = 0
+    axis: int = -1
 
-    def result(self) -> float | None:
-        return self.match / self.total if self.total else None
+    def agreeing(self, same: np.ndarray, ref: np.ndarray, axis: int) -> np.ndarray | np.bool_:
+        """One bool per unit from ``same`` (per-row arg-max agreement, the class axis gone)."""
+        raise NotImplementedError
+
+    def counts(self, ref: np.ndarray, cand: np.ndarray) -> tuple[float, int]:
+        axis = _class_axis(self, ref, self.axis)
+        if axis is None:
+            return 0, 0
+        units = self.agreeing(np.argmax(ref, axis=axis) == np.argmax(cand, axis=axis), ref, axis)
+        return int(units.sum()), units.size
 
 
 @register_metric("top1")
 @dataclass(frozen=True)
-class Top1(Metric):
+class Top1(_ArgmaxAgreement):
     description: ClassVar[str] = "share of rows whose arg-max along the class axis agrees"
     default_threshold: ClassVar[float | None] = 0.98
-    axis: int = -1
 
-    def accumulator(self) -> _Top1Acc:
-        return _Top1Acc(self)
-
-
-class _Top1Acc(_Share):
-    def __init__(self, metric: Top1) -> None:
-        super().__init__()
-        self.metric = metric
-
-    def update(self, ref: np.ndarray, cand: np.ndarray) -> None:
-        axis = _class_axis(self.metric, ref, self.metric.axis)
-        if axis is None:
-            return
-        same = np.argmax(ref, axis=axis) == np.argmax(cand, axis=axis)
-        self.match += int(same.sum())
-        self.total += same.size
+    def agreeing(self, same: np.ndarray, ref: np.ndarray, axis: int) -> np.ndarray | np.bool_:
+        return same
 
 
 @register_metric("sequence_agreement")
 @dataclass(frozen=True)
-class SequenceAgreement(Metric):
+class SequenceAgreement(_ArgmaxAgreement):
     description: ClassVar[str] = "share of sequences whose arg-max agrees at every position"
     default_threshold: ClassVar[float | None] = 0.98
-    axis: int = -1
     batch_axis: int | None = 0
 
-    def accumulator(self) -> _SequenceAcc:
-        return _SequenceAcc(self)
-
-
-class _SequenceAcc(_Share):
-    def __init__(self, metric: SequenceAgreement) -> None:
-        super().__init__()
-        self.metric = metric
-
-    def update(self, ref: np.ndarray, cand: np.ndarray) -> None:
-        m = self.metric
-        axis = _class_axis(m, ref, m.axis)
-        if axis is None:
-            return
-        same = np.argmax(ref, axis=axis) == np.argmax(cand, axis=axis)
-        if m.batch_axis is None:
-            self.match += int(same.all())
-            self.total += 1
-            return
-        if not -ref.ndim <= m.batch_axis < ref.ndim or m.batch_axis % ref.ndim == axis:
-            raise ConfigError(f"metric '{m.spec}': batch_axis {m.batch_axis} must be another axis of the output's shape {list(ref.shape)}")
-        batch = m.batch_axis % ref.ndim
+    def agreeing(self, same: np.ndarray, ref: np.ndarray, axis: int) -> np.ndarray | np.bool_:
+        if self.batch_axis is None:
+            return same.all()  # the whole sample is one sequence
+        if not -ref.ndim <= self.batch_axis < ref.ndim or self.batch_axis % ref.ndim == axis:
+            raise ConfigError(f"metric '{self.spec}': batch_axis {self.batch_axis} must be another axis of the output's shape {list(ref.shape)}")
+        batch = self.batch_axis % ref.ndim
         batch -= batch > axis  # the class axis is gone
-        per_sequence = np.moveaxis(same, batch, 0).reshape(same.shape[batch], -1).all(axis=1)
-        self.match += int(per_sequence.sum())
-        self.total += per_sequence.size
+        return np.moveaxis(same, batch, 0).reshape(same.shape[batch], -1).all(axis=1)
 
 
 @register_metric("topk")
 @dataclass(frozen=True)
-class TopK(Metric):
+class TopK(RatioMetric):
     description: ClassVar[str] = "mean overlap of the top-k sets along the class axis"
     default_threshold: ClassVar[float | None] = 0.98
     k: int = 5
@@ -124,54 +97,29 @@ class TopK(Metric):
         if self.k < 1:
             raise ConfigError(f"topk: k must be >= 1, got {self.k}")
 
-    def accumulator(self) -> _TopKAcc:
-        return _TopKAcc(self)
-
-
-class _TopKAcc:
-    def __init__(self, metric: TopK) -> None:
-        self.metric = metric
-        self.overlap = 0.0
-        self.rows = 0
-
-    def update(self, ref: np.ndarray, cand: np.ndarray) -> None:
-        axis = _class_axis(self.metric, ref, self.metric.axis)
+    def counts(self, ref: np.ndarray, cand: np.ndarray) -> tuple[float, int]:
+        """(Σ over rows of the top-k overlap share, rows)."""
+        axis = _class_axis(self, ref, self.axis)
         if axis is None:
-            return
+            return 0, 0
         r, c = np.moveaxis(ref, axis, -1), np.moveaxis(cand, axis, -1)
         r, c = r.reshape(-1, r.shape[-1]), c.reshape(-1, c.shape[-1])
-        k = min(self.metric.k, r.shape[1])
+        k = min(self.k, r.shape[1])
         top_r = np.argpartition(-r, k - 1, axis=1)[:, :k]
         top_c = np.argpartition(-c, k - 1, axis=1)[:, :k]
         hits = (top_r[:, :, None] == top_c[:, None, :]).any(axis=2).sum(axis=1)
-        self.overlap += float(hits.sum()) / k
-        self.rows += r.shape[0]
-
-    def result(self) -> float | None:
-        return self.overlap / self.rows if self.rows else None
+        return float(hits.sum()) / k, r.shape[0]
 
 
 @register_metric("threshold")
 @dataclass(frozen=True)
-class ThresholdAgreement(Metric):
+class ThresholdAgreement(RatioMetric):
     description: ClassVar[str] = "Jaccard index of the elements above t (e.g. detections) in reference and candidate"
     default_threshold: ClassVar[float | None] = 0.98
+    empty: ClassVar[float | None] = 1.0  # no element above t in either: they agree
     t: float = 0.5
 
-    def accumulator(self) -> _ThresholdAcc:
-        return _ThresholdAcc(self.t)
-
-
-class _ThresholdAcc:
-    def __init__(self, t: float) -> None:
-        self.t = t
-        self.both = 0
-        self.either = 0
-
-    def update(self, ref: np.ndarray, cand: np.ndarray) -> None:
+    def counts(self, ref: np.ndarray, cand: np.ndarray) -> tuple[float, int]:
+        """(|R ∩ C|, |R ∪ C|) of one sample."""
         r, c = np.asarray(ref) > self.t, np.asarray(cand) > self.t
-        self.both += int((r & c).sum())
-        self.either += int((r | c).sum())
-
-    def result(self) -> float | None:
-        return self.both / self.either if self.either else 1.0
+        return int((r & c).sum()), int((r | c).sum())

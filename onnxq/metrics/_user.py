@@ -22,13 +22,13 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..errors import ConfigError
-from ._base import Direction, Metric, parse_params
+from ._base import Direction, RatioMetric, parse_params
 
 __all__ = ["CallableMetric", "import_metric"]
 
 
 @dataclass(frozen=True)
-class CallableMetric(Metric):
+class CallableMetric(RatioMetric):
     """A metric from ``fn(ref, cand) -> float``: the mean of ``fn`` over samples.
 
     Attributes:
@@ -56,19 +56,10 @@ class CallableMetric(Metric):
     def spec(self) -> str:
         return self.label if self.direction == "higher" else f"{self.label}:direction=lower"
 
-    def accumulator(self) -> _MeanOfCalls:
-        return _MeanOfCalls(self)
-
-
-class _MeanOfCalls:
-    def __init__(self, metric: CallableMetric) -> None:
-        self.metric = metric
-        self.total = 0.0
-        self.samples = 0
-
-    def update(self, ref: np.ndarray, cand: np.ndarray) -> None:
-        name, fn = self.metric.label, self.metric.fn
-        assert fn is not None  # checked in CallableMetric.__post_init__
+    def counts(self, ref: np.ndarray, cand: np.ndarray) -> tuple[float, int]:
+        """(``fn(ref, cand)``, 1), the call checked to return a finite number."""
+        name, fn = self.label, self.fn
+        assert fn is not None  # checked in __post_init__
         try:
             value = fn(ref, cand)
         except Exception as e:
@@ -80,11 +71,7 @@ class _MeanOfCalls:
             raise ConfigError(f"metric '{name}' must return a number, returned {type(value).__name__} {value!r:.60}") from None
         if not math.isfinite(number):
             raise ConfigError(f"metric '{name}' returned {number}, not a finite number")
-        self.total += number
-        self.samples += 1
-
-    def result(self) -> float | None:
-        return self.total / self.samples if self.samples else None
+        return number, 1
 
 
 def import_metric(spec: str) -> CallableMetric:

@@ -39,6 +39,7 @@ __all__ = [
     "set_const_input",
     "fraction",
     "check_unit_interval",
+    "require_exactly_one",
     "shape_snapshot",
     "restore_shapes",
     "jsonable",
@@ -203,6 +204,13 @@ def check_unit_interval(owner: str, key: str, value: float | None, *, closed: bo
     hi_ok = value <= 1 if closed else value < 1
     if not (math.isfinite(value) and value >= 0 and hi_ok):
         raise ConfigError(f"{owner}: {key} must be in [0, {'1]' if closed else '1)'}, got {value}")
+
+
+def require_exactly_one(owner: str, config: Any, keys: tuple[str, ...]) -> None:
+    """Refuse a config that sets (not None) none or several of ``keys``: alternative ways of saying how much."""
+    given = [k for k in keys if getattr(config, k) is not None]
+    if len(given) != 1:
+        raise ConfigError(f"{owner}: give exactly one of {', '.join(keys)} (got {', '.join(given) or 'none'})")
 
 
 def fraction(part: int, whole: int) -> float:

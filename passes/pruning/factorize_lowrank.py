@@ -34,6 +34,7 @@ from ._weights import (
     WeightLayer,
     jsonable,
     record_skips,
+    require_exactly_one,
     restore_shapes,
     shape_snapshot,
 )
@@ -51,9 +52,7 @@ class FactorizeLowRankConfig(LayerSelectionConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        given = [k for k in ("rank", "energy", "flop_ratio") if getattr(self, k) is not None]
-        if len(given) != 1:
-            raise ConfigError(f"factorize-lowrank: give exactly one of rank, energy, flop_ratio (got {', '.join(given) or 'none'})")
+        require_exactly_one("factorize-lowrank", self, ("rank", "energy", "flop_ratio"))
         if self.rank is not None and self.rank < 1:
             raise ConfigError(f"factorize-lowrank: rank must be >= 1, got {self.rank}")
         if self.energy is not None and not (0 < self.energy <= 1):

@@ -36,6 +36,7 @@ from ._weights import (
     fraction,
     jsonable,
     record_skips,
+    require_exactly_one,
     zero_and_report,
 )
 
@@ -54,9 +55,7 @@ class PruneMagnitudeConfig(LayerSelectionConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        given = [k for k in ("sparsity", "global_sparsity", "threshold") if getattr(self, k) is not None]
-        if len(given) != 1:
-            raise ConfigError(f"prune-magnitude: give exactly one of sparsity, global_sparsity, threshold (got {', '.join(given) or 'none'})")
+        require_exactly_one("prune-magnitude", self, ("sparsity", "global_sparsity", "threshold"))
         check_unit_interval("prune-magnitude", "sparsity", self.sparsity)
         check_unit_interval("prune-magnitude", "global_sparsity", self.global_sparsity)
         if self.threshold is not None and not (math.isfinite(self.threshold) and self.threshold >= 0):

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = [
+    "BlockGrid",
     "BlockQuant",
     "CHUNK_ELEMENTS",
     "qrange",
@@ -202,6 +203,36 @@ def search_ratios(
 
 
 @dataclass(frozen=True)
+class BlockGrid:
+    """How a weight is cut and rounded, as every block quantizer here takes it (round to nearest,
+    GPTQ, AWQ's candidates).
+
+    Attributes:
+        block_size / bits / symmetric: the block grid (see the module docstring).
+        search: run the per-block MSE clip-ratio search (:func:`search_ratios`) ...
+        min_ratio / steps: ... over this ratio grid.
+        scale_dtype: storage type of the scales (float32 default; float16 for float16 models).
+    """
+
+    block_size: int
+    bits: int
+    symmetric: bool
+    search: bool = False
+    min_ratio: float = 0.7
+    steps: int = 20
+    scale_dtype: np.dtype | type | None = None
+
+    def qparams(self, blocks: np.ndarray, ratio: np.ndarray | float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+        """:func:`block_qparams` on this grid."""
+        return block_qparams(blocks, self.bits, self.symmetric, ratio, self.scale_dtype)
+
+    def ratios(self, blocks: np.ndarray, importance: np.ndarray | None) -> np.ndarray:
+        """:func:`search_ratios` on this grid."""
+        return search_ratios(blocks, self.bits, self.symmetric, min_ratio=self.min_ratio, steps=self.steps, scale_dtype=self.scale_dtype,
+                             importance=importance)
+
+
+@dataclass(frozen=True)
 class BlockQuant:
     """A block-quantized ``W[K, N]``.
 
@@ -230,26 +261,12 @@ class BlockQuant:
         return from_blocks(dequantize_blocks(self.codes, self.scale, self.zero_point), self.k)
 
 
-def quantize_blockwise(
-    w: np.ndarray,
-    block_size: int,
-    bits: int,
-    symmetric: bool,
-    *,
-    search: bool = False,
-    min_ratio: float = 0.7,
-    steps: int = 20,
-    scale_dtype: np.dtype | type | None = None,
-    importance: np.ndarray | None = None,
-) -> BlockQuant:
-    """Quantize ``W[K, N]`` per block of ``block_size`` along ``K`` (see the module docstring).
+def quantize_blockwise(w: np.ndarray, grid: BlockGrid, *, importance: np.ndarray | None = None) -> BlockQuant:
+    """Quantize ``W[K, N]`` per block of ``grid.block_size`` along ``K`` (see the module docstring).
 
     Args:
         w: the weight, reduction axis first.
-        block_size / bits / symmetric: the block grid.
-        search: run the per-block MSE clip-ratio search (:func:`search_ratios`).
-        min_ratio / steps: the search grid.
-        scale_dtype: storage type of the scales (float32 default; float16 for float16 models).
+        grid: the block grid and clip search.
         importance: ``[K]`` weights of each row's squared error in the search (e.g. ``E[x_k²]``).
 
     Returns:
@@ -257,18 +274,17 @@ def quantize_blockwise(
     """
     k = w.shape[0]
     w32 = np.asarray(w, dtype=np.float32)
-    blocks = to_blocks(w32, block_size)
-    scale, zp = block_qparams(blocks, bits, symmetric, 1.0, scale_dtype)
-    codes = quantize_blocks(blocks, scale, zp, bits, symmetric)
+    blocks = to_blocks(w32, grid.block_size)
+    scale, zp = grid.qparams(blocks)
+    codes = quantize_blocks(blocks, scale, zp, grid.bits, grid.symmetric)
     err_rtn = float(np.square(from_blocks(dequantize_blocks(codes, scale, zp), k) - w32).mean()) if w32.size else 0.0
     err = err_rtn
-    if search and w32.size:
-        rows = None if importance is None else to_blocks(np.asarray(importance, np.float32).reshape(-1, 1), block_size)  # [1, n_blocks, B]
-        ratios = search_ratios(blocks, bits, symmetric, min_ratio=min_ratio, steps=steps, scale_dtype=scale_dtype, importance=rows)
-        scale, zp = block_qparams(blocks, bits, symmetric, ratios, scale_dtype)
-        codes = quantize_blocks(blocks, scale, zp, bits, symmetric)
+    if grid.search and w32.size:
+        rows = None if importance is None else to_blocks(np.asarray(importance, np.float32).reshape(-1, 1), grid.block_size)  # [1, n_blocks, B]
+        scale, zp = grid.qparams(blocks, grid.ratios(blocks, rows))
+        codes = quantize_blocks(blocks, scale, zp, grid.bits, grid.symmetric)
         err = float(np.square(from_blocks(dequantize_blocks(codes, scale, zp), k) - w32).mean())
-    return BlockQuant(codes, scale, zp, k, bits, symmetric, block_size, err_rtn, err)
+    return BlockQuant(codes, scale, zp, k, grid.bits, grid.symmetric, grid.block_size, err_rtn, err)
 
 
 def pack_codes(codes: np.ndarray, bits: int) -> np.ndarray:

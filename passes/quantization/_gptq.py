@@ -41,7 +41,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._blockwise import BlockQuant, block_qparams, dequantize_blocks, from_blocks, quantize_blocks, quantize_blockwise, search_ratios
+from ._blockwise import BlockGrid, BlockQuant, dequantize_blocks, from_blocks, quantize_blocks, quantize_blockwise
 
 __all__ = ["GPTQResult", "gptq_quantize", "inverse_cholesky", "output_error"]
 
@@ -115,15 +115,10 @@ def inverse_cholesky(hessian: np.ndarray, damp: float) -> tuple[np.ndarray, floa
 
 
 @dataclass
-class _Grid:
+class _Grids:
     """Per-block grids filled as blocks come up: ``scale``/``zp`` ``[N, n_blocks]``."""
 
-    bits: int
-    symmetric: bool
-    search: bool
-    min_ratio: float
-    steps: int
-    scale_dtype: np.dtype | type | None
+    grid: BlockGrid
     scale: np.ndarray
     zp: np.ndarray
     ready: np.ndarray
@@ -132,17 +127,14 @@ class _Grid:
         """The grid of ``block`` from its current rows ``[rows, N]`` (zero padding would not change it);
         the clip search weights each row's squared error by ``importance`` (``diag H`` of its rows)."""
         blocks = np.ascontiguousarray(rows.T, dtype=np.float32)  # [N, rows]
-        ratio: np.ndarray | float = 1.0
-        if self.search:
-            ratio = search_ratios(blocks, self.bits, self.symmetric, min_ratio=self.min_ratio, steps=self.steps, scale_dtype=self.scale_dtype,
-                                  importance=importance[None, :])
-        self.scale[:, block], self.zp[:, block] = block_qparams(blocks, self.bits, self.symmetric, ratio, self.scale_dtype)
+        ratio = self.grid.ratios(blocks, importance[None, :]) if self.grid.search else 1.0
+        self.scale[:, block], self.zp[:, block] = self.grid.qparams(blocks, ratio)
         self.ready[block] = True
 
     def round(self, block: int, row: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Codes (int32) and dequantized values (float64) of one row ``[N]`` on ``block``'s grid."""
         s, z = self.scale[:, block], self.zp[:, block]
-        q = quantize_blocks(row.astype(np.float32)[:, None], s, z, self.bits, self.symmetric)[:, 0]
+        q = quantize_blocks(row.astype(np.float32)[:, None], s, z, self.grid.bits, self.grid.symmetric)[:, 0]
         return q, (q - z).astype(np.float64) * s.astype(np.float64)
 
 
@@ -159,27 +151,13 @@ def _block_rows(w: np.ndarray, u: np.ndarray, w1: np.ndarray, err1: np.ndarray, 
     return out
 
 
-def gptq_quantize(
-    w: np.ndarray,
-    hessian: np.ndarray,
-    block_size: int,
-    bits: int,
-    symmetric: bool,
-    *,
-    search: bool = False,
-    min_ratio: float = 0.7,
-    steps: int = 20,
-    scale_dtype: np.dtype | type | None = None,
-    damp: float = 0.01,
-    act_order: bool = False,
-) -> GPTQResult:
+def gptq_quantize(w: np.ndarray, hessian: np.ndarray, grid: BlockGrid, *, damp: float = 0.01, act_order: bool = False) -> GPTQResult:
     """Quantize ``W[K, N]`` block-wise along ``K`` with GPTQ's error compensation (module docstring).
 
     Args:
         w: the weight, reduction axis first.
         hessian: ``H = 2 E[x xᵀ]`` of the layer's input rows, ``[K, K]``.
-        block_size / bits / symmetric / search / min_ratio / steps / scale_dtype: the block grid,
-            as :func:`~._blockwise.quantize_blockwise` takes them.
+        grid: the block grid and clip search, as :func:`~._blockwise.quantize_blockwise` takes it.
         damp: relative dampening ``λ / mean(diag H)``.
         act_order: process rows by decreasing ``diag(H)``.
 
@@ -193,9 +171,9 @@ def gptq_quantize(
     diag = np.diag(h)[perm]
     position = np.empty(k, np.int64)
     position[perm] = np.arange(k)
+    block_size = grid.block_size
     n_blocks = -(-k // block_size)
-    grid = _Grid(bits, symmetric, search, min_ratio, steps, scale_dtype, np.ones((n, n_blocks), np.float32),
-                 np.zeros((n, n_blocks), np.int32), np.zeros(n_blocks, bool))
+    grids = _Grids(grid, np.ones((n, n_blocks), np.float32), np.zeros((n, n_blocks), np.int32), np.zeros(n_blocks, bool))
     work = np.asarray(w, np.float64)[perm].copy()  # current weights, processing order
     codes = np.zeros((k, n), np.int32)
     lazy = -(-LAZY_ROWS // block_size) * block_size
@@ -204,28 +182,27 @@ def gptq_quantize(
         w1, err1, u1 = work[i1:i2].copy(), np.zeros((i2 - i1, n)), u[i1:i2, i1:i2]
         for i in range(i2 - i1):
             block = int(perm[i1 + i]) // block_size
-            if not grid.ready[block]:
+            if not grids.ready[block]:
                 members = position[block * block_size : min((block + 1) * block_size, k)]
-                grid.fit(block, _block_rows(work, u, w1, err1, i1, i, members), diag[members])
-            codes[i1 + i], deq = grid.round(block, w1[i])
+                grids.fit(block, _block_rows(work, u, w1, err1, i1, i, members), diag[members])
+            codes[i1 + i], deq = grids.round(block, w1[i])
             err1[i] = (w1[i] - deq) / u1[i, i]
             w1[i:] -= np.outer(u1[i, i:], err1[i])
         work[i2:] -= u[i1:i2, i2:].T @ err1
-    return _result(w, h, codes[position], grid, block_size, lam)
+    return _result(w, h, codes[position], grids, lam)
 
 
-def _result(w: np.ndarray, h: np.ndarray, codes: np.ndarray, grid: _Grid, block_size: int, lam: float) -> GPTQResult:
+def _result(w: np.ndarray, h: np.ndarray, codes: np.ndarray, grids: _Grids, lam: float) -> GPTQResult:
     """Package ``codes[K, N]`` (original order) like :func:`~._blockwise.quantize_blockwise` does."""
     k, n = codes.shape
-    n_blocks = grid.scale.shape[1]
+    grid, block_size, n_blocks = grids.grid, grids.grid.block_size, grids.scale.shape[1]
     padded = np.empty((n_blocks * block_size, n), np.int32)
     padded[:k] = codes
-    padded[k:] = grid.zp[:, -1]  # padding rows are zero weights: the zero point
+    padded[k:] = grids.zp[:, -1]  # padding rows are zero weights: the zero point
     blocks = np.ascontiguousarray(padded.T.reshape(n, n_blocks, block_size))
     w32 = np.asarray(w, np.float32)
-    delta = from_blocks(dequantize_blocks(blocks, grid.scale, grid.zp), k).astype(np.float64) - w32
-    rtn = quantize_blockwise(w32, block_size, grid.bits, grid.symmetric, search=grid.search, min_ratio=grid.min_ratio,
-                             steps=grid.steps, scale_dtype=grid.scale_dtype)
-    quant = BlockQuant(blocks, grid.scale, grid.zp, k, grid.bits, grid.symmetric, block_size, rtn.mse, float(np.square(delta).mean()))
+    delta = from_blocks(dequantize_blocks(blocks, grids.scale, grids.zp), k).astype(np.float64) - w32
+    rtn = quantize_blockwise(w32, grid)
+    quant = BlockQuant(blocks, grids.scale, grids.zp, k, grid.bits, grid.symmetric, block_size, rtn.mse, float(np.square(delta).mean()))
     error_rtn = output_error(rtn.dequantize().astype(np.float64) - w32, h)
     return GPTQResult(quant, error_rtn, output_error(delta, h), lam)

@@ -41,11 +41,11 @@ from onnxq.ir import Graph, Model, Node, Tensor
 from onnxq.progress import track
 
 from ._awq import alpha_grid, apply_scales, final_loss, search_alpha
-from ._blockwise import BlockQuant, quantize_blockwise
+from ._blockwise import BlockGrid, BlockQuant, quantize_blockwise
 from ._gptq import gptq_quantize
 from ._weight_stats import InputStats, collect_input_stats, input_groups
 
-__all__ = ["RoundingOptions", "WeightTarget", "Calibrated", "calibrate_weights"]
+__all__ = ["RoundingOptions", "WeightTarget", "Calibrated", "block_grid", "calibrate_weights"]
 
 
 class RoundingOptions(Protocol):
@@ -288,8 +288,7 @@ def _gptq_group(ts: Sequence[WeightTarget], st: InputStats, opts: RoundingOption
             continue
         dtype = ir.constant_array(t.weight).dtype  # type: ignore[union-attr]
         try:
-            r = gptq_quantize(t.w, h, opts.block_size, opts.bits, opts.symmetric, search=opts.scale_search == "mse", min_ratio=opts.search_min_ratio,
-                              steps=opts.search_steps, scale_dtype=dtype, damp=opts.damp, act_order=opts.act_order)
+            r = gptq_quantize(t.w, h, block_grid(opts, dtype), damp=opts.damp, act_order=opts.act_order)
         except np.linalg.LinAlgError as e:
             out.fallback[_label(t.node)] = f"GPTQ's Cholesky factorization failed ({e}); rounded to nearest"
             continue
@@ -300,13 +299,14 @@ def _gptq_group(ts: Sequence[WeightTarget], st: InputStats, opts: RoundingOption
         out.error_baseline += r.error_rtn
 
 
-def _blockquant(w: np.ndarray, opts: RoundingOptions, dtype: np.dtype, search: bool, importance: np.ndarray | None) -> BlockQuant:
-    return quantize_blockwise(w, opts.block_size, opts.bits, opts.symmetric, search=search, min_ratio=opts.search_min_ratio,
-                              steps=opts.search_steps, scale_dtype=dtype, importance=importance)
+def block_grid(opts: RoundingOptions, scale_dtype: np.dtype | type | None, search: bool | None = None) -> BlockGrid:
+    """The block grid ``opts`` ask for (its clip search unless ``search`` says otherwise)."""
+    search = opts.scale_search == "mse" if search is None else search
+    return BlockGrid(opts.block_size, opts.bits, opts.symmetric, search, opts.search_min_ratio, opts.search_steps, scale_dtype)
 
 
-def _quantizer(opts: RoundingOptions, dtype: np.dtype, search: bool, importance: np.ndarray | None = None) -> Callable[[np.ndarray], np.ndarray]:
-    return lambda w: _blockquant(w, opts, dtype, search, importance).dequantize()
+def _quantizer(grid: BlockGrid, importance: np.ndarray | None = None) -> Callable[[np.ndarray], np.ndarray]:
+    return lambda w: quantize_blockwise(w, grid, importance=importance).dequantize()
 
 
 class _Choice(NamedTuple):
@@ -329,17 +329,17 @@ def _awq_choice(ts: Sequence[WeightTarget], st: InputStats, opts: RoundingOption
     """
     weights = [t.w for t in ts]
     grid = [float(a) for a in alpha_grid(opts.awq_grid)]
-    choice = search_alpha(st.rows, st.mean_abs, weights, _quantizer(opts, dtype, False), grid)
+    choice = search_alpha(st.rows, st.mean_abs, weights, _quantizer(block_grid(opts, dtype, search=False)), grid)
     s = choice.scales if choice.alpha > 0 else None
     if opts.scale_search != "mse":
         return _Choice(choice.alpha, s, None, choice.loss, choice.loss_plain)
-    ones = np.ones(st.k)
-    plain = final_loss(st.rows, weights, ones, _quantizer(opts, dtype, True))
+    ones, clipped = np.ones(st.k), block_grid(opts, dtype)
+    plain = final_loss(st.rows, weights, ones, _quantizer(clipped))
     d = st.mean_sq
-    candidates = [_Choice(0.0, None, d, final_loss(st.rows, weights, ones, _quantizer(opts, dtype, True, d)), plain)]
+    candidates = [_Choice(0.0, None, d, final_loss(st.rows, weights, ones, _quantizer(clipped, d)), plain)]
     if s is not None:
         scaled = d / np.square(s)
-        candidates.append(_Choice(choice.alpha, s, scaled, final_loss(st.rows, weights, s, _quantizer(opts, dtype, True, scaled)), plain))
+        candidates.append(_Choice(choice.alpha, s, scaled, final_loss(st.rows, weights, s, _quantizer(clipped, scaled)), plain))
     return min(candidates, key=lambda c: c.loss)
 
 
@@ -368,7 +368,7 @@ def _awq_group(
             producer.weight = producer.node.inputs[1]
             if id(producer.node) in out.quant:
                 p_dtype = ir.constant_array(producer.weight).dtype  # type: ignore[union-attr]
-                out.quant[id(producer.node)] = _blockquant(producer.w, opts, p_dtype, opts.scale_search == "mse", out.importance.get(id(producer.node)))
+                out.quant[id(producer.node)] = quantize_blockwise(producer.w, block_grid(opts, p_dtype), importance=out.importance.get(id(producer.node)))
     for t in ts:
-        out.quant[id(t.node)] = _blockquant(t.w, opts, dtype, opts.scale_search == "mse", importance)
+        out.quant[id(t.node)] = quantize_blockwise(t.w, block_grid(opts, dtype), importance=importance)
         out.importance[id(t.node)] = importance

@@ -52,7 +52,7 @@ from onnxq.pass_base import Pass, PassConfig, PassContext, PassResult, register_
 from onnxq.runtime.kernels import cpu_kernel_error
 
 from ._blockwise import BlockQuant, from_blocks, pack_codes, quantize_blockwise
-from ._weight_calibration import Calibrated, calibrate_weights
+from ._weight_calibration import Calibrated, block_grid, calibrate_weights
 
 __all__ = ["QuantizeWeightsBlockwise", "QuantizeWeightsBlockwiseConfig"]
 
@@ -344,16 +344,7 @@ class QuantizeWeightsBlockwise(Pass[QuantizeWeightsBlockwiseConfig]):
         c = self.config
         if self._calibrated is not None and id(target.node) in self._calibrated.quant:
             return self._calibrated.quant[id(target.node)]  # GPTQ's, or AWQ's (scaled, clip search weighted by the data)
-        return quantize_blockwise(
-            target.w,
-            c.block_size,
-            c.bits,
-            c.symmetric,
-            search=c.scale_search == "mse",
-            min_ratio=c.search_min_ratio,
-            steps=c.search_steps,
-            scale_dtype=float_dtype,
-        )
+        return quantize_blockwise(target.w, block_grid(c, float_dtype))
 
     def _rewrite(self, model: Model, t: _Target, stats: _Stats) -> list[Node] | None:
         c = self.config

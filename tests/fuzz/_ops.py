@@ -307,21 +307,38 @@ def _conv_out(size: int, k: int, s: int, pad: int, d: int) -> int:
     return (size + 2 * pad - d * (k - 1) - 1) // s + 1
 
 
-@_register("conv")
-class Conv(Op):
-    """1-D or 2-D Conv: kernel 1-3, stride, dilation, explicit or SAME_UPPER pads, groups (depthwise), bias."""
+class _Convolution(Op):
+    """Conv and ConvTranspose: known channels and spatial sizes, one group or depthwise, optional bias."""
 
-    weight = 3
     keeps = True
     cost = 2
 
     def applies(self, ctx: Ctx, shape: Shape) -> bool:
         return len(shape) in (3, 4) and concrete(*shape[1:])
 
+    @staticmethod
+    def group(draw: Draw, c: int) -> str:
+        return draw(st.sampled_from(["one", "depthwise"])) if c > 1 else "one"
+
+    @staticmethod
+    def node(em: Emitter, op: str, x: str, w: str, p: dict[str, Any], bias_hint: str, attrs: dict[str, Any]) -> str:
+        """``op(x, w[, bias])``, the bias drawn when ``p["bias"]``."""
+        ins = [x, w]
+        if p["bias"]:
+            ins.append(em.const((em.rng.standard_normal(p["out"]) * 0.1).astype(np.float32), hint=bias_hint))
+        return em.op(op, *ins, **attrs)
+
+
+@_register("conv")
+class Conv(_Convolution):
+    """1-D or 2-D Conv: kernel 1-3, stride, dilation, explicit or SAME_UPPER pads, groups (depthwise), bias."""
+
+    weight = 3
+
     def draw(self, draw: Draw, ctx: Ctx, shape: Shape) -> dict[str, Any]:
         c = int(shape[1])
         spatial = [int(s) for s in shape[2:]]
-        group = draw(st.sampled_from(["one", "depthwise"])) if c > 1 else "one"
+        group = self.group(draw, c)
         if ctx.keep:
             k = draw(st.sampled_from([1, 3]))
             return {"out": c, "k": k, "stride": 1, "pad": "same", "dilation": 1, "group": group, "bias": draw(st.booleans())}
@@ -351,9 +368,6 @@ class Conv(Op):
         k, d = p["k"], p["dilation"]
         groups = c if p["group"] == "depthwise" else 1
         w = em.weight([p["out"], c // groups] + [k] * r, fan_in=(c // groups) * k**r, gain=1.4, hint="conv_w")
-        ins = [x, w]
-        if p["bias"]:
-            ins.append(em.const((em.rng.standard_normal(p["out"]) * 0.1).astype(np.float32), hint="conv_b"))
         attrs: dict[str, Any] = {"kernel_shape": [k] * r, "strides": [p["stride"]] * r, "group": groups}
         if d > 1:
             attrs["dilations"] = [d] * r
@@ -362,23 +376,17 @@ class Conv(Op):
         else:
             pad = d * (k - 1) // 2 if p["pad"] == "same" else 0
             attrs["pads"] = [pad] * (2 * r)
-        return em.op("Conv", *ins, **attrs)
+        return self.node(em, "Conv", x, w, p, "conv_b", attrs)
 
 
 @_register("conv_transpose")
-class ConvTranspose(Op):
+class ConvTranspose(_Convolution):
     """1-D / 2-D ConvTranspose (weight [C, out/groups, k...]: output channels on axis 1), stride,
     pads, output_padding, depthwise groups, bias."""
 
-    keeps = True
-    cost = 2
-
-    def applies(self, ctx: Ctx, shape: Shape) -> bool:
-        return len(shape) in (3, 4) and concrete(*shape[1:])
-
     def draw(self, draw: Draw, ctx: Ctx, shape: Shape) -> dict[str, Any]:
         c = int(shape[1])
-        group = draw(st.sampled_from(["one", "depthwise"])) if c > 1 else "one"
+        group = self.group(draw, c)
         if ctx.keep:
             return {"out": c, "k": 3, "stride": 1, "pad": 1, "output_padding": 0, "group": group, "bias": draw(st.booleans())}
         k = draw(st.sampled_from([1, 2, 3]))
@@ -401,13 +409,10 @@ class ConvTranspose(Op):
         c, r, k = int(shape[1]), len(shape) - 2, p["k"]
         groups = c if p["group"] == "depthwise" else 1
         w = em.weight([c, p["out"] // groups] + [k] * r, fan_in=max(c * k**r // (p["stride"] ** r), 1), gain=1.4, hint="convt_w")
-        ins = [x, w]
-        if p["bias"]:
-            ins.append(em.const((em.rng.standard_normal(p["out"]) * 0.1).astype(np.float32), hint="convt_b"))
         attrs: dict[str, Any] = {"kernel_shape": [k] * r, "strides": [p["stride"]] * r, "pads": [p["pad"]] * (2 * r), "group": groups}
         if p["output_padding"]:
             attrs["output_padding"] = [p["output_padding"]] * r
-        return em.op("ConvTranspose", *ins, **attrs)
+        return self.node(em, "ConvTranspose", x, w, p, "convt_b", attrs)
 
 
 @_register("concat_const")

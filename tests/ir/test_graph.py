@@ -8,7 +8,7 @@ import pytest
 from onnx import helper
 
 from onnxq import InvalidModelError, ir
-from tests.helpers import parse, run
+from tests.helpers import graph, parse, run
 
 
 def chain(n: int) -> onnx.ModelProto:
@@ -32,17 +32,7 @@ def test_toposort_deep_chain_without_recursion_error() -> None:
 
 
 def test_toposort_is_stable_for_independent_nodes() -> None:
-    model = ir.load(
-        parse(
-            """
-            <ir_version: 8, opset_import: ["" : 17]>
-            g (float[2] x) => (float[2] a, float[2] b) {
-                b = Neg(x)
-                a = Relu(x)
-            }
-            """
-        )
-    )
+    model = ir.load(graph("(float[2] x) => (float[2] a, float[2] b)", "b = Neg(x)", "a = Relu(x)"))
     ir.toposort(model.graph)
     assert [n.op for n in model.graph.nodes] == ["Neg", "Relu"]
 
@@ -56,35 +46,14 @@ def test_cycle_is_reported() -> None:
 
 
 def test_remove_dead_nodes_keeps_outputs() -> None:
-    model = ir.load(
-        parse(
-            """
-            <ir_version: 8, opset_import: ["" : 17]>
-            g (float[2] x) => (float[2] y) {
-                dead1 = Neg(x)
-                dead2 = Abs(dead1)
-                y = Relu(x)
-            }
-            """
-        )
-    )
+    model = ir.load(graph("(float[2] x) => (float[2] y)", "dead1 = Neg(x)", "dead2 = Abs(dead1)", "y = Relu(x)"))
     assert ir.remove_dead_nodes(model.graph) == 2
     assert [n.op for n in model.graph.nodes] == ["Relu"]
     assert ir.remove_dead_nodes(model.graph) == 0
 
 
 def test_replace_all_uses_renames_into_graph_output() -> None:
-    model = ir.load(
-        parse(
-            """
-            <ir_version: 8, opset_import: ["" : 17]>
-            g (float[2] x) => (float[2] y) {
-                h = Relu(x)
-                y = Identity(h)
-            }
-            """
-        )
-    )
+    model = ir.load(graph("(float[2] x) => (float[2] y)", "h = Relu(x)", "y = Identity(h)"))
     ident = model.graph.nodes[1]
     ir.replace_all_uses(model.graph, ident.outputs[0], ident.inputs[0])
     ir.remove_nodes(model.graph, [ident])
@@ -96,16 +65,7 @@ def test_replace_all_uses_renames_into_graph_output() -> None:
 
 
 def test_replace_all_uses_with_graph_input_inserts_identity() -> None:
-    model = ir.load(
-        parse(
-            """
-            <ir_version: 8, opset_import: ["" : 17]>
-            g (float[2] x) => (float[2] y) {
-                y = Relu(x)
-            }
-            """
-        )
-    )
+    model = ir.load(graph("(float[2] x) => (float[2] y)", "y = Relu(x)"))
     relu = model.graph.nodes[0]
     ir.replace_all_uses(model.graph, relu.outputs[0], model.graph.inputs[0])
     ir.remove_nodes(model.graph, [relu])

@@ -9,13 +9,23 @@ from onnx import helper, numpy_helper
 
 from onnxq import PassManager, ir, make_pass
 from onnxq.context import PassContext
-from tests.helpers import assert_same_outputs, checked, op_count, parse, random_feeds
+from tests.helpers import assert_same_outputs, checked, graph, op_count, parse, random_feeds
 
 
 def run_pass(name: str, model: ir.Model | onnx.ModelProto, **options: object) -> tuple[ir.Model, bool, dict]:
     m = ir.load(model) if isinstance(model, onnx.ModelProto) else model
     res = PassManager([make_pass(name, options)], check=True).run(m)
     return res.model, res.modified, res.records[0].stats
+
+
+def assert_done(src: onnx.ModelProto, model: ir.Model, name: str, **options: object) -> None:
+    """``model`` (the pass's output) computes what ``src`` does, and running the pass again changes nothing."""
+    assert_same_outputs(src, checked(model), random_feeds(src))
+    assert_idempotent(model, name, **options)
+
+
+def assert_idempotent(model: ir.Model, name: str, **options: object) -> None:
+    assert not run_pass(name, model, **options)[1]
 
 
 CONSTANTS = """
@@ -35,21 +45,11 @@ def test_constants_to_initializers() -> None:
     assert op_count(model, "Constant") == 0
     conv = model.graph.nodes[0]
     assert ir.is_constant(conv.inputs[1]) and ir.is_constant(conv.inputs[2])
-    assert_same_outputs(src, checked(model), random_feeds(src))
-    _, again, _ = run_pass("constants-to-initializers", model)
-    assert not again
+    assert_done(src, model, "constants-to-initializers")
 
 
 def test_constant_graph_output_stays_a_node() -> None:
-    src = parse(
-        """
-        <ir_version: 8, opset_import: ["" : 17]>
-        g (float[2] x) => (float[2] y, float[2] c) {
-            c = Constant <value_floats = [1.0, 2.0]> ()
-            y = Add(x, c)
-        }
-        """
-    )
+    src = graph("(float[2] x) => (float[2] y, float[2] c)", "c = Constant <value_floats = [1.0, 2.0]> ()", "y = Add(x, c)")
     model, modified, _ = run_pass("constants-to-initializers", src)
     assert not modified and op_count(model, "Constant") == 1
 
@@ -77,9 +77,7 @@ def test_fold_constants_folds_shape_chains() -> None:
     assert modified and stats["folded"] >= 1
     assert [n.op for n in model.graph.nodes] == ["Reshape"]
     np.testing.assert_array_equal(ir.const_value(model.graph.nodes[0].inputs[1]), [6, -1])
-    assert_same_outputs(src, checked(model), random_feeds(src))
-    _, again, _ = run_pass("fold-constants", model)
-    assert not again
+    assert_done(src, model, "fold-constants")
 
 
 def test_fold_constants_keeps_dequantize_and_large_outputs() -> None:
@@ -103,15 +101,11 @@ def test_fold_constants_keeps_dequantize_and_large_outputs() -> None:
 
 
 def test_fold_constants_large_intermediate_skipped() -> None:
-    src = parse(
-        """
-        <ir_version: 8, opset_import: ["" : 17]>
-        g (float[1000, 1000] x) => (float[1000, 1000] y) {
-            shp = Constant <value = int64[2] {1000, 1000}> ()
-            z = ConstantOfShape <value = float[1] {1.0}> (shp)
-            y = Add(x, z)
-        }
-        """
+    src = graph(
+        "(float[1000, 1000] x) => (float[1000, 1000] y)",
+        "shp = Constant <value = int64[2] {1000, 1000}> ()",
+        "z = ConstantOfShape <value = float[1] {1.0}> (shp)",
+        "y = Add(x, z)",
     )
     model = run_pass("constants-to-initializers", src)[0]
     model, modified, stats = run_pass("fold-constants", model, max_growth_mb=1.0)
@@ -142,21 +136,11 @@ def test_remove_noops() -> None:
     per_op = {k: v for k, v in stats.items() if k.startswith("removed.")}
     assert per_op == {f"removed.{op}": 1 for op in ("Cast", "Dropout", "Identity", "Reshape", "Transpose")}
     assert [n.op for n in model.graph.nodes] == ["Transpose"]
-    assert_same_outputs(src, checked(model), random_feeds(src))
-    _, again, _ = run_pass("remove-noops", model)
-    assert not again
+    assert_done(src, model, "remove-noops")
 
 
 def test_remove_noops_keeps_real_ops_and_io_identity() -> None:
-    src = parse(
-        """
-        <ir_version: 8, opset_import: ["" : 17]>
-        g (float[2, 3] x) => (float[2, 3] y, double[2, 3] z) {
-            y = Identity(x)
-            z = Cast <to = 11> (x)
-        }
-        """
-    )
+    src = graph("(float[2, 3] x) => (float[2, 3] y, double[2, 3] z)", "y = Identity(x)", "z = Cast <to = 11> (x)")
     ctx = PassContext()
     res = PassManager([make_pass("remove-noops")], check=True).run(ir.load(src), ctx)
     assert not res.modified and [n.op for n in res.model.graph.nodes] == ["Identity", "Cast"]
@@ -165,14 +149,7 @@ def test_remove_noops_keeps_real_ops_and_io_identity() -> None:
 
 
 def test_remove_noops_keeps_dropout_in_training_mode() -> None:
-    src = parse(
-        """
-        <ir_version: 8, opset_import: ["" : 17]>
-        g (float[2, 3] x) => (float[2, 3] y, bool[2, 3] mask) {
-            y, mask = Dropout(x)
-        }
-        """
-    )
+    src = graph("(float[2, 3] x) => (float[2, 3] y, bool[2, 3] mask)", "y, mask = Dropout(x)")
     _, modified, _ = run_pass("remove-noops", src)
     assert not modified
 
@@ -191,41 +168,21 @@ def test_dedupe_initializers() -> None:
     model, modified, stats = run_pass("dedupe-initializers", src)
     assert modified and stats["merged"] == 1
     assert len(ir.to_proto(model).graph.initializer) == 2
-    assert_same_outputs(src, checked(model), random_feeds(src))
-    _, again, _ = run_pass("dedupe-initializers", model)
-    assert not again
+    assert_done(src, model, "dedupe-initializers")
 
 
 def test_eliminate_dead_code() -> None:
-    src = parse(
-        """
-        <ir_version: 8, opset_import: ["" : 17]>
-        g (float[2] x) => (float[2] y) {
-            unused = Neg(x)
-            y = Relu(x)
-        }
-        """
-    )
+    src = graph("(float[2] x) => (float[2] y)", "unused = Neg(x)", "y = Relu(x)")
     model, modified, stats = run_pass("eliminate-dead-code", src)
     assert modified and stats["removed"] == 1
-    _, again, _ = run_pass("eliminate-dead-code", model)
-    assert not again
+    assert_idempotent(model, "eliminate-dead-code")
 
 
 def test_infer_shapes_pass() -> None:
-    src = parse(
-        """
-        <ir_version: 8, opset_import: ["" : 17]>
-        g (float[2, 3] x) => (float[3, 2] y) {
-            a = Relu(x)
-            y = Transpose <perm = [1, 0]> (a)
-        }
-        """
-    )
+    src = graph("(float[2, 3] x) => (float[3, 2] y)", "a = Relu(x)", "y = Transpose <perm = [1, 0]> (a)")
     model, modified, _ = run_pass("infer-shapes", src)
     assert modified and model.graph.nodes[0].outputs[0].shape == [2, 3]
-    _, again, _ = run_pass("infer-shapes", model)
-    assert not again
+    assert_idempotent(model, "infer-shapes")
 
 
 def test_upgrade_opset() -> None:
@@ -241,9 +198,7 @@ def test_upgrade_opset() -> None:
     assert modified and model.opset == 13
     split = next(n for n in model.graph.nodes if n.op == "Split")
     assert len(split.inputs) == 2 and "split" not in split.attrs  # split became an input at opset 13
-    assert_same_outputs(src, checked(model), random_feeds(src))
-    _, again, _ = run_pass("upgrade-opset", model, target=13)
-    assert not again
+    assert_done(src, model, "upgrade-opset", target=13)
 
 
 @pytest.mark.parametrize("builder_text", [CONSTANTS, SHAPES, NOOPS])

@@ -53,7 +53,7 @@ def test_search_protects_salient_channels(block: int) -> None:
     calib, held = rows(2048, 1), rows(2048, 2)
 
     def quantize(w: np.ndarray) -> np.ndarray:
-        return bw.quantize_blockwise(w, block, 4, False).dequantize()
+        return bw.quantize_blockwise(w, bw.BlockGrid(block, 4, False)).dequantize()
 
     choice = search_alpha(calib[:512], np.abs(calib).mean(axis=0), [W], quantize, alpha_grid(20))
     assert 0 < choice.alpha < 1 and choice.loss < choice.loss_plain
@@ -61,8 +61,8 @@ def test_search_protects_salient_channels(block: int) -> None:
     s = choice.scales[:, None].astype(np.float32)
     assert mse(quantize(W * s) / s) <= 0.5 * mse(quantize(W))
     weights = np.square(calib).mean(axis=0) / choice.scales**2  # clip search weighted by E[(x/s)²]
-    clipped = bw.quantize_blockwise(W * s, block, 4, False, search=True, importance=weights).dequantize() / s
-    assert mse(clipped) <= 0.5 * mse(bw.quantize_blockwise(W, block, 4, False, search=True).dequantize())
+    clipped = bw.quantize_blockwise(W * s, bw.BlockGrid(block, 4, False, search=True), importance=weights).dequantize() / s
+    assert mse(clipped) <= 0.5 * mse(bw.quantize_blockwise(W, bw.BlockGrid(block, 4, False, search=True)).dequantize())
     flat = search_alpha(calib[:512], np.ones(K), [W], quantize, alpha_grid(20))  # equal magnitudes: s = 1 for every α
     assert flat.alpha == 0 and flat.loss == flat.loss_plain
 

@@ -53,8 +53,8 @@ def held_out_mse(w_q: np.ndarray) -> float:
 def test_identity_hessian_is_round_to_nearest(symmetric: bool) -> None:
     w = np.random.default_rng(2).standard_normal((40, 24)).astype(np.float32)  # K = 40: one partial block
     for search in (False, True):
-        r = gptq_quantize(w, np.eye(40), 32, 4, symmetric, search=search)  # no coupling: nothing to compensate
-        rtn = bw.quantize_blockwise(w, 32, 4, symmetric, search=search)
+        r = gptq_quantize(w, np.eye(40), bw.BlockGrid(32, 4, symmetric, search=search))  # no coupling: nothing to compensate
+        rtn = bw.quantize_blockwise(w, bw.BlockGrid(32, 4, symmetric, search=search))
         np.testing.assert_array_equal(r.quant.codes, rtn.codes)
         np.testing.assert_array_equal(r.quant.scale, rtn.scale)
         assert r.error == pytest.approx(r.error_rtn)
@@ -67,7 +67,7 @@ def test_inverse_cholesky_is_upper_and_exact_even_with_dead_inputs() -> None:
     assert lam == pytest.approx(0.01 * np.mean(np.diag(h)))
     assert np.abs(np.tril(u, -1)).max() == 0
     np.testing.assert_allclose(u.T @ u, np.linalg.inv(h + lam * np.eye(64)), rtol=1e-8, atol=1e-12)
-    r = gptq_quantize(WEIGHT[:64], h, 32, 4, False)
+    r = gptq_quantize(WEIGHT[:64], h, bw.BlockGrid(32, 4, False))
     assert np.isfinite(r.quant.scale).all() and r.error <= r.error_rtn
 
 
@@ -102,27 +102,27 @@ def plain_obs_loop(w: np.ndarray, h: np.ndarray, block: int, symmetric: bool, ac
 def test_lazy_batches_match_the_plain_obs_loop(act_order: bool, block: int, symmetric: bool) -> None:
     # K = 256 spans two lazy batches of 128 rows; with act-order the blocks' rows are spread over both.
     codes, scale = plain_obs_loop(WEIGHT, HESSIAN, block, symmetric, act_order)
-    r = gptq_quantize(WEIGHT, HESSIAN, block, 4, symmetric, act_order=act_order).quant
+    r = gptq_quantize(WEIGHT, HESSIAN, bw.BlockGrid(block, 4, symmetric), act_order=act_order).quant
     np.testing.assert_array_equal(bw.from_blocks(r.codes, r.k), codes)
     np.testing.assert_array_equal(r.scale, scale)
 
 
 @pytest.mark.parametrize("block", [32, 128])
 def test_gptq_cuts_held_out_output_error(block: int) -> None:
-    rtn = held_out_mse(bw.quantize_blockwise(WEIGHT, block, 4, False).dequantize())
-    plain = gptq_quantize(WEIGHT, HESSIAN, block, 4, False)
-    ordered = gptq_quantize(WEIGHT, HESSIAN, block, 4, False, act_order=True)
+    rtn = held_out_mse(bw.quantize_blockwise(WEIGHT, bw.BlockGrid(block, 4, False)).dequantize())
+    plain = gptq_quantize(WEIGHT, HESSIAN, bw.BlockGrid(block, 4, False))
+    ordered = gptq_quantize(WEIGHT, HESSIAN, bw.BlockGrid(block, 4, False), act_order=True)
     assert held_out_mse(plain.quant.dequantize()) <= 0.7 * rtn
     assert held_out_mse(ordered.quant.dequantize()) <= 0.4 * rtn
     assert plain.error <= 0.7 * plain.error_rtn and plain.quant.mse > plain.quant.mse_rtn  # output error down, weight error up
-    rtn_mse = held_out_mse(bw.quantize_blockwise(WEIGHT, block, 4, False, search=True).dequantize())
-    assert held_out_mse(gptq_quantize(WEIGHT, HESSIAN, block, 4, False, search=True).quant.dequantize()) <= 0.4 * rtn_mse
+    rtn_mse = held_out_mse(bw.quantize_blockwise(WEIGHT, bw.BlockGrid(block, 4, False, search=True)).dequantize())
+    assert held_out_mse(gptq_quantize(WEIGHT, HESSIAN, bw.BlockGrid(block, 4, False, search=True)).quant.dequantize()) <= 0.4 * rtn_mse
 
 
 @pytest.mark.parametrize("bits, symmetric", [(4, False), (4, True), (8, False)])
 def test_codes_stay_in_range_in_the_standard_layout(bits: int, symmetric: bool) -> None:
     w, h = WEIGHT[:40], HESSIAN[:40, :40]
-    r = gptq_quantize(w, h, 32, bits, symmetric, act_order=True).quant
+    r = gptq_quantize(w, h, bw.BlockGrid(32, bits, symmetric), act_order=True).quant
     qmin, qmax = bw.qrange(bits, symmetric)
     assert r.codes.shape == (N, 2, 32) and r.scale.shape == (N, 2) and r.k == 40
     assert qmin <= r.codes.min() and r.codes.max() <= qmax

@@ -47,7 +47,7 @@ def test_packing_is_low_nibble_first() -> None:
 @FAST
 @given(w=weights, bits=st.sampled_from([4, 8]), symmetric=st.booleans(), block=st.sampled_from([16, 32]))
 def test_rtn_error_at_most_half_a_step(w: np.ndarray, bits: int, symmetric: bool, block: int) -> None:
-    bq = bw.quantize_blockwise(w, block, bits, symmetric)
+    bq = bw.quantize_blockwise(w, bw.BlockGrid(block, bits, symmetric))
     qmin, qmax = bw.qrange(bits, symmetric)
     assert bq.codes.min() >= qmin and bq.codes.max() <= qmax
     step = np.repeat(bq.scale.T, block, axis=0)[: w.shape[0]]  # [K, N], scale of each weight
@@ -68,7 +68,7 @@ def test_mse_search_never_worse_than_rtn(w: np.ndarray, bits: int, symmetric: bo
         return np.square(bw.dequantize_blocks(bw.quantize_blocks(blocks, s, z, bits, symmetric), s, z) - blocks).sum(-1)
 
     assert (block_errors(ratios) <= block_errors(1.0) * (1 + 1e-6) + 1e-12).all()  # block by block
-    bq = bw.quantize_blockwise(w, 16, bits, symmetric, search=True, min_ratio=0.5, steps=11)
+    bq = bw.quantize_blockwise(w, bw.BlockGrid(16, bits, symmetric, search=True, min_ratio=0.5, steps=11))
     assert bq.mse <= bq.mse_rtn * (1 + 1e-6) + 1e-12
 
 
@@ -81,9 +81,9 @@ def test_float16_scales_round_up_and_stay_positive(s: np.ndarray) -> None:
 
 
 def test_all_zero_block_is_exact_and_searched_weights_improve() -> None:
-    assert bw.quantize_blockwise(np.zeros((32, 3), np.float32), 32, 4, False).dequantize().max() == 0
+    assert bw.quantize_blockwise(np.zeros((32, 3), np.float32), bw.BlockGrid(32, 4, False)).dequantize().max() == 0
     w = RNG.standard_t(3, (256, 64)).astype(np.float32)  # heavy tails: clipping pays
-    bq = bw.quantize_blockwise(w, 32, 4, False, search=True)
+    bq = bw.quantize_blockwise(w, bw.BlockGrid(32, 4, False, search=True))
     assert bq.mse < 0.98 * bq.mse_rtn
 
 
@@ -171,7 +171,7 @@ def test_block_size_not_dividing_k_is_exact_against_numpy(fmt: str) -> None:
     model, modified, _ = quantize(src, format=fmt, accuracy_level=0)
     assert modified
     x = RNG.standard_normal((2, 3, 40)).astype(np.float32)
-    expected = x @ bw.quantize_blockwise(w, 32, 4, False).dequantize()
+    expected = x @ bw.quantize_blockwise(w, bw.BlockGrid(32, 4, False)).dequantize()
     # Optimizations off: onnxruntime would otherwise fuse DQ + MatMul into MatMulNBits with its
     # default accuracy_level 4 (A quantized to int8), which is not what we check here.
     sess = make_session(model, optimization="disable")
