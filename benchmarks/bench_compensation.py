@@ -42,9 +42,9 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
-from _harness import metrics
+from _harness import cli, metrics
 from _harness import onnxq_api as oq
-from _harness.comparison import Settings, side_by_side
+from _harness.comparison import Settings, flat_rows, side_by_side
 from _harness.goals import Goal, check, print_goals
 from _harness.report import Column, print_records, write_json
 from _harness.timing import RunPlan, TimingSpec
@@ -155,14 +155,7 @@ def bench(name: str, cfg: argparse.Namespace) -> list[dict[str, Any]]:
         timed_feed=_feeds(1, 3003, size, 1)[0],
         where=f"[{name}] ",
     )
-    rows = []
-    for record in res["variants"].values():
-        row = {k: v for k, v in record.items() if k not in ("ok", "accuracy", "latency")}
-        row.update(record.get("accuracy") or {})
-        lat = (record.get("latency") or {}).get("1")
-        if lat:
-            row["latency_ms"] = lat["median_ms"]
-        rows.append(row)
+    rows = flat_rows(res)
     base_ms = rows[0].get("latency_ms")
     plain = next((r.get("sqnr_db") for r in rows if r["variant"] == "min-max"), None)
     for r in rows:
@@ -187,16 +180,7 @@ def goals(results: dict[str, list[dict[str, Any]]]) -> list[Goal]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--models", default=",".join(MODELS), help=f"comma-separated subset of {', '.join(MODELS)}")
-    ap.add_argument("--quick", action="store_true", help="smaller inputs and fewer samples")
-    ap.add_argument("--budget", type=float, default=3.0, help="seconds of interleaved timing per model (all variants)")
-    ap.add_argument("--json", help="write the results here")
-    cfg = ap.parse_args(argv)
-    names = [n for n in cfg.models.split(",") if n]
-    unknown = sorted(set(names) - set(MODELS))
-    if unknown:
-        ap.error(f"unknown model(s) {', '.join(unknown)}; valid: {', '.join(MODELS)}")
+    cfg, names = cli.in_process_args(__doc__.splitlines()[0], MODELS, argv, budget=3.0, budget_help="seconds of interleaved timing per model (all variants)")
     print("Per-tensor int8 (QDQ, uint8 activations, onnxruntime CPU); agreement with each model's own fp32 output.")
     results = {}
     for name in names:

@@ -1,35 +1,43 @@
-"""Edge targets side by side: OpenVINO int8 (onnxq ``--target openvino`` vs NNCF), onnxruntime mobile
-``.ort`` files, and the accuracy cost of power-of-two scales.
+"""Edge targets side by side, per runtime that runs here: OpenVINO CPU (onnxq ``--target openvino`` vs
+NNCF), onnxruntime CPU (``--target ort-cpu``) and onnxruntime's ``.ort`` format (``--target ort-mobile``),
+plus the accuracy cost of power-of-two scales.
 
-For every model the same fp32 file, calibration feeds and held-out feeds (never the calibration ones)
-go to every contender; all conversions run in this process, one after the other.
+Models: the CNN builders, PP-OCR det/cls/rec and MiniLM (:mod:`_edge_models`). For every model the same
+fp32 file, calibration feeds and held-out feeds (never the calibration ones) go to every contender;
+all conversions run in this process, one after the other. On every runtime:
 
-* **OpenVINO CPU, 1 thread** (``INFERENCE_NUM_THREADS=1``, latency hint, f32 inference precision):
+* ``load ms``: wall time of opening the model (onnxruntime session creation; OpenVINO ``read_model`` +
+  ``compile_model``), median of ``--loads`` openings interleaved across the contenders;
+* ``ms``: latency at 1 thread, every contender of the runtime timed interleaved in one run (medians;
+  ``x fp32`` is that runtime's fp32 median over the contender's, > 1 is faster);
+* accuracy against the runtime's fp32 outputs on the held-out feeds: cosine of the worse output, top-1
+  agreement along the first output's last axis where that is a class axis, the binarised text-mask
+  IoU for the detector.
 
-  - ``fp32``: OpenVINO running the float ONNX model;
-  - ``onnxq-ov``: ``onnxq.convert(target="openvino")`` (its tuner times candidates in OpenVINO);
-  - ``nncf``: ``nncf.quantize`` (OpenVINO's own post-training quantizer) on the ONNX model, with the
-    same calibration feeds (``subset_size`` = their number), its default (performance) preset.
+Runtimes:
 
-  Each is timed interleaved with the others in one run (medians; ``x fp32`` is fp32's median over
-  the contender's, > 1 is faster); accuracy is against OpenVINO's fp32 outputs on the held-out feeds
-  (cosine of the first output, top-1 agreement along its last axis where that is a class axis, the
-  binarised text-mask IoU for the detector); ``int8 nodes`` counts the compute nodes (convolutions,
-  fully connected) that ran an 8-bit kernel according to OpenVINO's ``PERF_COUNT``.
-* **ort-mobile**: onnxruntime's own ``.ort`` converter on fp32 and on ``--target ort-mobile``'s output:
-  the ``.ort`` sizes and the operators a reduced build must include (``required_operators.config``).
+* **OpenVINO CPU** (``INFERENCE_NUM_THREADS=1``, latency hint, f32 inference precision): ``fp32`` (the
+  float ONNX model), ``onnxq-ov`` (``onnxq.convert(target="openvino")``; its tuner times candidates
+  in OpenVINO), ``nncf`` (``nncf.quantize``, OpenVINO's own post-training quantizer, on the ONNX model
+  with the same calibration feeds, default preset); ``int8 nodes`` counts the compute nodes
+  (convolutions, fully connected) that ran an 8-bit kernel according to OpenVINO's ``PERF_COUNT``.
+* **onnxruntime CPU** (1 thread): ``fp32`` and ``onnxq-cpu`` (``--target ort-cpu``) as ``.onnx``;
+  ``fp32.ort`` and ``onnxq-mobile.ort``: onnxruntime's own ``.ort`` converter (``--target_platform arm``,
+  fixed optimizations) on fp32 and on ``--target ort-mobile``'s output, loaded by this machine's full
+  onnxruntime build (``x fp32`` of the ``.ort`` is against ``fp32.ort``). All four are timed in one
+  interleaved run. The ``.ort`` table adds sizes and the operators a reduced build must include.
 * **power-of-two scales**: ``--target generic`` with and without ``--power-of-two-scales``, both run as
   exact QDQ numerics (onnxruntime with fusions off: no int8-kernel quirk of this CPU mixes in), vs
   onnxruntime fp32 on the held-out feeds; ``cos loss`` = 1 - cosine, and its ratio power-of-two / plain.
 
-    python benchmarks/bench_edge.py [--models cnn,mobilenet,ppocr-det,ppocr-cls,ppocr-rec] [--quick]
-        [--calib N] [--eval N] [--runs N] [--det-size S] [--json out.json]
+    python benchmarks/bench_edge.py [--models cnn,mobilenet,ppocr-det,ppocr-cls,ppocr-rec,minilm] [--quick]
+        [--parts openvino,onnxruntime,pow2] [--calib N] [--eval N] [--runs N] [--loads N] [--det-size S] [--json out.json]
 
 Needs the openvino extra and nncf (``pip install 'onnxq[openvino]' nncf``); the PP-OCR models need
-``rapidocr-onnxruntime`` (``python -m models.zoo fetch --install``). A model whose file or package is
-missing is skipped with the reason. On a CPU without VNNI (AVX2 only), OpenVINO's int8 kernels
-may not beat fp32: the table says what this machine measured, it is not a claim about VNNI CPUs.
-Timings on a shared machine are noisy (say so when quoting).
+``rapidocr-onnxruntime`` (``python -m models.zoo fetch --install``), MiniLM its export
+(``models/minilm.py``). A model whose file or package is missing is skipped with the reason. On a CPU
+without VNNI (AVX2 only), int8 kernels may not beat fp32: the tables say what this machine measured,
+not what a VNNI CPU or an ARM phone would. Timings on a shared machine are noisy (say so when quoting).
 
 onnxq is called directly here (not through ``_harness.onnxq_api``) for what that adapter does not
 wrap yet: ``convert``'s target section, ``onnxq.runtime.openvino`` sessions and the ``.ort`` converter.
@@ -40,83 +48,20 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _harness import cli, data, metrics, onnxq_api
+from _edge_models import CALIB_SEED, EVAL_SEED, MODELS, SPECS, EdgeModel, Feed
+from _harness import cli, metrics, onnxq_api, timing
 from _harness.report import fmt, one_line, print_heading, print_markdown, print_table, progress, write_json
 
-Feed = dict[str, np.ndarray]
-MODELS = ("cnn", "mobilenet", "ppocr-det", "ppocr-cls", "ppocr-rec")
-CALIB_SEED = 1001  # calibration and held-out data never share a seed
-EVAL_SEED = 2002
-OCR_BATCH = 6  # rapidocr runs rec / cls in batches of 6 crops
-CONTENDERS = ("fp32", "onnxq-ov", "nncf")
-
-
-@dataclass(frozen=True)
-class EdgeModel:
-    """One benchmarked model: how to get its fp32 file and seeded feeds, and which accuracy figures apply.
-
-    ``top1``: the first output's last axis is a class axis (top-1 agreement means something);
-    ``det``: the output is a text-probability map (mask IoU instead of top-1).
-    """
-
-    make: Callable[[Path], Path]
-    feeds: Callable[[int, int, argparse.Namespace], list[Feed]]
-    description: str
-    top1: bool = True
-    det: bool = False
-
-
-def _random_feeds(shape: tuple[int, ...]) -> Callable[[int, int, argparse.Namespace], list[Feed]]:
-    def feeds(n: int, seed: int, args: argparse.Namespace) -> list[Feed]:
-        rng = np.random.default_rng(seed)
-        return [{"input": rng.standard_normal(shape).astype(np.float32)} for _ in range(n)]
-
-    return feeds
-
-
-def _rec_feeds(n: int, seed: int, args: argparse.Namespace) -> list[Feed]:
-    import ocr_data
-
-    xs, _truths = ocr_data.rec_samples(n, seed, batch=OCR_BATCH)
-    return [{"x": x} for x in xs]
-
-
-def _cls_feeds(n: int, seed: int, args: argparse.Namespace) -> list[Feed]:
-    import ocr_data
-
-    xs, _labels = ocr_data.cls_samples(n * OCR_BATCH, seed)
-    return [{"x": np.concatenate(xs[i:i + OCR_BATCH])} for i in range(0, len(xs), OCR_BATCH)]
-
-
-def _det_feeds(n: int, seed: int, args: argparse.Namespace) -> list[Feed]:
-    import ocr_data
-
-    xs, _boxes = ocr_data.det_samples(n, seed, size=args.det_size)
-    return [{"x": x} for x in xs]
-
-
-def _builder(name: str, kwargs: dict[str, Any]) -> Callable[[Path], Path]:
-    return lambda workdir: data.builder_file(workdir, name, kwargs)
-
-
-def _zoo(name: str) -> Callable[[Path], Path]:
-    return lambda workdir: data.zoo_file(name)
-
-
-SPECS: dict[str, EdgeModel] = {
-    "cnn": EdgeModel(_builder("cnn", {"width": 64, "blocks": 3, "input_size": 112, "num_classes": 1000}), _random_feeds((1, 3, 112, 112)),
-                     "builder cnn width 64, 3 blocks, 112x112, 1000 classes, batch 1"),
-    "mobilenet": EdgeModel(_builder("mobilenet", {"input_size": 224, "width": 32}), _random_feeds((1, 3, 224, 224)),
-                           "builder mobilenet-v3-like (depthwise, HardSwish) width 32, 224x224, batch 1"),
-    "ppocr-det": EdgeModel(_zoo("ppocr-det"), _det_feeds, "PP-OCRv4 detector, rendered pages ([1,3,S,S], S = --det-size)", top1=False, det=True),
-    "ppocr-cls": EdgeModel(_zoo("ppocr-cls"), _cls_feeds, "PP-OCR direction classifier, batch 6 x [3,48,192], half rotated"),
-    "ppocr-rec": EdgeModel(_zoo("ppocr-rec"), _rec_feeds, "PP-OCRv4 recogniser, batch 6 x [3,48,320], rendered text (top-1 per time step)"),
-}
+PARTS = ("openvino", "onnxruntime", "pow2")
+OV_CONTENDERS = ("fp32", "onnxq-ov", "nncf")
+#: onnxruntime contender -> (file name in the work folder, the fp32 it is compared with for speed).
+ORT_CONTENDERS = {"fp32": (None, None), "onnxq-cpu": ("ort-cpu.onnx", "fp32"), "fp32.ort": ("fp32.ort", "fp32"),
+                  "onnxq-mobile.ort": ("ort-mobile.ort", "fp32.ort")}
 
 
 # ---- contenders ---------------------------------------------------------------------------------
@@ -158,8 +103,8 @@ def _int8_compute_nodes(path: Path, feed: Feed) -> tuple[int, int]:
 
 
 def _accuracy(spec: EdgeModel, session: Any, held: Sequence[Feed], refs: Sequence[list[np.ndarray]]) -> dict[str, Any]:
-    """Cosine (first output), top-1 agreement or mask IoU of ``session`` against ``refs`` on ``held``."""
-    agreement = metrics.OutputAgreement(worst=False, top1_key="top1" if spec.top1 else None)
+    """Cosine (worse output), top-1 agreement (first output) or mask IoU of ``session`` against ``refs`` on ``held``."""
+    agreement = metrics.OutputAgreement(worst=True, top1_key="top1" if spec.top1 else None)
     iou = metrics.MaskIoU() if spec.det else None
     for feed, ref in zip(held, refs):
         out = session.run(None, feed)
@@ -199,7 +144,7 @@ def _target_note(report: dict[str, Any]) -> str | None:
 def bench_openvino(spec: EdgeModel, root: Path, path: Path, calib: list[Feed], held: list[Feed], args: argparse.Namespace) -> dict[str, Any]:
     """fp32 vs onnxq ``--target openvino`` vs NNCF, all in OpenVINO at 1 thread."""
     files = {"fp32": path, "onnxq-ov": root / "onnxq-ov.onnx", "nncf": root / "nncf.onnx"}
-    rows: dict[str, dict[str, Any]] = {name: {} for name in CONTENDERS}
+    rows: dict[str, dict[str, Any]] = {name: {} for name in OV_CONTENDERS}
     progress("  converting onnxq --target openvino ...")
     if _attempt(rows["onnxq-ov"], "onnxq", lambda: _onnxq_convert(path, files["onnxq-ov"], calib, target="openvino")):
         report = rows["onnxq-ov"].pop("report")
@@ -208,13 +153,16 @@ def bench_openvino(spec: EdgeModel, root: Path, path: Path, calib: list[Feed], h
         rows["onnxq-ov"]["quantized_nodes"] = report.get("quantized_nodes")
     progress("  converting nncf.quantize ...")
     _attempt(rows["nncf"], "nncf", lambda: _nncf_quantize(path, files["nncf"], calib))
-    live = [n for n in CONTENDERS if "error" not in rows[n]]
+    live = [n for n in OV_CONTENDERS if "error" not in rows[n]]
+    progress(f"  opening {len(live)} models in OpenVINO {args.loads}x each (load time)")
+    loads = timing.load_ms({n: partial(_openvino_session, files[n]) for n in live}, args.loads)
     sessions = {n: _openvino_session(files[n]) for n in live}
     refs = [sessions["fp32"].run(None, f) for f in held]
     for name in live:
         rows[name].update(_accuracy(spec, sessions[name], held, refs))
         rows[name]["int8_nodes"], rows[name]["compute_nodes"] = _int8_compute_nodes(files[name], held[0])
         rows[name]["bytes"] = files[name].stat().st_size
+        rows[name]["load_ms"] = loads[name]
     progress(f"  timing {len(live)} OpenVINO models at 1 thread: {args.runs} interleaved runs")
     timings = onnxq_api.bench_sessions([sessions[n] for n in live], held[0], runs=args.runs, warmup=args.warmup)
     for name, t in zip(live, timings):
@@ -222,22 +170,52 @@ def bench_openvino(spec: EdgeModel, root: Path, path: Path, calib: list[Feed], h
     return rows
 
 
-def bench_ort_mobile(root: Path, path: Path, calib: list[Feed]) -> dict[str, Any]:
-    """``.ort`` size and required operators: fp32 vs ``--target ort-mobile``."""
+def _fp32_ort(path: Path, out: Path) -> dict[str, Any]:
+    """onnxruntime's ``.ort`` converter on the fp32 model, written to ``out``: size and a minimal build's ops."""
     from onnxq.targets.ort_mobile import convert_to_ort
 
-    out: dict[str, Any] = {}
-    progress("  .ort of fp32 ...")
-    fp32 = convert_to_ort(str(path), name="fp32")
-    out["fp32"] = {"ort_bytes": len(fp32.ort), "ops": len(fp32.minimal_build_ops()), "op_list": fp32.minimal_build_ops()}
-    progress("  converting onnxq --target ort-mobile ...")
+    conversion = convert_to_ort(str(path), name="fp32")
+    out.write_bytes(conversion.ort)
+    return {"ort_bytes": len(conversion.ort), "op_list": conversion.minimal_build_ops()}
+
+
+def _mobile_ort(path: Path, root: Path, calib: list[Feed], out: Path) -> dict[str, Any]:
+    """``--target ort-mobile``: its ``.ort`` written to ``out``, with what its validation measured."""
     res = _onnxq_convert(path, root / "ort-mobile.onnx", calib, target="ort-mobile")
-    validation = (res["report"].get("target") or {}).get("validation") or {}
-    details = validation.get("details") or {}
-    out["int8"] = {"ort_bytes": len(res["artifacts"][".ort"]), "ops": len(details.get("minimal_build_ops", [])),
-                   "op_list": details.get("minimal_build_ops", []), "ort_vs_onnx": details.get("ort_vs_onnx_max_rel_diff"),
-                   "seconds": res["seconds"], "onnx_bytes": (root / "ort-mobile.onnx").stat().st_size, "note": _target_note(res["report"])}
-    return out
+    out.write_bytes(res["artifacts"][".ort"])
+    details = ((res["report"].get("target") or {}).get("validation") or {}).get("details") or {}
+    return {"seconds": res["seconds"], "ort_bytes": len(res["artifacts"][".ort"]), "op_list": details.get("minimal_build_ops", []),
+            "ort_vs_onnx": details.get("ort_vs_onnx_max_rel_diff"), "onnx_bytes": (root / "ort-mobile.onnx").stat().st_size,
+            "note": _target_note(res["report"])}
+
+
+def _ort_cpu(path: Path, out: Path, calib: list[Feed]) -> dict[str, Any]:
+    res = _onnxq_convert(path, out, calib, target="ort-cpu")
+    return {"seconds": res["seconds"], "quantized_nodes": res["report"].get("quantized_nodes"), "note": _target_note(res["report"])}
+
+
+def bench_onnxruntime(spec: EdgeModel, root: Path, path: Path, calib: list[Feed], held: list[Feed], args: argparse.Namespace) -> dict[str, Any]:
+    """fp32 vs ``--target ort-cpu`` (``.onnx``) and fp32 vs ``--target ort-mobile`` (``.ort``), all in onnxruntime at 1 thread."""
+    files = {n: root / f if f else path for n, (f, _) in ORT_CONTENDERS.items()}
+    rows: dict[str, dict[str, Any]] = {name: {} for name in ORT_CONTENDERS}
+    progress("  converting onnxq --target ort-cpu ...")
+    _attempt(rows["onnxq-cpu"], "onnxq ort-cpu", lambda: _ort_cpu(path, files["onnxq-cpu"], calib))
+    progress("  .ort of fp32 ...")
+    _attempt(rows["fp32.ort"], "fp32 .ort", lambda: _fp32_ort(path, files["fp32.ort"]))
+    progress("  converting onnxq --target ort-mobile ...")
+    _attempt(rows["onnxq-mobile.ort"], "onnxq ort-mobile", lambda: _mobile_ort(path, root, calib, files["onnxq-mobile.ort"]))
+    live = [n for n in ORT_CONTENDERS if "error" not in rows[n]]
+    progress(f"  opening {len(live)} models in onnxruntime {args.loads}x each (load time)")
+    loads = timing.load_ms({n: partial(onnxq_api.make_session, files[n], threads=1) for n in live}, args.loads)
+    sessions = {n: onnxq_api.make_session(files[n], threads=1, where=files[n].name) for n in live}
+    refs = [onnxq_api.run_session(sessions["fp32"], f) for f in held]
+    for name in live:
+        rows[name].update(_accuracy(spec, sessions[name], held, refs), load_ms=loads[name], bytes=files[name].stat().st_size)
+    progress(f"  timing {len(live)} onnxruntime models at 1 thread: {args.runs} interleaved runs")
+    timings = onnxq_api.bench_sessions([sessions[n] for n in live], held[0], runs=args.runs, warmup=args.warmup)
+    for name, t in zip(live, timings):
+        rows[name]["median_ms"], rows[name]["p90_ms"] = t.median_ms, t.p90_ms
+    return rows
 
 
 def bench_power_of_two(spec: EdgeModel, root: Path, path: Path, calib: list[Feed], held: list[Feed]) -> dict[str, Any]:
@@ -262,14 +240,14 @@ def bench(name: str, args: argparse.Namespace) -> dict[str, Any]:
     head = {"model": name, "description": spec.description}
     with cli.work_folder(args.keep and str(Path(args.keep) / name), f"bench_edge_{name}_") as root:
         path = spec.make(root)
-        calib, held = spec.feeds(args.calib, CALIB_SEED, args), spec.feeds(args.eval, EVAL_SEED, args)
+        calib, held = spec.feeds(path, args.calib, CALIB_SEED, args), spec.feeds(path, args.eval, EVAL_SEED, args)
         result: dict[str, Any] = {**head, "data": {"calibration": len(calib), "held_out": len(held),
                                                    "shapes": {k: list(v.shape) for k, v in held[0].items()}}}
         if "openvino" in args.parts:
             result["openvino"] = bench_openvino(spec, root, path, calib, held, args)
-        if "ort-mobile" in args.parts:
-            result["ort_mobile"] = {}
-            _attempt(result["ort_mobile"], "ort-mobile", lambda: bench_ort_mobile(root, path, calib))
+        if "onnxruntime" in args.parts:
+            result["onnxruntime"] = {}
+            _attempt(result["onnxruntime"], "onnxruntime", lambda: bench_onnxruntime(spec, root, path, calib, held, args))
         if "pow2" in args.parts:
             result["pow2"] = {}
             _attempt(result["pow2"], "power-of-two", lambda: bench_power_of_two(spec, root, path, calib, held))
@@ -277,33 +255,47 @@ def bench(name: str, args: argparse.Namespace) -> dict[str, Any]:
 
 
 # ---- tables -------------------------------------------------------------------------------------
-OV_HEADERS = ["model", "contender", "ms", "x fp32", "int8 nodes", "cosine", "top-1 agree", "mask IoU", "conv s", "MB"]
-ORT_HEADERS = ["model", "fp32 .ort KB", "int8 .ort KB", "x fp32", "fp32 ops", "int8 ops", ".ort vs .onnx"]
+OV_HEADERS = ["model", "contender", "load ms", "ms", "x fp32", "int8 nodes", "cosine", "top-1 agree", "mask IoU", "conv s", "MB"]
+ORT_HEADERS = ["model", "contender", "load ms", "ms", "x fp32", "cosine", "top-1 agree", "mask IoU", "conv s", "MB"]
+MOBILE_HEADERS = ["model", "fp32 .ort KB", "int8 .ort KB", "x fp32", "fp32 ops", "int8 ops", ".ort vs .onnx"]
 P2_HEADERS = ["model", "plain cos", "pow2 cos", "plain top-1", "pow2 top-1", "cos loss x plain"]
 
 
-def _ov_rows(res: dict[str, Any]) -> list[list[str]]:
-    ov = res.get("openvino") or {}
-    base = (ov.get("fp32") or {}).get("median_ms")
+def _runtime_rows(res: dict[str, Any], section: str, baseline: Callable[[str], str | None], int8_nodes: bool) -> list[list[str]]:
+    """One row per contender of a runtime section; ``x fp32`` against the contender's ``baseline``."""
+    part = res.get(section) or {}
+    width = len(OV_HEADERS if int8_nodes else ORT_HEADERS)
+    if "error" in part or not part:
+        return [[res["model"], "-", str(part.get("error", "not run"))[:60]] + ["-"] * (width - 3)]
     rows = []
-    for name, r in ov.items():
+    for name, r in part.items():
         if "error" in r:
-            rows.append([res["model"], name, r["error"][:60]] + ["-"] * (len(OV_HEADERS) - 3))
+            rows.append([res["model"], name, r["error"][:60]] + ["-"] * (width - 3))
             continue
+        base = (part.get(baseline(name) or name) or {}).get("median_ms")
         speed = base / r["median_ms"] if base and r.get("median_ms") else None
-        nodes = f"{r['int8_nodes']}/{r['compute_nodes']}" if "int8_nodes" in r else None
-        rows.append([res["model"], name, fmt(r.get("median_ms"), ".2f"), fmt(speed, ".2f"), fmt(nodes), fmt(r.get("cosine"), ".5f"),
-                     fmt(r.get("top1"), ".4f"), fmt(r.get("mask_iou"), ".4f"), fmt(r.get("seconds"), ".1f"), fmt(r.get("bytes", 0) / 1e6, ".2f")])
+        nodes = [fmt(f"{r['int8_nodes']}/{r['compute_nodes']}" if "int8_nodes" in r else None)] if int8_nodes else []
+        rows.append([res["model"], name, fmt(r.get("load_ms"), ".0f"), fmt(r.get("median_ms"), ".2f"), fmt(speed, ".2f"), *nodes,
+                     fmt(r.get("cosine"), ".5f"), fmt(r.get("top1"), ".4f"), fmt(r.get("mask_iou"), ".4f"), fmt(r.get("seconds"), ".1f"),
+                     fmt(r.get("bytes", 0) / 1e6, ".2f")])
     return rows
 
 
+def _ov_rows(res: dict[str, Any]) -> list[list[str]]:
+    return _runtime_rows(res, "openvino", lambda name: "fp32", int8_nodes=True)
+
+
 def _ort_rows(res: dict[str, Any]) -> list[list[str]]:
-    o = res.get("ort_mobile") or {}
-    if "error" in o or not o:
-        return [[res["model"], o.get("error", "not run")[:60]] + ["-"] * (len(ORT_HEADERS) - 2)]
-    f, q = o["fp32"], o["int8"]
+    return _runtime_rows(res, "onnxruntime", lambda name: ORT_CONTENDERS[name][1], int8_nodes=False)
+
+
+def _mobile_rows(res: dict[str, Any]) -> list[list[str]]:
+    o = res.get("onnxruntime") or {}
+    f, q = o.get("fp32.ort") or {}, o.get("onnxq-mobile.ort") or {}
+    if "ort_bytes" not in f or "ort_bytes" not in q:
+        return [[res["model"], str(o.get("error") or f.get("error") or q.get("error") or "not run")[:60]] + ["-"] * (len(MOBILE_HEADERS) - 2)]
     return [[res["model"], fmt(f["ort_bytes"] / 1e3, ".1f"), fmt(q["ort_bytes"] / 1e3, ".1f"), fmt(q["ort_bytes"] / f["ort_bytes"], ".3f"),
-             str(f["ops"]), str(q["ops"]), fmt(q.get("ort_vs_onnx"), ".1e")]]
+             str(len(f["op_list"])), str(len(q["op_list"])), fmt(q.get("ort_vs_onnx"), ".1e")]]
 
 
 def _p2_rows(res: dict[str, Any]) -> list[list[str]]:
@@ -316,18 +308,22 @@ def _p2_rows(res: dict[str, Any]) -> list[list[str]]:
              fmt(loss_b / loss_a if loss_a > 0 else None, ".2f")]]
 
 
+TABLES = (("OpenVINO CPU, 1 thread", OV_HEADERS, _ov_rows), ("onnxruntime CPU, 1 thread (.onnx and .ort)", ORT_HEADERS, _ort_rows),
+          (".ort files (onnxruntime mobile)", MOBILE_HEADERS, _mobile_rows), ("power-of-two scales (exact QDQ numerics vs fp32)", P2_HEADERS, _p2_rows))
+
+
 def show(res: dict[str, Any]) -> None:
     if not print_heading(res):
         return
     d = res["data"]
     print(f"  data: {d['calibration']} calibration + {d['held_out']} held-out feeds {d['shapes']}")
-    for title, headers, rows in (("OpenVINO CPU, 1 thread", OV_HEADERS, _ov_rows(res)), ("ort-mobile", ORT_HEADERS, _ort_rows(res)),
-                                 ("power-of-two scales (exact QDQ numerics vs fp32)", P2_HEADERS, _p2_rows(res))):
+    for title, headers, rows_of in TABLES:
         print(f"\n  {title}")
-        print_table(headers, rows, align=["l"] * 2 + ["r"] * (len(headers) - 2))
-    for name, r in (res.get("openvino") or {}).items():
-        if r.get("note"):
-            print(f"  * {name}: {r['note']}")
+        print_table(headers, rows_of(res), align=["l"] * 2 + ["r"] * (len(headers) - 2))
+    for section in ("openvino", "onnxruntime"):
+        for name, r in (res.get(section) or {}).items():
+            if isinstance(r, dict) and r.get("note"):
+                print(f"  * {name}: {r['note']}")
     for key in ("plain", "pow2"):
         note = ((res.get("pow2") or {}).get(key) or {}).get("note")
         if note:
@@ -340,19 +336,21 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--quick", action="store_true", help="few feeds and runs, small detector: a smoke test, not a measurement")
     ap.add_argument("--calib", type=int, help="calibration feeds (default 16, quick 4)")
     ap.add_argument("--eval", type=int, help="held-out feeds (default 16, quick 4)")
-    ap.add_argument("--runs", type=int, help="interleaved timing runs per OpenVINO model (default 30, quick 5)")
+    ap.add_argument("--runs", type=int, help="interleaved timing runs per model and runtime (default 30, quick 5)")
+    ap.add_argument("--loads", type=int, help="openings per model and runtime for the load time (default 5, quick 2)")
     ap.add_argument("--warmup", type=int, default=3, help="warm-up runs per model before timing")
     ap.add_argument("--det-size", type=int, help="detector page size (default 480, quick 320)")
-    ap.add_argument("--parts", default="openvino,ort-mobile,pow2", help="comma list of openvino, ort-mobile, pow2")
+    ap.add_argument("--parts", default=",".join(PARTS), help=f"comma list of {', '.join(PARTS)}")
     args = ap.parse_args(argv)
     args.models = cli.comma_list(args.models)
     cli.known_only(ap, args.models, list(MODELS), "model(s)")
     args.parts = cli.comma_list(args.parts)
-    cli.known_only(ap, args.parts, ["openvino", "ort-mobile", "pow2"], "part(s)")
+    cli.known_only(ap, args.parts, list(PARTS), "part(s)")
     pick = 1 if args.quick else 0
     args.calib = args.calib or (16, 4)[pick]
     args.eval = args.eval or (16, 4)[pick]
     args.runs = args.runs or (30, 5)[pick]
+    args.loads = args.loads or (5, 2)[pick]
     args.det_size = args.det_size or (480, 320)[pick]
     return args
 
@@ -363,11 +361,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     quick = "  [QUICK: smoke test, not a measurement]" if args.quick else ""
     print(f"bench_edge: {cli.onnxruntime_version()}, OpenVINO {openvino_version()}, models {','.join(args.models)}, "
-          f"{args.calib} calibration / {args.eval} held-out feeds, {args.runs} timing runs{quick}", flush=True)
+          f"{args.calib} calibration / {args.eval} held-out feeds, {args.runs} timing runs, {args.loads} loads{quick}", flush=True)
     results = cli.run_models(args.models, lambda n: bench(n, args), lambda n: {"model": n, "description": SPECS[n].description}, show)
     done = [r for r in results if "skipped" not in r]
-    for title, headers, rows_of in (("OpenVINO CPU, 1 thread", OV_HEADERS, _ov_rows), ("ort-mobile", ORT_HEADERS, _ort_rows),
-                                    ("power-of-two scales", P2_HEADERS, _p2_rows)):
+    for title, headers, rows_of in TABLES:
         print(f"\n=== {title}, all models (Markdown)\n")
         print_markdown(headers, [row for r in done for row in rows_of(r)], align=["l"] * 2 + ["r"] * (len(headers) - 2))
     if args.json_out:

@@ -5,14 +5,19 @@ hidden 384, 6 layers, seq 128), one static conversion per tuner on the same cali
 
 * ``greedy``: the default pipeline with the target as tune-latency's guard bar
   (``min_agreement`` / ``min_cosine``);
-* ``mixed``: ``accuracy_target`` set, so ``mixed-precision`` runs in place of tune-latency.
+* ``mixed``: ``accuracy_target`` set, so ``mixed-precision`` runs in place of tune-latency (its
+  default search space: int8, dynamic int8, int16, fp16, fp32);
+* with ``--forced``, at each model's first target: ``mixed int16`` and ``mixed fp16``, the search
+  restricted to that precision or fp32 (``precisions``), so what int16 activations and float16
+  compute cost and keep on this machine's onnxruntime is measured even where the full search never
+  picks them.
 
 Both results and fp32 are then timed interleaved in one run at 1 thread (medians; the harness's
 ``fastest`` run plan), and their accuracy is read against fp32 on held-out samples (top-1 agreement
 for the MLP's logits, mean cosine of the transformer's ``last_hidden_state``). The mixed search's
 own record (evaluations, chosen plan, precision counts) is printed beside it.
 
-    python benchmarks/bench_mixed_precision.py [--models mlp transformer] [--calib 32] [--eval 32] [--json out.json]
+    python benchmarks/bench_mixed_precision.py [--models mlp transformer] [--calib 32] [--eval 32] [--forced] [--json out.json]
 
 Timings swing on a shared machine (the JSON records the load average); on CPUs without VNNI int8 is
 often not faster than fp32, which both tuners see and which decides many of their choices.
@@ -70,6 +75,12 @@ def bench_model(name: str, args: argparse.Namespace, workdir: Path) -> list[dict
     records: dict[str, dict[str, Any]] = {"fp32": {"model": name, "tuner": "fp32", "target": "-"}}
     runs = [(f"{tuner} {target}", tuner, target, options) for greedy_options, target in TARGETS[name]
             for tuner, options in (("greedy", greedy_options), ("mixed", {"accuracy_target": (target,)}))]
+    if args.forced:
+        target = TARGETS[name][0][1]
+        runs += [
+            (f"mixed {p} {target}", f"mixed {p}", target, {"accuracy_target": (target,), "pass_options": {"mixed-precision": {"precisions": [p]}}})
+            for p in ("int16", "fp16")
+        ]
     for key, tuner, target, options in runs:
         start = time.perf_counter()
         result = onnxq.convert(str(fp32), calib, threads=1, **options)
@@ -84,6 +95,7 @@ def bench_model(name: str, args: argparse.Namespace, workdir: Path) -> list[dict
             for p in mixed["precisions"].values():
                 counts[p] = counts.get(p, 0) + 1
             record.update(met=mixed["met"], chosen=mixed["chosen"], evaluations=mixed["evaluations"], precisions=counts, frontier=mixed["frontier"])
+            record["int8_nodes"] = counts.get("int8", 0)  # quantized_nodes also counts the int16 ones
             if mixed["unmet"]:
                 record["unmet"] = mixed["unmet"]
         records[key] = record
@@ -111,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calib", type=int, default=32, help="Calibration samples (the first 8 are the tuners' evaluation samples).")
     parser.add_argument("--eval", type=int, default=32, help="Held-out samples the accuracy is read on.")
     parser.add_argument("--time-budget", type=float, default=20.0, help="Seconds of interleaved timing for the fastest model.")
+    parser.add_argument("--forced", action="store_true", help="Also the search restricted to int16 or fp16 (and fp32).")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     load = os.getloadavg()
@@ -119,7 +132,10 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.models:
         with tempfile.TemporaryDirectory(prefix=f"onnxq-mixed-{name}-") as tmp:
             rows += bench_model(name, args, Path(tmp))
-    headers = ["model", "tuner", "target", "speedup vs fp32", "median ms", "accuracy", "int8 nodes", "dynamic", "fp32 units' nodes", "evaluations", "convert s"]
+    headers = [
+        "model", "tuner", "target", "speedup vs fp32", "median ms", "accuracy", "int8 nodes", "dynamic", "int16", "fp16", "fp32 units' nodes", "evaluations",
+        "convert s",
+    ]
     table = []
     for r in rows:
         counts = r.get("precisions", {})
@@ -127,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         evals = f"{spent['sensitivity']}+{spent['search']} ({spent['timed']} timed)" if spent else "-"
         table.append([
             r["model"], r["tuner"], r["target"], r["speedup"], r["median_ms"], r["accuracy"], r.get("int8_nodes", "-"),
-            counts.get("dynamic-int8", "-"), counts.get("fp32", "-"), evals, r.get("convert_s", "-"),
+            counts.get("dynamic-int8", "-"), counts.get("int16", "-"), counts.get("fp16", "-"), counts.get("fp32", "-"), evals, r.get("convert_s", "-"),
         ])
     print()
     print_table(headers, table, digits=3)

@@ -39,6 +39,11 @@ class QuantizationConfig(PassConfig):
         reduce_range: 7-bit weights. None (default) decides by measurement: on when onnxruntime's
             8-bit GEMM on this CPU saturates for the activation × weight types (x86 without VNNI,
             see :func:`onnxq.runtime.kernels.int8_products_saturate`), off otherwise.
+        reduce_range_nodes: 7-bit weights for these nodes (regexes, full match) whatever
+            ``reduce_range`` says; the ``choose-weight-range`` pass fills it with the nodes whose
+            8-bit products saturate on this CPU when ``reduce_range`` is automatic. A plan built
+            from a config whose ``reduce_range`` is still None (annotate resolves it first) has
+            8-bit weights except on these nodes.
         op_types: quantize only these op types (empty: every op with a quantizer).
         exclude_op_types / exclude_nodes: keep these float (node names are regexes, full match).
         include_nodes: quantize only nodes matching these regexes (empty: all).
@@ -57,6 +62,7 @@ class QuantizationConfig(PassConfig):
     weight_symmetric: bool = True
     per_channel: bool = True
     reduce_range: bool | None = None
+    reduce_range_nodes: tuple[str, ...] = ()
     op_types: tuple[str, ...] = ()
     exclude_op_types: tuple[str, ...] = ()
     exclude_nodes: tuple[str, ...] = ()
@@ -70,7 +76,7 @@ class QuantizationConfig(PassConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for pattern in self.exclude_nodes + self.include_nodes:
+        for pattern in self.exclude_nodes + self.include_nodes + self.reduce_range_nodes:
             try:
                 re.compile(pattern)
             except re.error as e:
@@ -272,7 +278,8 @@ class FrontierPoint:
         value: the target metric's value against float (the first target's key; see ``key``).
         key: which reading ``value`` is (``cosine``, ``agreement``, a spec).
         meets_accuracy: whether every accuracy target holds.
-        int8_nodes / dynamic_nodes: nodes quantized statically / dynamically.
+        int8_nodes / dynamic_nodes: nodes quantized statically (8-bit activations) / dynamically.
+        int16_nodes / fp16_nodes: nodes with 16-bit activations / computing in float16.
         latency_ms / float_ms / speedup: interleaved medians of this plan and of float in the same
             timing round, and their ratio (None when the point was not timed).
     """
@@ -286,9 +293,12 @@ class FrontierPoint:
     latency_ms: float | None = None
     float_ms: float | None = None
     speedup: float | None = None
+    int16_nodes: int = 0
+    fp16_nodes: int = 0
 
     def as_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in ("label", "latency_ms", "float_ms", "speedup", "key", "value", "meets_accuracy", "int8_nodes", "dynamic_nodes")}
+        keys = ("label", "latency_ms", "float_ms", "speedup", "key", "value", "meets_accuracy", "int8_nodes", "dynamic_nodes", "int16_nodes", "fp16_nodes")
+        return {k: getattr(self, k) for k in keys}
 
 
 @dataclass
@@ -301,10 +311,16 @@ class MixedPrecisionRecord:
         max_latency_ms / min_speedup: the latency constraints (None: not given).
         met: every target and constraint holds for the chosen plan.
         unmet: a plain sentence saying what was not met and what was written instead ("" when met).
-        precisions: node → ``int8`` (static), ``dynamic-int8`` or ``fp32``, for every unit's node.
+        precisions: node → ``int8`` (static), ``dynamic-int8``, ``int16`` (16-bit activations),
+            ``fp16`` or ``fp32``, for every unit's node: what the model has.
+        assignment: unit (its first node) → the precision the search gave it: the decisions
+            ``--replay`` re-applies without measuring (a unit's nodes can differ from it in
+            ``precisions``: a dynamic unit's fused Relu is fp32).
         evaluations: accuracy evaluations by phase (``sensitivity``, ``search``) and ``timed`` plans.
         frontier: every measured point, in the order measured.
         chosen: the label of the chosen point.
+        runtime: where the candidates were evaluated and timed.
+        replayed: the report whose assignment was re-applied (None: searched).
     """
 
     targets: list[str] = field(default_factory=list)
@@ -316,9 +332,14 @@ class MixedPrecisionRecord:
     evaluations: dict[str, int] = field(default_factory=dict)
     frontier: list[FrontierPoint] = field(default_factory=list)
     chosen: str = ""
+    assignment: dict[str, str] = field(default_factory=dict)
+    runtime: str = "onnxruntime"
+    replayed: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
+            "runtime": self.runtime,
+            "replayed": self.replayed,
             "targets": list(self.targets),
             "max_latency_ms": self.max_latency_ms,
             "min_speedup": self.min_speedup,
@@ -327,5 +348,6 @@ class MixedPrecisionRecord:
             "chosen": self.chosen,
             "evaluations": dict(self.evaluations),
             "precisions": dict(self.precisions),
+            "assignment": dict(self.assignment),
             "frontier": [p.as_dict() for p in self.frontier],
         }

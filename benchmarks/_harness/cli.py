@@ -18,7 +18,7 @@ from .data import Skip
 from .report import one_line
 
 __all__ = [
-    "RunDefaults", "add_common_options", "add_run_options", "comma_list", "known_only", "onnxruntime_version", "resolve_run_options",
+    "RunDefaults", "add_common_options", "add_run_options", "comma_list", "in_process_args", "known_only", "onnxruntime_version", "resolve_run_options",
     "run_models", "work_folder",
 ]
 
@@ -69,6 +69,22 @@ def resolve_run_options(ap: argparse.ArgumentParser, args: argparse.Namespace, m
     args.budget = args.budget if args.budget is not None else d.budget[pick]
     args.min_runs = args.min_runs or d.min_runs[pick]
     args.max_runs = args.max_runs or d.max_runs[pick]
+
+
+def in_process_args(
+    description: str, models: Sequence[str], argv: Sequence[str] | None, *, budget: float, budget_help: str
+) -> tuple[argparse.Namespace, list[str]]:
+    """The options of a script that converts in process (no subprocesses, one thread count):
+    ``--models`` (checked), ``--quick``, ``--budget`` and ``--json``; returns them and the model list."""
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--models", default=",".join(models), help=f"comma-separated subset of {', '.join(models)}")
+    ap.add_argument("--quick", action="store_true", help="smaller inputs and fewer samples")
+    ap.add_argument("--budget", type=float, default=budget, help=budget_help)
+    ap.add_argument("--json", help="write the results here")
+    cfg = ap.parse_args(argv)
+    names = comma_list(cfg.models)
+    known_only(ap, names, list(models), "model(s)")
+    return cfg, names
 
 
 def known_only(ap: argparse.ArgumentParser, values: Sequence[str], known: Sequence[str], what: str) -> None:

@@ -34,7 +34,7 @@ from .metrics import Metric
 from .report import one_line, progress
 from .timing import TimingSpec, time_contenders
 
-__all__ = ["Comparison", "Contender", "Feeds", "Settings", "Skip", "conversion_record", "run_all", "run_comparison", "side_by_side"]
+__all__ = ["Comparison", "Contender", "Feeds", "Settings", "Skip", "conversion_record", "run_all", "run_comparison", "side_by_side", "flat_rows"]
 
 Feed = dict[str, Any]
 
@@ -175,6 +175,20 @@ def _output_names(session: Any, outputs: str) -> list[str] | None:
     if outputs == "all":
         return None
     return [session.get_outputs()[0].name if outputs == "first" else outputs]
+
+
+def flat_rows(result: Mapping[str, Any], threads: int = 1) -> list[dict[str, Any]]:
+    """One flat row per contender of a :func:`side_by_side` result: its record, its accuracy figures
+    and ``latency_ms`` (the median at ``threads``), in contender order."""
+    rows = []
+    for record in result["variants"].values():
+        row = {k: v for k, v in record.items() if k not in ("ok", "accuracy", "latency")}
+        row.update(record.get("accuracy") or {})
+        lat = (record.get("latency") or {}).get(str(threads))
+        if lat:
+            row["latency_ms"] = lat["median_ms"]
+        rows.append(row)
+    return rows
 
 
 def side_by_side(

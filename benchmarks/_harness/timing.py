@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,7 +32,7 @@ import numpy as np
 from . import onnxq_api
 from .report import one_line, progress
 
-__all__ = ["RunPlan", "TimingSpec", "drift_pct", "interleaved", "time_contenders"]
+__all__ = ["RunPlan", "TimingSpec", "drift_pct", "interleaved", "load_ms", "time_contenders"]
 
 RULES = ("fastest", "round", "share")
 
@@ -153,3 +153,22 @@ def time_contenders(models: Mapping[str, Any], feed: Mapping[str, np.ndarray], s
         for name, entry in timed.items():
             latency[name][str(threads)] = entry
     return latency, errors
+
+
+def load_ms(openers: Mapping[str, Callable[[], Any]], repeats: int) -> dict[str, float]:
+    """Median wall time (ms) of each opener (session creation, ``compile_model``), interleaved.
+
+    Round ``r`` opens every model once, in the same rotating order as the latency runs, so noise from
+    the shared machine falls on all of them alike; each opened session is dropped before the next
+    opens (only one model's memory is held at a time).
+    """
+    names = list(openers)
+    samples: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(max(repeats, 1)):
+        for i in range(len(names)):
+            name = names[(r + i) % len(names)]
+            start = time.perf_counter()
+            opened = openers[name]()
+            samples[name].append((time.perf_counter() - start) * 1e3)
+            del opened
+    return {n: float(np.median(v)) for n, v in samples.items()}

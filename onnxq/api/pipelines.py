@@ -5,9 +5,10 @@ One function per mode in a registry (no if-chain); each returns a list of ``{"pa
 through :func:`onnxq.api.convert.convert` and the pass manager.
 
 - static: upgrade-opset → cleanup → smooth-activations (with data) → expand-hardswish → calibrate →
-  annotate-quantization → tune-latency → insert-qdq → close-float-islands [→ convert-qlinear]; with an
+  annotate-quantization [→ choose-weight-range: automatic 7-bit weights, with data] → tune-latency →
+  insert-qdq → close-float-islands → choose-activation-forms [→ convert-qlinear]; with an
   accuracy target or a latency constraint: … → annotate-quantization → mixed-precision → insert-qdq →
-  apply-precision-map → close-float-islands [→ convert-qlinear]
+  apply-precision-map → close-float-islands → choose-activation-forms [→ convert-qlinear] (at opset 21, for the search's int16 units)
 - dynamic: cleanup → smooth-activations (with data) → quantize-dynamic [→ blockwise Gather tables]
 - weight-only: cleanup → quantize-weights-blockwise (``algorithm`` rtn, or gptq / awq with data)
 - fp16 / bf16: cleanup → convert-float16
@@ -59,7 +60,9 @@ def calibration_steps(o: ConversionOptions, *, smooth: bool) -> list[Step]:
     its ranges name the tensors ``onnxq convert --ranges`` quantizes: HardSwish is expanded into
     ``x · HardSigmoid(x)`` before calibration, and the HardSigmoid outputs need ranges.
     """
-    target = WIDE_ACTIVATION_OPSET if o.activation_dtype in ("int16", "uint16") else STATIC_OPSET
+    # 16-bit activations need opset 21: for the whole plan, or for the mixed-precision search's int16 units
+    wide = o.activation_dtype in ("int16", "uint16") or (o.tune and o.mixed_precision and o.recipe is None)
+    target = WIDE_ACTIVATION_OPSET if wide else STATIC_OPSET
     # Upgrade first: cleanup's fusions and per-channel Q/DQ need the newer opset.
     steps: list[Step] = [{"pass": "upgrade-opset", "target": target}, {"pass": "cleanup"}]
     if smooth:
@@ -80,6 +83,9 @@ def _static(o: ConversionOptions, given: PipelineInputs) -> list[Step]:
     # Ranges measured on the unsmoothed model would not fit a smoothed one.
     steps = calibration_steps(o, smooth=o.smooth > 0 and not given.has_ranges)
     steps += [calib, {"pass": "annotate-quantization", **{k: getattr(o, k) for k in _QUANT_FIELDS}}]
+    if o.reduce_range is None and given.has_data:
+        # annotate's automatic 7-bit weights are all-or-nothing; measure which nodes really saturate
+        steps.append({"pass": "choose-weight-range"})
     mixed = o.tune and o.mixed_precision
     if mixed:
         steps.append(_mixed_precision(o))
@@ -99,6 +105,9 @@ def _static(o: ConversionOptions, given: PipelineInputs) -> list[Step]:
     # DQ -> float op -> Q detours onnxruntime has no int8 kernel for (HardSigmoid gates, ...) rewritten
     # into ops it fuses; after the Q/DQ exist, because the rules read their parameters.
     steps.append({"pass": "close-float-islands"})
+    # Each quantized activation (SiLU, HardSwish, GELU...) in the form timed fastest on this model
+    # (qlinear / table lookup / fused float); without tuning, today's form, untimed.
+    steps.append({"pass": "choose-activation-forms", "form": "measure" if o.tune else "qlinear", "threads": o.threads})
     if o.format == "qoperator":
         steps.append({"pass": "convert-qlinear"})
     return steps
@@ -113,6 +122,7 @@ def _mixed_precision(o: ConversionOptions) -> Step:
         "accuracy_target": o.accuracy_target,
         "max_latency_ms": o.max_latency_ms,
         "min_speedup": o.min_speedup,
+        "replay": o.replay or "",
     }
 
 

@@ -33,9 +33,10 @@ Fields (JSON keys):
         spent and every point measured (``frontier``: label, latency_ms, float_ms, speedup, the
         target metric's value, int8 / dynamic node counts; see
         :class:`onnxq.plan.MixedPrecisionRecord`); None otherwise.
-    target: with ``--target`` (or a recipe's ``target``): the profile, the ops the target cannot
-        run, its validation on the target's runtime (checks, load time, executed precisions, the
-        ``.ort``'s required operators, ...) and the linter's findings
+    target: with ``--target`` (or a recipe's ``target``): the profile, the profile settings the
+        user overrode (``overrides``: ``{option: {"user", "profile"}}``, each also a note), the ops
+        the target cannot run, its validation on the target's runtime (checks, load time, executed
+        precisions, the ``.ort``'s required operators, ...) and the linter's findings
         (:meth:`onnxq.targets.check.TargetReport.to_dict`); None without a target.
 """
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from ..api import MODES, ConversionOptions, ConversionReport, convert
 from ..calibration.observers import OBSERVERS
@@ -109,8 +110,11 @@ def _choice_option(flag: str, choices: list[str], default: str, help: str) -> An
 @click.option("--weight-symmetric/--weight-asymmetric", default=True, show_default=True, help="Symmetric weights (zero point 0).")
 @click.option("--per-channel/--per-tensor", default=True, show_default=True, help="Per-channel weight scales.")
 @click.option(
-    "--reduce-range/--no-reduce-range", default=None, help="7-bit weights (default: on where onnxruntime's u8·s8 kernel saturates on this CPU, measured)."
+    "--reduce-range/--no-reduce-range",
+    default=None,
+    help="7-bit weights on every node (default: where onnxruntime's u8·s8 kernel saturates on this CPU, per node, measured).",
 )
+@click.option("--reduce-range-nodes", multiple=True, metavar="REGEX", help="7-bit weights for nodes whose name matches (repeatable).")
 @click.option("--op-types", multiple=True, help="Quantize only these op types (comma separated / repeatable).")
 @click.option("--exclude-op-types", multiple=True, help="Keep these op types float.")
 @click.option("--exclude-nodes", multiple=True, metavar="REGEX", help="Keep nodes whose name matches float (repeatable).")
@@ -187,11 +191,7 @@ def convert_cmd(
     --max-latency-ms / --min-speedup) a mixed-precision search replaces the latency tuner; when
     its target cannot be met the best plan found is written and the exit code is 3.
     """
-    for name in ("op_types", "exclude_op_types"):
-        values[name] = _split(values[name])
-    for name in ("weight_bits", "block_size"):
-        values[name] = int(values[name])
-    options = ConversionOptions.from_values({**values, "pass_options": parse_pass_options(pass_option)})
+    options = ConversionOptions.from_values({**_given(values), "pass_options": parse_pass_options(pass_option)})
     reads = [Input("input model", model, model=True), Input("--data", data, data=True), Input("--ranges", ranges)]
     reads += [Input("--recipe", options.recipe), Input("--replay", options.replay)]
     if report_html:
@@ -214,6 +214,24 @@ def convert_cmd(
     if mixed is not None and not mixed.get("met", True):
         echo(f"target not met: {mixed['unmet']}", err=True)
         click.get_current_context().exit(TARGET_NOT_MET)
+
+
+def _given(values: dict[str, Any]) -> dict[str, Any]:
+    """The options the user gave on the command line (or through the environment), as API values.
+
+    Flags left at their default are not passed: the API has the same defaults (a test checks), and a
+    target profile may set only what the user did not (an explicit ``--activation-dtype uint8`` with
+    ``--target tensorrt`` is refused, not replaced).
+    """
+    ctx = click.get_current_context()
+    given = {name: value for name, value in values.items() if ctx.get_parameter_source(name) is not ParameterSource.DEFAULT}
+    for name in ("op_types", "exclude_op_types"):
+        if name in given:
+            given[name] = _split(given[name])
+    for name in ("weight_bits", "block_size"):
+        if name in given:
+            given[name] = int(given[name])
+    return given
 
 
 def _bytes_writer(blob: bytes) -> Callable[[Path], int]:

@@ -34,7 +34,10 @@ from onnx import TensorProto
 
 from .. import ir
 
-__all__ = ["has_cpu_kernel", "cpu_kernel_error", "tensor_type", "int8_products_saturate", "resolve_reduce_range"]
+__all__ = ["has_cpu_kernel", "cpu_kernel_error", "tensor_type", "int8_products_saturate", "resolve_reduce_range", "REDUCE_RANGE_NOTE"]
+
+#: How the report's sentence about automatic 7-bit weights starts (a later measurement may replace it).
+REDUCE_RANGE_NOTE = "7-bit weights (reduce_range):"
 
 log = logging.getLogger(__name__)
 
@@ -268,7 +271,7 @@ def resolve_reduce_range(setting: bool | None, activation_dtype: str, weight_dty
         return setting, None
     if int8_products_saturate(activation_dtype, weight_dtype):
         return True, (
-            f"7-bit weights (reduce_range): onnxruntime's {activation_dtype}·{weight_dtype} kernel on this CPU saturates "
+            f"{REDUCE_RANGE_NOTE} onnxruntime's {activation_dtype}·{weight_dtype} kernel on this CPU saturates "
             "(no VNNI; measured); pass --no-reduce-range for a VNNI deployment target"
         )
     return False, None

@@ -1,8 +1,9 @@
 """A deployment target as data: :class:`TargetProfile` (what a conversion for it sets and how its output is
 checked) and :class:`TargetRules` (what the linter holds its Q/DQ graph to), in one registry.
 
-A profile never holds logic: the conversion maps ``settings`` onto options it leaves at their
-defaults, refuses a user value outside ``allowed``, runs its tuner on ``tune_runtime``, and validates
+A profile never holds logic: the conversion maps ``settings`` onto the options the user did not set
+(a value the user set, even the default, is kept: :class:`onnxq.api.ConversionOptions`), refuses a
+user value outside ``allowed``, runs its tuner on ``tune_runtime``, and validates
 the result with the validator named by ``runtime`` (:mod:`onnxq.targets.validate`); the linter
 reads ``rules``. Adding a target is one more :func:`register_target` call.
 """
@@ -73,10 +74,11 @@ class TargetProfile:
 
     Attributes:
         name / summary: the ``--target`` name and one line about it.
-        settings: conversion options the profile sets when the user left them at their default
-            (``format``, activation/weight dtypes and symmetry, ``per_channel``, ``reduce_range``,
-            ``op_types`` — which ops get Q/DQ —, ``int32_bias``).
-        allowed: options whose value the target's rules fix: any other value is refused.
+        settings: conversion options the profile sets when the user did not set them; every key is
+            one of :data:`onnxq.api.options.PROFILE_OPTIONS` (``format``, activation/weight dtypes
+            and symmetry, ``per_channel``, ``reduce_range``, ``op_types`` — which ops get Q/DQ —,
+            ``int32_bias``). A user value that differs is kept and reported as an override.
+        allowed: options whose value the target's rules fix: any other value, the user's included, is refused.
         runtime: the validator (``onnxruntime``, ``onnxruntime-mobile``, ``openvino``) where the
             target's runtime runs on this machine; None: validated by rules and reference numerics.
         tune_runtime / tune_latency: where the tuner evaluates (and whether it times) candidates.

@@ -27,9 +27,14 @@ __all__ = ["TargetReport", "check_target"]
 
 @dataclass
 class TargetReport:
-    """What the target checks found (the ``target`` section of a conversion report)."""
+    """What the target checks found (the ``target`` section of a conversion report).
+
+    ``overrides``: the profile settings the user replaced with values of their own, ``{option: {"user":
+    value, "profile": setting}}`` (filled by the conversion, which knows what the user set).
+    """
 
     profile: TargetProfile
+    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
     unsupported: dict[str, str] = field(default_factory=dict)
     validation: Validation | None = None
     lint: LintReport | None = None
@@ -51,6 +56,7 @@ class TargetReport:
                          "findings": [f.as_dict() for f in self.lint.findings], "notes": self.lint.notes}
         return {
             **self.profile.describe(),
+            "overrides": self.overrides,
             "passed": not self.problems(),
             "unsupported_ops": self.unsupported,
             "validation": self.validation.as_dict() if self.validation is not None else None,

@@ -21,6 +21,8 @@ GPU or a Hexagon NPU accumulates in int32 and would only lose a bit of precision
 
 from __future__ import annotations
 
+import dataclasses
+
 from ._ops import OPENVINO_INT8_OPS, ORT_INT8_OPS, QNN_INT8_OPS, QNN_SUPPORTED_OPS, TENSORRT_INT8_OPS, TENSORRT_UNSUPPORTED_OPS
 from ._profile import TargetProfile, TargetRules, register_target
 
@@ -70,14 +72,14 @@ ORT_CPU = register_target(
     )
 )
 
+#: ort-cpu with the .ort format on top: the same settings, rules and kernels (the .ort runs here on the
+#: same onnxruntime), plus onnxruntime's converter and the reduced build's operator config as validation.
 ORT_MOBILE = register_target(
-    TargetProfile(
+    dataclasses.replace(
+        ORT_CPU,
         name="ort-mobile",
         summary="onnxruntime mobile: the .ort format from onnxruntime's own converter, plus a reduced build's operator config",
-        settings={**_ONNX_QDQ_SETTINGS, "reduce_range": None},
-        rules=_ORT_RULES,
         runtime="onnxruntime-mobile",
-        saturation_probe="onnxruntime",
         artifacts=(".ort", ".required_operators.config"),
         notes=(
             "target ort-mobile: tuned and validated with onnxruntime on this CPU; the .ort is optimized for ARM (--target_platform arm) "

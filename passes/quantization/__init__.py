@@ -9,6 +9,8 @@ from __future__ import annotations
 from . import (  # noqa: F401  (imported to register the passes)
     annotate,
     calibrate,
+    choose_activation_forms,
+    choose_weight_range,
     close_float_islands,
     convert_float16,
     convert_qlinear,

@@ -9,7 +9,8 @@ session with only it dynamic (``measure_alone``). Scores, as in ``onnxq sensitiv
 
 over the accuracy guards ``g`` (``sign`` +1 when higher is better; ``unit`` the metric's step, or
 the size of its bar for metrics in the output's units), ties broken by the worst output SQNR of
-``lowered`` (lowest first), then by name.
+``lowered`` (lowest first), then by name. A unit with nothing but ``fp32`` on its ladder (the search
+space leaves it no other rung) is not measured: it ranks last, with no damage.
 """
 
 from __future__ import annotations
@@ -72,8 +73,8 @@ def rank_units(
     output SQNR with only that unit dynamic; ``float_values`` are the guards' values of float
     against itself (the reference its damage is counted from).
     """
-    static = [u for u in units if u.ladder[0] != "dynamic-int8"]
-    ranked: list[Ranked] = []
+    static = [u for u in units if u.static and len(u.ladder) > 1]
+    ranked: list[Ranked] = [Ranked(u, 0.0, math.inf) for u in units if len(u.ladder) == 1]
     evaluations = 0
     if static:
         evaluator = Evaluator(model, plan, ranges, samples, guards, engine="switch", threads=threads)  # type: ignore[arg-type]
@@ -84,11 +85,10 @@ def rank_units(
             worst = min((v for v in result.sqnr_db if v is not None), default=math.inf)
             ranked.append(Ranked(u, damage(guards, reference, result.values), worst))
     for u in units:
-        if u in static:
+        if u.static or len(u.ladder) == 1:
             continue
         values, worst = measure_alone(u)
         evaluations += 1
         ranked.append(Ranked(u, damage(guards, float_values, values), worst))
     ranked.sort(key=lambda r: (-round(r.damage, 9), r.sqnr_db, r.unit.name))
     return ranked, evaluations
-

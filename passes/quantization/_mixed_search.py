@@ -10,16 +10,19 @@ unit ``u``'s ladder:
 3. bisect ``k``, the number of most-sensitive units kept fp32 (the rest at ``L(u)``), for the
    smallest ``k`` meeting the targets (``ceil(log2 n)`` evaluations; accuracy is assumed to grow
    with ``k``, which the ranking makes nearly true). Then the *re-quantize sweep*: each of the ``k``
-   kept units, least sensitive first, is tried at each cheaper rung (``int8`` before
-   ``dynamic-int8``) with the others as they stand; the first rung meeting the targets is kept —
-   floating the more sensitive units often made a less sensitive one's fallback unnecessary.
+   kept units, least sensitive first, is tried at each cheaper rung (``int8``, ``dynamic-int8``,
+   ``int16``, ``fp16``) with the others as they stand; the first rung meeting the targets is kept —
+   floating the more sensitive units often made a less sensitive one's fallback unnecessary. A
+   *measured* rung (``int16``, ``fp16``: :data:`~._mixed_units.MEASURED`, not assumed faster than
+   fp32) is kept only when it is also timed faster than the unit at fp32 by ``min_gain``, twice.
 4. latency moves on the feasible assignment: for each class of nodes (tune-latency's
    :data:`~.tune_latency.NODE_CLASSES`: glue classes to ``fp32``; MatMul/Gemm ``int8`` units to
    ``dynamic-int8``), the moved assignment is evaluated and timed against the current one and kept
    when it still meets the targets and is faster by ``min_gain`` twice in a row (noise must not
    flip a decision).
 5. The chosen point is the feasible one with the highest measured speedup over float (speedups
-   within ``min_gain`` of the best count as equal: the one lowering the most nodes wins); it meets
+   within ``min_gain`` of the best count as equal: the one with the most 8-bit nodes, then the fewest
+   at a measured rung, wins); it meets
    the latency constraints (``max_latency_ms``, ``min_speedup``) or the result says which it misses.
 
 Every assignment is evaluated at most once (cached); accuracy evaluations stop at the budget,
@@ -34,7 +37,7 @@ from typing import Protocol
 
 from onnxq.errors import ConfigError
 
-from ._mixed_units import DYNAMIC, FP32, INT8, MixedUnit
+from ._mixed_units import DYNAMIC, FP32, INT8, MEASURED, PRECISIONS, MixedUnit
 
 __all__ = ["Assignment", "Measurer", "Point", "SearchResult", "search"]
 
@@ -44,8 +47,8 @@ Assignment = tuple[str, ...]
 class Measurer(Protocol):
     """What the search needs from onnxruntime (see ``mixed_precision._MixedTrials``)."""
 
-    def evaluate(self, assignment: Assignment) -> tuple[Mapping[str, float], int, int]:
-        """Accuracy reading of ``assignment`` and its (static int8, dynamic int8) node counts."""
+    def evaluate(self, assignment: Assignment) -> tuple[Mapping[str, float], Mapping[str, int]]:
+        """Accuracy reading of ``assignment`` and how many nodes it puts at each precision."""
         ...
 
     def time_pair(self, a: Assignment | None, b: Assignment) -> tuple[float, float]:
@@ -61,16 +64,21 @@ class Measurer(Protocol):
 
 @dataclass
 class Point:
-    """One evaluated assignment (timed: ``float_ms`` / ``ms`` set)."""
+    """One evaluated assignment (timed: ``float_ms`` / ``ms`` set); ``nodes``: precision → node count."""
 
     assignment: Assignment
     label: str
     reading: Mapping[str, float]
     meets: bool
-    int8_nodes: int
-    dynamic_nodes: int
+    nodes: Mapping[str, int]
     float_ms: float | None = None
     ms: float | None = None
+
+    @property
+    def tie_key(self) -> tuple[int, int]:
+        """Among plans the timer cannot tell apart: the most 8-bit nodes (the smallest file), then the
+        fewest at a measured rung (``int16`` / ``fp16`` earn their place by speed alone)."""
+        return self.nodes.get(INT8, 0) + self.nodes.get(DYNAMIC, 0), -sum(self.nodes.get(p, 0) for p in MEASURED)
 
     @property
     def speedup(self) -> float | None:
@@ -104,9 +112,9 @@ class _Search:
             return self.points[assignment]
         if self.m.budget_left() <= 0:
             return None
-        reading, int8, dyn = self.m.evaluate(assignment)
+        reading, nodes = self.m.evaluate(assignment)
         self.evaluations += 1
-        point = Point(assignment, label, reading, self.m.meets(reading), int8, dyn)
+        point = Point(assignment, label, reading, self.m.meets(reading), {p: int(nodes.get(p, 0)) for p in PRECISIONS})
         self.points[assignment] = point
         self.order.append(point)
         return point
@@ -150,10 +158,18 @@ class _Search:
                 p = self.evaluate(trial, f"{unit.name} back to {rung}")
                 if p is None:
                     return current
-                if p.meets:
+                if p.meets and (rung not in MEASURED or self.faster(current.assignment, trial)):
                     current = p
                     break
         return current
+
+    def faster(self, current: Assignment, trial: Assignment) -> bool:
+        """``trial`` timed faster than ``current`` by ``min_gain``, and again (by half of it) in a second pair."""
+        t_cur, t_new = self.m.time_pair(current, trial)
+        if t_new >= t_cur * (1 - self.min_gain):
+            return False
+        t_cur, t_new = self.m.time_pair(current, trial)
+        return t_new < t_cur * (1 - self.min_gain / 2)
 
     def latency_moves(self, current: Point) -> Point:
         """Class moves (glue to fp32, MatMul/Gemm int8 to dynamic) kept when measured faster."""
@@ -169,14 +185,9 @@ class _Search:
             p = self.evaluate(trial, f"{label} {target}")
             if p is None:
                 break
-            if not p.meets:
-                continue
-            t_cur, t_new = self.m.time_pair(current.assignment, trial)
-            if t_new < t_cur * (1 - self.min_gain):
-                t_cur, t_new = self.m.time_pair(current.assignment, trial)
-                if t_new < t_cur * (1 - self.min_gain / 2):
-                    self.time(p)
-                    current = p
+            if p.meets and self.faster(current.assignment, trial):
+                self.time(p)
+                current = p
         return current
 
 
@@ -219,7 +230,7 @@ def search(
         # plan lowering the most nodes (the smallest file) wins among them
         fastest = max(_speed(p) for p in candidates)
         close = [p for p in candidates if _speed(p) >= fastest * (1 - min_gain)]
-        chosen = max(close, key=lambda p: (p.int8_nodes + p.dynamic_nodes, _speed(p)))
+        chosen = max(close, key=lambda p: (*p.tie_key, _speed(p)))
     shortfall = []
     if max_latency_ms is not None and chosen.ms is not None and chosen.ms > max_latency_ms:
         shortfall.append(f"latency {chosen.ms:.3f} ms > {max_latency_ms:g} ms")

@@ -1,49 +1,66 @@
-"""Units of a mixed-precision search and the precisions each can take; the dynamic int8 rewrite.
+"""Units of a mixed-precision search and the precisions each can take.
 
 A *unit* is what the search assigns one precision to: a fusion group of the static plan (an anchor
 with the Relu/Clip annotate folds into it, :func:`.sensitivity.fusion_units`), or a node the static
 plan leaves float that dynamic quantization can still take (an LSTM: onnxruntime has no QDQ LSTM
 kernel, but it has ``DynamicQuantizeLSTM``; a MatMul/Gemm annotate refused). Each unit has a
-*ladder* of precisions, cheapest first, ending in ``fp32``:
+*ladder* of precisions, cheapest first, ending in ``fp32``; each rung is offered only where it can
+be written (and only when the search space, ``precisions``, names it):
 
-=============================================  ===============================================
-unit                                           ladder
-=============================================  ===============================================
-static unit anchored on MatMul/Gemm with a     ``int8`` → ``dynamic-int8`` → ``fp32``
-constant 2-D float32 weight
-other static unit                              ``int8`` → ``fp32``
-MatMul/Gemm/LSTM the static plan leaves float  ``dynamic-int8`` → ``fp32``
-(not excluded by the user)
-=============================================  ===============================================
+==================  ==========================================================================
+precision           offered to
+==================  ==========================================================================
+``int8``            static units (the plan's Q/DQ)
+``dynamic-int8``    units anchored on a MatMul/Gemm with a constant 2-D float32 weight, and the
+                    MatMul/Gemm/LSTM the static plan leaves float (not excluded by the user)
+``int16``           static units, when the plan's activations are 8-bit and the model's opset is
+                    >= 21 (16-bit QuantizeLinear): the unit's activations get the 16-bit type of
+                    the same signedness (``uint8`` → ``uint16``), weights stay 8-bit
+``fp16``            units whose nodes are all in the main graph, hold no subgraph, are not in
+                    convert-float16's overflow block list (sums, powers, ...) and whose
+                    calibrated ranges fit float16 (|x| <= 65504)
+``fp32``            every unit
+==================  ==========================================================================
 
-``int8`` is the static plan's Q/DQ for the unit; ``dynamic-int8`` keeps the unit out of the static
-plan and rewrites its anchor as quantize-dynamic does (``DynamicQuantizeMatMul`` /
-``DynamicQuantizeLSTM``: int8 weights, activations quantized per run with their own range, so
-inputs whose range varies per sample lose nothing to a calibrated range); ``fp32`` keeps it float.
-fp16 is not on the ladder: onnxruntime's x86 CPU provider has no fp16 MatMul/Conv kernels, so fp16
-there is storage-only (fp32 compute, fp16-rounded weights) and never faster than fp32. 16-bit
-activations are one choice for the whole plan (``activation_dtype``), not per node.
+How each is written: :mod:`._mixed_apply`. ``int16`` and ``fp16`` are *measured* rungs
+(:data:`MEASURED`): onnxruntime's x86 CPU provider has no 16-bit QDQ kernels (it runs
+``DQ → float op → Q``) and no float16 kernels for MatMul/Gemm/Conv or element-wise maths (it wraps
+them in Casts to float32: only Transpose, Concat, Clip and LayerNormalization have native float16
+kernels in 1.32), so neither is assumed faster than fp32: the search keeps them only where a timing
+says so. They are the accuracy rungs between int8 and fp32 for runtimes that do run them natively.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from onnxq import ir
+from onnxq.calibration.ranges import TensorRange
+from onnxq.errors import ConfigError
 from onnxq.ir import Model
 from onnxq.plan import QuantizationConfig, QuantPlan
 
-from .quantize_dynamic import DynamicRewriter, QuantizeDynamicConfig, plan_dynamic_matmul
+from ._mixed_apply import dynamic_config, dynamic_ok
+from .convert_float16 import DEFAULT_OP_BLOCK_LIST
 from .sensitivity import fusion_units
 
-__all__ = ["PRECISIONS", "INT8", "DYNAMIC", "FP32", "MixedUnit", "mixed_units", "apply_dynamic", "dynamic_config"]
+__all__ = [
+    "PRECISIONS", "MEASURED", "INT8", "DYNAMIC", "INT16", "FP16", "FP32", "MixedUnit", "mixed_units", "wide_dtype", "check_precisions", "counts",
+    "search_space", "WIDE_OPSET",
+]
 
-INT8, DYNAMIC, FP32 = "int8", "dynamic-int8", "fp32"
+INT8, DYNAMIC, INT16, FP16, FP32 = "int8", "dynamic-int8", "int16", "fp16", "fp32"
 #: Every precision a unit can take, cheapest (usually fastest) first.
-PRECISIONS: tuple[str, ...] = (INT8, DYNAMIC, FP32)
-_DYNAMIC_OPS = frozenset({"MatMul", "Gemm", "LSTM"})
+PRECISIONS: tuple[str, ...] = (INT8, DYNAMIC, INT16, FP16, FP32)
+#: Rungs not assumed faster than fp32 on onnxruntime's CPU provider: kept only when measured faster.
+MEASURED = frozenset({INT16, FP16})
+#: Largest finite float16.
+FP16_MAX = 65504.0
+_WIDE = {"uint8": "uint16", "int8": "int16"}
+#: 16-bit QuantizeLinear/DequantizeLinear.
+WIDE_OPSET = 21
 
 
 @dataclass(frozen=True)
@@ -56,6 +73,7 @@ class MixedUnit:
         ops: their op types.
         ladder: the precisions it may take, cheapest first, ``fp32`` last.
         anchor: the node ``dynamic-int8`` rewrites ("" when the ladder has no ``dynamic-int8``).
+        static: a unit of the static plan (else a node only dynamic quantization takes).
     """
 
     name: str
@@ -63,6 +81,7 @@ class MixedUnit:
     ops: tuple[str, ...]
     ladder: tuple[str, ...]
     anchor: str = ""
+    static: bool = True
 
     def precisions(self, precision: str) -> dict[str, str]:
         """Node → precision when the unit takes ``precision`` (dynamic: the anchor; its fused Relu stays float)."""
@@ -71,81 +90,87 @@ class MixedUnit:
         return dict.fromkeys(self.nodes, precision)
 
 
-def dynamic_config(cfg: QuantizationConfig | None, fmt: str = "fused") -> QuantizeDynamicConfig:
-    """quantize-dynamic's options for the units the search makes dynamic: every size (the search
-    measures whether it pays), no latency guard of its own (the search times the whole plan)."""
-    per_channel = cfg.per_channel if cfg is not None else True
-    reduce_range = cfg.reduce_range if cfg is not None else None
-    return QuantizeDynamicConfig(per_channel=per_channel, format=fmt, min_weight_elements=0, reduce_range=reduce_range, guard_latency=False)  # type: ignore[arg-type]
+def check_precisions(precisions: Iterable[str], where: str) -> tuple[str, ...]:
+    """``precisions`` in ladder order with ``fp32`` added (every unit can stay float).
+
+    Raises:
+        ConfigError: a name not in :data:`PRECISIONS`.
+    """
+    given = set(precisions)
+    unknown = sorted(given - set(PRECISIONS))
+    if unknown:
+        raise ConfigError(f"{where}: unknown precision(s) {', '.join(unknown)}; valid: {', '.join(PRECISIONS)}")
+    return tuple(p for p in PRECISIONS if p in given or p == FP32)
 
 
-def _dynamic_ok(model: Model, node: ir.Node, dcfg: QuantizeDynamicConfig) -> bool:
-    """Whether quantize-dynamic can rewrite ``node`` (a constant-weight MatMul/Gemm, or an LSTM)."""
-    if node.op not in _DYNAMIC_OPS or node.domain:
+def search_space(*, dynamic: bool, activation_dtypes: Iterable[str], activation_dtype: str) -> tuple[str, ...]:
+    """The precisions a runtime can take: ``dynamic-int8`` where it runs onnxruntime's contrib ops
+    (``dynamic``), ``int16`` where it takes the 16-bit counterpart of ``activation_dtype`` (one of
+    ``activation_dtypes``); ``int8``, ``fp16`` and ``fp32`` everywhere."""
+    wide = _WIDE.get(activation_dtype)
+    offered = {DYNAMIC: dynamic, INT16: wide is not None and wide in set(activation_dtypes)}
+    return tuple(p for p in PRECISIONS if offered.get(p, True))
+
+
+def wide_dtype(cfg: QuantizationConfig | None) -> str | None:
+    """The 16-bit activation type of an ``int16`` unit (None when the plan's activations are not 8-bit)."""
+    return _WIDE.get(cfg.activation_dtype if cfg is not None else "uint8")
+
+
+def _fp16_ok(node: ir.Node, main: set[int], ranges: Mapping[str, TensorRange]) -> bool:
+    """Whether ``node`` may compute in float16: main graph, no body, no overflow-prone op, ranges that fit."""
+    if id(node) not in main or ir.subgraphs_of(node) or node.op in DEFAULT_OP_BLOCK_LIST or node.domain:
         return False
-    if node.op == "LSTM":
-        w, r = (ir.constant_array(node.inputs[i]) if len(node.inputs) > i else None for i in (1, 2))
-        return w is not None and r is not None and w.ndim == 3 and r.ndim == 3 and not node.attrs.get("layout", 0)
-    return not isinstance(plan_dynamic_matmul(model.graph, node, dcfg), str)
+    for t in [*node.inputs, *node.outputs]:
+        r = ranges.get(t.name) if t.name else None
+        if r is not None and max(abs(r.data_min if r.data_min is not None else r.min), abs(r.data_max if r.data_max is not None else r.max)) > FP16_MAX:
+            return False
+    return True
 
 
-def mixed_units(model: Model, plan: QuantPlan, cfg: QuantizationConfig | None, *, dynamic: bool = True) -> list[MixedUnit]:
+def mixed_units(
+    model: Model,
+    plan: QuantPlan,
+    cfg: QuantizationConfig | None,
+    ranges: Mapping[str, TensorRange] | None = None,
+    *,
+    precisions: Iterable[str] = PRECISIONS,
+) -> list[MixedUnit]:
     """The units of ``model``'s full static ``plan`` (graph order), then the dynamic-only nodes.
 
-    Nodes the user excluded (``exclude_nodes`` / ``exclude_op_types``) are never units.
+    ``precisions`` is the search space (see :func:`check_precisions`); nodes the user excluded
+    (``exclude_nodes`` / ``exclude_op_types``) are never units.
     """
+    allowed = set(check_precisions(precisions, "mixed-precision"))
+    ranges = ranges or {}
     dcfg = dynamic_config(cfg)
-    nodes = {n.name: n for n in model.graph.nodes}
+    nodes = {n.name: n for n in ir.iter_nodes(model.graph)}
+    main = {id(n) for n in model.graph.nodes}
+    wide = INT16 in allowed and wide_dtype(cfg) is not None and model.opset >= WIDE_OPSET
     excluded = set(cfg.exclude_op_types) if cfg is not None else set()
     patterns = cfg.exclude_nodes if cfg is not None else ()
     out: list[MixedUnit] = []
     for u in fusion_units(model, plan):
-        anchor = u.nodes[0]
-        node = nodes.get(anchor)
-        can_dynamic = dynamic and node is not None and node.op in ("MatMul", "Gemm") and _dynamic_ok(model, node, dcfg)
-        ladder = (INT8, DYNAMIC, FP32) if can_dynamic else (INT8, FP32)
-        out.append(MixedUnit(u.name, u.nodes, u.ops, ladder, anchor if can_dynamic else ""))
-    if not dynamic:
+        anchor = nodes.get(u.nodes[0])
+        can_dynamic = anchor is not None and anchor.op in ("MatMul", "Gemm") and dynamic_ok(model, anchor, dcfg)
+        fp16 = all(n in nodes and _fp16_ok(nodes[n], main, ranges) for n in u.nodes)
+        offered = {INT8: True, DYNAMIC: can_dynamic, INT16: wide, FP16: fp16, FP32: True}
+        ladder = tuple(p for p in PRECISIONS if offered[p] and p in allowed)
+        out.append(MixedUnit(u.name, u.nodes, u.ops, ladder, u.nodes[0] if DYNAMIC in ladder else ""))
+    if DYNAMIC not in allowed:
         return out
     quantized = set(plan.quantized_nodes)
     for node in model.graph.nodes:
         if node.name in quantized or node.op in excluded or any(re.fullmatch(p, node.name) for p in patterns):
             continue
-        if _dynamic_ok(model, node, dcfg):
-            out.append(MixedUnit(node.name, (node.name,), (node.op,), (DYNAMIC, FP32), node.name))
+        if dynamic_ok(model, node, dcfg):
+            ladder = (DYNAMIC, FP16, FP32) if FP16 in allowed and _fp16_ok(node, main, ranges) else (DYNAMIC, FP32)
+            out.append(MixedUnit(node.name, (node.name,), (node.op,), ladder, node.name, static=False))
     return out
 
 
-def apply_dynamic(model: Model, nodes: Collection[str], dcfg: QuantizeDynamicConfig) -> dict[str, str]:
-    """Rewrite ``nodes`` of ``model``'s main graph as quantize-dynamic does, in place.
-
-    Run it after the static plan is materialized: a dynamic node is float in that plan, so its
-    weight is still a float constant and its activation input (a DequantizeLinear output where a
-    neighbour is int8) is float. Returns the nodes it could not rewrite, with the reason.
-    """
-    rw = DynamicRewriter(model, dcfg)
-    refused: dict[str, str] = {}
-    wanted = set(nodes)
-    for node in list(model.graph.nodes):
-        if node.name not in wanted or not node.outputs:
-            continue
-        if node.op == "LSTM":
-            reason = rw.lstm(model.graph, node)
-        else:
-            planned = plan_dynamic_matmul(model.graph, node, dcfg)
-            if isinstance(planned, str):
-                reason = planned
-            else:
-                rw.matmul(model.graph, node, *planned)
-                reason = None
-        if reason:
-            refused[node.name] = reason
-    ir.normalize(model)
-    return refused
-
-
 def counts(precisions: Mapping[str, str]) -> dict[str, int]:
-    """How many nodes take each precision."""
+    """How many nodes take each precision (every precision present, zeros included)."""
     out = dict.fromkeys(PRECISIONS, 0)
     for p in precisions.values():
         out[p] = out.get(p, 0) + 1

@@ -179,7 +179,8 @@ def _resolve_tensors(
                     groups.union(t.name, node.inputs[role.index].name)
             elif isinstance(role, Weight):
                 axis = role.axis if cfg.per_channel else None
-                plan.weights.append(WeightQuant(node.name, i, t.name, "weight", cfg.weight_dtype, cfg.weight_symmetric, axis, bool(cfg.reduce_range)))
+                narrow = bool(cfg.reduce_range) or _matches(cfg.reduce_range_nodes, node.name)
+                plan.weights.append(WeightQuant(node.name, i, t.name, "weight", cfg.weight_dtype, cfg.weight_symmetric, axis, narrow))
             elif isinstance(role, Bias) and cfg.int32_bias:  # else the bias stays a float constant
                 weight_role = desc.inputs[role.weight_index]
                 # Per channel along the bias's last axis: a Gemm's C may be [1, N], whose axis 0 does not

@@ -4,16 +4,26 @@ Runs in the static pipeline in place of ``tune-latency`` when an accuracy target
 constraint is given (``onnxq convert --accuracy-target 'cosine>=0.999' --min-speedup 1.5``).
 Where tune-latency floats whole node classes until its default guards hold, this pass chooses a
 precision per *unit* (a fusion group of the static plan, or a MatMul/Gemm/LSTM only dynamic
-quantization can take) among ``int8`` (static Q/DQ), ``dynamic-int8`` and ``fp32``
-(:mod:`._mixed_units`), and minimizes latency measured on onnxruntime subject to the target:
+quantization can take) among ``int8`` (static Q/DQ), ``dynamic-int8``, ``int16`` (16-bit
+activation Q/DQ), ``fp16`` and ``fp32`` (:mod:`._mixed_units`; written by :mod:`._mixed_apply`),
+and minimizes latency measured on ``runtime`` (onnxruntime, or the deployment target's runtime
+when it runs here) subject to the target:
 
 1. rank the units by sensitivity (:mod:`._mixed_rank`: each lowered alone, against float);
 2. search (:mod:`._mixed_search`): all lowest; else bisect how many of the most sensitive units
    stay fp32, then try each of those back at a cheaper precision; then class moves kept only when
    measured faster; the fastest point meeting the target is chosen;
-3. write the plan (units at ``dynamic-int8`` or ``fp32`` are kept out of it, each with its reason)
-   and the precision map; ``apply-precision-map``, after ``insert-qdq``, rewrites the
-   ``dynamic-int8`` nodes as ``quantize-dynamic`` does.
+3. write the plan (units at ``dynamic-int8``, ``fp16`` or ``fp32`` are kept out of it, each with its
+   reason; ``int16`` units' activations are 16-bit in it) and the precision map;
+   ``apply-precision-map``, after ``insert-qdq``, rewrites the ``dynamic-int8`` nodes as
+   ``quantize-dynamic`` does and computes the ``fp16`` nodes in float16.
+
+The sensitivity ranking reads the static plan's int8 numerics on onnxruntime (it only orders the
+units); every candidate plan is evaluated and timed on ``runtime``.
+
+Replay: the record keeps the search's decision per unit (``MixedPrecisionRecord.assignment``);
+``replay`` (a previous report) re-applies it without evaluating or timing anything, so the same
+model, data and options give a byte-identical file.
 
 Targets (``accuracy_target``, each one guard spec ``METRIC>=T[@OUTPUT]`` of :mod:`onnxq.metrics`,
 plus ``agreement>=T``: the bar of every class-score output's default decision metric — top-1, or
@@ -47,17 +57,20 @@ from onnxq.metrics import SequenceAgreement, ThresholdAgreement, Top1, TopK, che
 from onnxq.pass_base import Pass, PassConfig, PassContext, PassResult, register_pass
 from onnxq.plan import AccuracyGuardConfig, FrontierPoint, MixedPrecisionRecord, QuantizationConfig, QuantPlan, TuningRecord, TuningStep
 from onnxq.progress import status
-from onnxq.runtime.backends import make_runtime_session, runtime_names
+from onnxq.runtime.backends import make_runtime_session
 
+from ._mixed_apply import apply_dynamic, apply_fp16, dynamic_config, node_precisions, widen_activations
 from ._mixed_rank import rank_units
 from ._mixed_search import Assignment, Point, search
-from ._mixed_units import DYNAMIC, FP32, INT8, MixedUnit, apply_dynamic, dynamic_config, mixed_units
+from ._mixed_units import DYNAMIC, FP16, FP32, INT8, INT16, PRECISIONS, MixedUnit, check_precisions, counts, mixed_units, search_space, wide_dtype
 from .annotate import build_plan
 from .close_float_islands import close_islands
 from .insert_qdq import materialize
-from .tune_latency import NODE_CLASSES, LatencyTrials, PlanTuningPass, TuneLatencyConfig
+from .tune_latency import NODE_CLASSES, LatencyTrials, PlanTuningPass, TuneLatencyConfig, TuningInputs, check_tuner_options, read_report
 
-__all__ = ["MixedPrecision", "MixedPrecisionConfig", "ApplyPrecisionMap", "ApplyPrecisionMapConfig", "MIXED", "parse_targets"]
+__all__ = [
+    "MixedPrecision", "MixedPrecisionConfig", "ApplyPrecisionMap", "ApplyPrecisionMapConfig", "MIXED", "PRECISIONS", "INT16", "parse_targets", "search_space",
+]
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +122,10 @@ class MixedPrecisionConfig(AccuracyGuardConfig):
         budget_s: time budget of each timing (a pair of medians stops early past it).
         min_gain: a latency move is kept only when faster by at least this fraction.
         runtime: where candidates run (:data:`onnxq.runtime.backends.RUNTIMES`).
-        dynamic: offer ``dynamic-int8`` to MatMul/Gemm/LSTM units.
+        precisions: the search space: the precisions a unit may take (``fp32`` is always one; a
+            deployment target removes those its runtime cannot run).
+        replay: a previous conversion report (JSON); its recorded assignment is re-applied without
+            measuring.
     """
 
     accuracy_target: tuple[str, ...] = ()
@@ -119,21 +135,20 @@ class MixedPrecisionConfig(AccuracyGuardConfig):
     budget_s: float = 30.0
     min_gain: float = 0.05
     runtime: str = "onnxruntime"
-    dynamic: bool = True
+    precisions: tuple[str, ...] = PRECISIONS
+    replay: str = ""
 
     def __post_init__(self) -> None:
         if isinstance(self.accuracy_target, str):
             object.__setattr__(self, "accuracy_target", (self.accuracy_target,))
+        object.__setattr__(self, "precisions", check_precisions((self.precisions,) if isinstance(self.precisions, str) else self.precisions, "mixed-precision"))
         super().__post_init__()
         parse_targets(self.accuracy_target)
         for name in ("max_latency_ms", "min_speedup"):
             value = getattr(self, name)
             if value is not None and not (value > 0 and math.isfinite(value)):
                 raise ConfigError(f"mixed-precision: {name} must be a positive number, got {value}")
-        if self.threads < 0 or self.budget_s <= 0 or not 0 <= self.min_gain < 1:
-            raise ConfigError("mixed-precision: threads >= 0, budget_s > 0 and 0 <= min_gain < 1 required")
-        if self.runtime not in runtime_names():
-            raise ConfigError(f"mixed-precision: unknown runtime '{self.runtime}'; valid: {', '.join(runtime_names())}")
+        check_tuner_options("mixed-precision", self)
 
     def guard_config(self) -> TuneLatencyConfig:
         """The tuner's config carrying these targets (its guards and timer are reused)."""
@@ -159,24 +174,22 @@ class _MixedTrials(LatencyTrials):
         self._sessions: OrderedDict[Assignment, tuple[Any, QuantPlan, dict[str, str]]] = OrderedDict()
 
     def precisions(self, assignment: Assignment) -> dict[str, str]:
-        out: dict[str, str] = {}
-        for unit, p in zip(self.units, assignment):
-            out.update(unit.precisions(p))
-        return out
+        return unit_precisions(self.units, assignment)
 
     def build_precisions(self, precisions: Mapping[str, str]) -> tuple[Any, QuantPlan, dict[str, str]]:
         """A session of the model with ``precisions`` (node → precision; others as the plan has them),
-        its static plan and the nodes actually made dynamic (with their precision)."""
+        its static plan and what each of those nodes actually got (a refused rewrite: ``fp32``)."""
         plan = plan_for(self.model, self.ranges, self.cfg, precisions)
         variant = ir.clone(self.model)
         materialize(variant, plan, self.ranges)
         ir.normalize(variant)
-        wanted = [n for n, p in precisions.items() if p == DYNAMIC]
-        refused = apply_dynamic(variant, wanted, self.dcfg) if wanted else {}
-        made = {n: DYNAMIC for n in wanted if n not in refused}
+        got = node_precisions(plan, precisions)
+        refused = apply_dynamic(variant, [n for n, p in got.items() if p == DYNAMIC], self.dcfg) if DYNAMIC in got.values() else {}
+        refused.update(apply_fp16(variant, [n for n, p in got.items() if p == FP16], quiet=True))
+        got.update(dict.fromkeys(refused, FP32))
         close_islands(variant)  # as the pipeline ships it: close-float-islands runs after apply-precision-map
         session = make_runtime_session(variant, self.tcfg.runtime, threads=self.tcfg.threads, where=f"{self.model.source} (mixed-precision candidate)")
-        return session, plan, made
+        return session, plan, got
 
     def session(self, assignment: Assignment) -> tuple[Any, QuantPlan, dict[str, str]]:
         if assignment not in self._sessions:
@@ -187,9 +200,12 @@ class _MixedTrials(LatencyTrials):
         return self._sessions[assignment]
 
     # the search's Measurer protocol
-    def evaluate(self, assignment: Assignment) -> tuple[Mapping[str, float], int, int]:
-        session, plan, made = self.session(assignment)
-        return self.accuracy(session), len(plan.quantized_nodes), len(made)
+    def evaluate(self, assignment: Assignment) -> tuple[Mapping[str, float], Mapping[str, int]]:
+        session, plan, got = self.session(assignment)
+        nodes = counts(got)
+        # quantized glue outside every unit (none today: every quantized node is in a unit) counts as int8
+        nodes[INT8] += len(set(plan.quantized_nodes) - set(got))
+        return self.accuracy(session), nodes
 
     def time_pair(self, a: Assignment | None, b: Assignment) -> tuple[float, float]:
         first = self.float_session if a is None else self.session(a)[0]
@@ -219,10 +235,26 @@ class _MixedTrials(LatencyTrials):
         return values, worst
 
 
+def unit_precisions(units: Sequence[MixedUnit], assignment: Sequence[str]) -> dict[str, str]:
+    """Node → precision of every unit's node when unit ``i`` takes ``assignment[i]``."""
+    out: dict[str, str] = {}
+    for unit, p in zip(units, assignment):
+        out.update(unit.precisions(p))
+    return out
+
+
+_KEPT_OUT = {DYNAMIC: "dynamic int8", FP16: "fp16", FP32: "kept fp32"}
+
+
 def plan_for(model: Model, ranges: Mapping[str, TensorRange], cfg: QuantizationConfig, precisions: Mapping[str, str]) -> QuantPlan:
-    """The static plan with every node not at ``int8`` in ``precisions`` kept out, with its reason."""
-    forced = {n: f"{MIXED} {'dynamic int8' if p == DYNAMIC else 'kept fp32'}" for n, p in precisions.items() if p != INT8}
-    return build_plan(model, ranges, cfg, forced)
+    """The static plan for ``precisions``: nodes at ``dynamic-int8`` / ``fp16`` / ``fp32`` kept out, each
+    with its reason; the activations of ``int16`` nodes 16-bit (:func:`._mixed_apply.widen_activations`)."""
+    forced = {n: f"{MIXED} {_KEPT_OUT[p]}" for n, p in precisions.items() if p not in (INT8, INT16)}
+    plan = build_plan(model, ranges, cfg, forced)
+    wide = [n for n, p in precisions.items() if p == INT16]
+    if wide:
+        widen_activations(model, plan, wide, wide_dtype(cfg) or "uint16", cfg.activation_dtype)
+    return plan
 
 
 def _classes(model: Model) -> dict[str, Callable[[MixedUnit], bool]]:
@@ -237,22 +269,17 @@ def _classes(model: Model) -> dict[str, Callable[[MixedUnit], bool]]:
 
 @register_pass("mixed-precision")
 class MixedPrecision(PlanTuningPass[MixedPrecisionConfig]):
-    """Choose int8 / dynamic int8 / fp32 per unit: the fastest plan measured that meets the accuracy target."""
+    """Choose int8 / dynamic int8 / int16 / fp16 / fp32 per unit: the fastest plan measured that meets the accuracy target."""
 
     activity = "mixed-precision search"
 
-    def run(self, model: Model, ctx: PassContext) -> PassResult:
-        plan, cfg, ranges = ctx.plan, ctx.quant_config, ctx.ranges
-        if plan is None or cfg is None or ranges is None:
-            return self.skip(model, ctx, "no quantization plan")
-        samples = self.sample_inputs(ctx)
-        if not samples:
-            return self.skip(model, ctx, "no sample inputs", " (give --data)")
-        units = mixed_units(model, plan, cfg, dynamic=self.config.dynamic)
+    def tune(self, model: Model, ctx: PassContext, given: TuningInputs) -> PassResult:
+        plan, cfg, ranges = given.plan, given.cfg, given.ranges
+        units = mixed_units(model, plan, cfg, ranges, precisions=self.config.precisions)
         if not units:
             return PassResult(model, False, {"skipped": "nothing to quantize"})
         with status("mixed precision: ranking units by sensitivity", ctx.progress) as shown:
-            trials = _MixedTrials(model, ranges, cfg, samples, self.config)
+            trials = _MixedTrials(model, ranges, cfg, given.samples, self.config)
             trials.units = units
             if parse_targets(self.config.accuracy_target)[1] is not None and not any(isinstance(g.metric, _DECISIONS) for g in trials.guards.guards):
                 ctx.note(
@@ -270,17 +297,42 @@ class MixedPrecision(PlanTuningPass[MixedPrecisionConfig]):
                 max_latency_ms=self.config.max_latency_ms, min_speedup=self.config.min_speedup,
             )
         chosen = result.chosen
-        _, final_plan, made = trials.session(chosen.assignment)
-        precisions = {n: (INT8 if n in set(final_plan.quantized_nodes) else made.get(n, FP32)) for u in trials.units for n in u.nodes}
-        record = self._record(result, precisions, ranking_evaluations)
+        _, final_plan, _ = trials.session(chosen.assignment)
+        by_unit = dict(zip((u.name for u in trials.units), chosen.assignment))
+        assignment = {u.name: by_unit[u.name] for u in units}  # graph order
+        record = self._record(result, node_precisions(final_plan, unit_precisions(units, list(assignment.values()))), ranking_evaluations)
+        record.assignment = assignment
         for line in _notes(record):
             ctx.note(line)
         ctx.plan = final_plan
         steps = [_step(p) for p in result.points]
         ctx.tuning = TuningRecord(threads=self.config.threads, steps=steps, guards=list(getattr(chosen.reading, "records", [])), mixed=record)
         stats = {"units": len(units), "evaluations": result.evaluations + ranking_evaluations, "timed": result.timed, "met": record.met}
-        stats.update({p: sum(1 for v in precisions.values() if v == p) for p in (INT8, DYNAMIC, FP32)})
+        stats.update(counts(record.precisions))
         return PassResult(model, False, stats)
+
+    def replay(self, model: Model, ctx: PassContext, given: TuningInputs) -> PassResult:
+        """Re-apply the assignment a previous report recorded: same plan, same map, nothing measured."""
+        recorded = _recorded(self.config.replay)
+        units = {u.name: u for u in mixed_units(model, given.plan, given.cfg, given.ranges)}
+        assignment: dict[str, str] = recorded["assignment"]
+        unknown = sorted(set(assignment) - set(units))
+        if unknown:
+            raise ConfigError(f"mixed-precision: replay report '{self.config.replay}' assigns unit(s) this model does not have: {', '.join(unknown[:5])}")
+        bad = sorted({p for p in assignment.values() if p not in PRECISIONS})
+        if bad:
+            raise ConfigError(f"mixed-precision: replay report '{self.config.replay}' has unknown precision(s) {', '.join(bad)}")
+        precisions = unit_precisions([units[n] for n in assignment], list(assignment.values()))
+        ctx.plan = plan_for(model, given.ranges, given.cfg, precisions)
+        record = MixedPrecisionRecord(
+            targets=list(recorded.get("targets", [])), max_latency_ms=recorded.get("max_latency_ms"), min_speedup=recorded.get("min_speedup"),
+            met=bool(recorded.get("met", True)), unmet=str(recorded.get("unmet", "")), precisions=node_precisions(ctx.plan, precisions),
+            chosen=str(recorded.get("chosen", "")), assignment=dict(assignment), runtime=str(recorded.get("runtime", "onnxruntime")),
+            replayed=self.config.replay,
+        )
+        ctx.tuning = TuningRecord(threads=self.config.threads, replayed=self.config.replay, replayed_nodes=len(precisions), mixed=record)
+        ctx.note(f"mixed precision: replayed the assignment of '{self.config.replay}' ({len(assignment)} units; nothing evaluated or timed)")
+        return PassResult(model, False, {"replayed": len(assignment), **counts(record.precisions)})
 
     def _record(self, result: Any, precisions: dict[str, str], ranking_evaluations: int) -> MixedPrecisionRecord:
         targets = list(self.config.accuracy_target) or ["default guards"]
@@ -298,8 +350,8 @@ class MixedPrecision(PlanTuningPass[MixedPrecisionConfig]):
         key = next(iter(k for k in chosen.reading if k not in ("agreement", "cosine")), None) or _primary_key(chosen.reading)
         frontier = [
             FrontierPoint(
-                p.label, _value(p.reading, key), key, p.meets, p.int8_nodes, p.dynamic_nodes,
-                _round(p.ms), _round(p.float_ms), None if p.speedup is None else round(p.speedup, 3),
+                p.label, _value(p.reading, key), key, p.meets, p.nodes[INT8], p.nodes[DYNAMIC],
+                _round(p.ms), _round(p.float_ms), None if p.speedup is None else round(p.speedup, 3), p.nodes[INT16], p.nodes[FP16],
             )
             for p in result.points
         ]
@@ -307,8 +359,22 @@ class MixedPrecision(PlanTuningPass[MixedPrecisionConfig]):
             targets=targets, max_latency_ms=self.config.max_latency_ms, min_speedup=self.config.min_speedup,
             met=result.accuracy_met and result.latency_met, unmet=unmet, precisions=precisions,
             evaluations={"sensitivity": ranking_evaluations, "search": result.evaluations, "timed": result.timed},
-            frontier=frontier, chosen=chosen.label,
+            frontier=frontier, chosen=chosen.label, runtime=self.config.runtime,
         )
+
+
+def _recorded(path: str) -> dict[str, Any]:
+    """The mixed-precision record of a previous report, with its per-unit assignment."""
+    report = read_report(path, "mixed-precision")
+    mixed = report.get("mixed_precision")
+    if not isinstance(mixed, dict):
+        raise ConfigError(
+            f"mixed-precision: replay report '{path}' records no mixed-precision search (a tune-latency report?); "
+            "replay it without --accuracy-target / --max-latency-ms / --min-speedup"
+        )
+    if not isinstance(mixed.get("assignment"), dict) or not mixed["assignment"]:
+        raise ConfigError(f"mixed-precision: replay report '{path}' has no per-unit assignment (written by an older onnxq); convert again with --report")
+    return mixed
 
 
 def _primary_key(reading: Mapping[str, float]) -> str:
@@ -341,11 +407,12 @@ def _step(p: Point) -> TuningStep:
 
 
 def _notes(record: MixedPrecisionRecord) -> list[str]:
-    counts = {p: sum(1 for v in record.precisions.values() if v == p) for p in (INT8, DYNAMIC, FP32)}
+    n = counts(record.precisions)
     spent = record.evaluations
     line = (
-        f"mixed precision: {counts[INT8]} nodes int8, {counts[DYNAMIC]} dynamic int8, {counts[FP32]} fp32 "
-        f"({spent.get('sensitivity', 0)} sensitivity + {spent.get('search', 0)} search evaluations, {spent.get('timed', 0)} plans timed)"
+        f"mixed precision: {n[INT8]} nodes int8, {n[DYNAMIC]} dynamic int8, {n[INT16]} int16, {n[FP16]} fp16, {n[FP32]} fp32 "
+        f"({spent.get('sensitivity', 0)} sensitivity + {spent.get('search', 0)} search evaluations, {spent.get('timed', 0)} plans timed "
+        f"on {record.runtime})"
     )
     return [line] + ([record.unmet] if record.unmet else [])
 
@@ -368,7 +435,8 @@ class ApplyPrecisionMapConfig(PassConfig):
 
 @register_pass("apply-precision-map")
 class ApplyPrecisionMap(Pass[ApplyPrecisionMapConfig]):
-    """Rewrite the nodes ``mixed-precision`` chose ``dynamic-int8`` for (after ``insert-qdq``)."""
+    """Rewrite the nodes ``mixed-precision`` chose ``dynamic-int8`` for, and compute its ``fp16`` nodes
+    in float16 (after ``insert-qdq``: both are float in the static plan)."""
 
     reads = ("tuning",)
 
@@ -376,15 +444,19 @@ class ApplyPrecisionMap(Pass[ApplyPrecisionMapConfig]):
         mixed = ctx.tuning.mixed if ctx.tuning is not None else None
         if mixed is None:
             return PassResult(model, False, {"skipped": "no precision map"})
-        wanted = sorted(n for n, p in mixed.precisions.items() if p == DYNAMIC)
-        if not wanted:
-            return PassResult(model, False, {"dynamic": 0})
+        dynamic = sorted(n for n, p in mixed.precisions.items() if p == DYNAMIC)
+        half = sorted(n for n, p in mixed.precisions.items() if p == FP16)
         ops = {n.name: n.op for n in model.graph.nodes}
-        refused = apply_dynamic(model, wanted, dynamic_config(ctx.quant_config, self.config.format))
-        done = {n for n in wanted if n not in refused}
+        refused = apply_dynamic(model, dynamic, dynamic_config(ctx.quant_config, self.config.format)) if dynamic else {}
+        refused_half = apply_fp16(model, half)
+        done = {n for n in dynamic if n not in refused}
         # insert-qdq recorded these nodes as left float (the static plan kept them out); they are
-        # dynamic int8 now, so those records no longer describe the model
-        ctx.skips[:] = [s for s in ctx.skips if not (s.node in done and s.reason.startswith(MIXED))]
+        # dynamic int8 now, so those records no longer describe the model (fp16 nodes are float: theirs stay)
+        ctx.skips[:] = [s for s in ctx.skips if not (s.node in done | set(refused_half) and s.reason.startswith(MIXED))]
         for node, reason in refused.items():
             ctx.skip(node, ops.get(node, ""), f"{MIXED} dynamic int8 refused: {reason}")
-        return PassResult(model, bool(done), {"dynamic": len(done), "refused": len(refused)})
+        for node, reason in refused_half.items():
+            ctx.skip(node, ops.get(node, ""), f"{MIXED} fp16 refused: {reason}")
+        stats = {"dynamic": len(done), "fp16": len(half) - len(refused_half)}
+        stats.update({k: v for k, v in (("refused", len(refused)), ("fp16_refused", len(refused_half))) if v})
+        return PassResult(model, bool(done) or len(half) > len(refused_half), stats)

@@ -58,7 +58,10 @@ from .annotate import build_plan
 from .close_float_islands import close_islands
 from .insert_qdq import materialize
 
-__all__ = ["TuneLatency", "TuneLatencyConfig", "LatencyTrials", "PlanTuningPass", "NODE_CLASSES", "score_like_outputs"]
+__all__ = [
+    "TuneLatency", "TuneLatencyConfig", "LatencyTrials", "PlanTuningPass", "TuningInputs", "NODE_CLASSES", "score_like_outputs", "read_report",
+    "check_tuner_options",
+]
 
 log = logging.getLogger(__name__)
 
@@ -119,12 +122,22 @@ class TuneLatencyConfig(AccuracyGuardConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.threads < 0 or self.budget_s <= 0 or not 0 <= self.min_gain < 1:
-            raise ConfigError("tune-latency: threads >= 0, budget_s > 0 and 0 <= min_gain < 1 required")
-        if self.runtime not in runtime_names():
-            raise ConfigError(f"tune-latency: unknown runtime '{self.runtime}'; valid: {', '.join(runtime_names())}")
-        if self.replay and not Path(self.replay).is_file():
-            raise ConfigError(f"tune-latency: replay report '{self.replay}' does not exist")
+        check_tuner_options("tune-latency", self)
+
+
+def check_tuner_options(who: str, c: Any) -> None:
+    """The options both plan tuners (``tune-latency``, ``mixed-precision``) share: timing, runtime, replay.
+
+    Raises:
+        ConfigError: a negative thread count, a non-positive budget, ``min_gain`` outside [0, 1), an
+            unknown runtime or a replay report that does not exist.
+    """
+    if c.threads < 0 or c.budget_s <= 0 or not 0 <= c.min_gain < 1:
+        raise ConfigError(f"{who}: threads >= 0, budget_s > 0 and 0 <= min_gain < 1 required")
+    if c.runtime not in runtime_names():
+        raise ConfigError(f"{who}: unknown runtime '{c.runtime}'; valid: {', '.join(runtime_names())}")
+    if c.replay and not Path(c.replay).is_file():
+        raise ConfigError(f"{who}: replay report '{c.replay}' does not exist")
 
 
 def _first_sample(data: Any) -> Mapping[str, np.ndarray] | None:
@@ -228,11 +241,42 @@ def _records(acc: Mapping[str, float]) -> list[dict[str, Any]]:
 def _replayed(path: str) -> dict[str, str]:
     """The tuning decisions recorded in a previous conversion report (``onnxq.api.convert`` has
     already checked that it is a report of this model; a recipe's ``replay`` gets this check only)."""
+    report = read_report(path, "tune-latency")
+    if report.get("mixed_precision"):
+        targets = " ".join(f"--accuracy-target '{t}'" for t in report["mixed_precision"].get("targets", []) if t != "default guards")
+        raise ConfigError(
+            f"tune-latency: replay report '{path}' records a mixed-precision search; replay it with its targets ({targets or 'any --accuracy-target'})"
+        )
+    try:
+        return {d["node"]: d["reason"] for d in report.get("float_nodes", []) if str(d.get("reason", "")).startswith(KEPT_FLOAT)}
+    except (AttributeError, KeyError, TypeError) as e:
+        raise ConfigError(f"tune-latency: replay report '{path}' is not a conversion report ({type(e).__name__}: {e})") from e
+
+
+def read_report(path: str, who: str) -> dict[str, Any]:
+    """A conversion report (JSON) to replay, as plain data.
+
+    Raises:
+        ConfigError: unreadable, not JSON, or not a JSON object.
+    """
     try:
         report = json.loads(Path(path).read_text(encoding="utf-8"))
-        return {d["node"]: d["reason"] for d in report.get("float_nodes", []) if str(d.get("reason", "")).startswith(KEPT_FLOAT)}
-    except (OSError, ValueError, RecursionError, AttributeError, KeyError, TypeError) as e:
-        raise ConfigError(f"tune-latency: replay report '{path}' is not a conversion report ({type(e).__name__}: {e})") from e
+    except (OSError, ValueError, RecursionError) as e:
+        raise ConfigError(f"{who}: replay report '{path}' is not a conversion report ({type(e).__name__}: {e})") from e
+    if not isinstance(report, dict):
+        raise ConfigError(f"{who}: replay report '{path}' is not a conversion report (a JSON {type(report).__name__}, not an object)")
+    return report
+
+
+@dataclass(frozen=True)
+class TuningInputs:
+    """What a plan-tuning pass works from: the static plan, its config, the ranges and the sample
+    inputs (empty when replaying: a replay measures nothing)."""
+
+    plan: QuantPlan
+    cfg: QuantizationConfig
+    ranges: Mapping[str, TensorRange]
+    samples: list[Mapping[str, np.ndarray]]
 
 
 GC = TypeVar("GC", bound=AccuracyGuardConfig)
@@ -241,7 +285,11 @@ GC = TypeVar("GC", bound=AccuracyGuardConfig)
 class PlanTuningPass(Pass[GC]):
     """A pass that rewrites the quantization plan from measurements on sample inputs (``tune-latency``,
     ``mixed-precision``): it reads the plan, its config and the ranges, writes the plan and a
-    :class:`TuningRecord`, and is skipped, with a note saying why, when any of them or the samples are missing."""
+    :class:`TuningRecord`, and is skipped, with a note saying why, when any of them or the samples are missing.
+
+    :meth:`run` checks those inputs once for both; a subclass implements :meth:`tune` (measure) and
+    :meth:`replay` (re-apply a report's decisions, measuring nothing) and names the report in
+    :attr:`replay_from`."""
 
     changes_structure = False
     reads = ("plan", "quant_config", "ranges")
@@ -259,6 +307,31 @@ class PlanTuningPass(Pass[GC]):
         data = ctx.calibration_data
         return list(islice(data, self.config.eval_samples)) if data is not None else []
 
+    @property
+    def replay_from(self) -> str:
+        """The report whose decisions to re-apply ("": measure): the config's ``replay`` option, which
+        both tuners' configs have (the shared guard config cannot: ``ConversionOptions`` inherits it)."""
+        return str(getattr(self.config, "replay", "") or "")
+
+    def run(self, model: Model, ctx: PassContext) -> PassResult:
+        plan, cfg, ranges = ctx.plan, ctx.quant_config, ctx.ranges
+        if plan is None or cfg is None or ranges is None:
+            return self.skip(model, ctx, "no quantization plan")
+        if self.replay_from:
+            return self.replay(model, ctx, TuningInputs(plan, cfg, ranges, []))
+        samples = self.sample_inputs(ctx)
+        if not samples:
+            return self.skip(model, ctx, "no sample inputs", " (give --data)")
+        return self.tune(model, ctx, TuningInputs(plan, cfg, ranges, samples))
+
+    def tune(self, model: Model, ctx: PassContext, given: TuningInputs) -> PassResult:
+        """Measure candidates on ``given.samples`` and write the plan and the tuning record."""
+        raise NotImplementedError
+
+    def replay(self, model: Model, ctx: PassContext, given: TuningInputs) -> PassResult:
+        """Write the plan :attr:`replay_from` records, without measuring."""
+        raise NotImplementedError
+
 
 @register_pass("tune-latency")
 class TuneLatency(PlanTuningPass[TuneLatencyConfig]):
@@ -266,18 +339,14 @@ class TuneLatency(PlanTuningPass[TuneLatencyConfig]):
 
     activity = "latency tuning"
 
-    def run(self, model: Model, ctx: PassContext) -> PassResult:
-        plan, cfg, ranges = ctx.plan, ctx.quant_config, ctx.ranges
-        if plan is None or cfg is None or ranges is None:
-            return self.skip(model, ctx, "no quantization plan")
-        if self.config.replay:
-            replayed = _replayed(self.config.replay)
-            ctx.plan = build_plan(model, ranges, cfg, replayed)
-            ctx.tuning = TuningRecord(threads=self.config.threads, replayed=self.config.replay, replayed_nodes=len(replayed))
-            return PassResult(model, False, {"replayed": len(replayed)})
-        samples = self.sample_inputs(ctx)
-        if not samples:
-            return self.skip(model, ctx, "no sample inputs", " (give --data)")
+    def replay(self, model: Model, ctx: PassContext, given: TuningInputs) -> PassResult:
+        replayed = _replayed(self.config.replay)
+        ctx.plan = build_plan(model, given.ranges, given.cfg, replayed)
+        ctx.tuning = TuningRecord(threads=self.config.threads, replayed=self.config.replay, replayed_nodes=len(replayed))
+        return PassResult(model, False, {"replayed": len(replayed)})
+
+    def tune(self, model: Model, ctx: PassContext, given: TuningInputs) -> PassResult:
+        plan, cfg, ranges, samples = given.plan, given.cfg, given.ranges, given.samples
         if not plan.quantized_nodes:
             return PassResult(model, False, {"skipped": "nothing quantized"})
         with status("tuning: checking int8 accuracy against float", ctx.progress) as shown:

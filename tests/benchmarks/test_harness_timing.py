@@ -93,3 +93,24 @@ def test_time_contenders_reuses_or_opens_sessions_and_keeps_failures(monkeypatch
     assert reused == {}  # handed over, freed after their thread count
     assert set(latency["a"]) == {"1", "2"} and latency["b"]["2"]["runs"] == 2
     assert errors == {"4": "no such thread count"}
+
+
+def test_load_ms_opens_round_robin_and_takes_the_median(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each round opens every model once, starting one model later than the round before; the figure is
+    the median of the per-opening wall times (the fake clock makes 'b' cost 5 ms except one 50 ms outlier)."""
+    log: list[str] = []
+    costs = {"a": [1.0, 1.0, 1.0], "b": [5.0, 50.0, 5.0]}
+    now = [0.0]
+
+    def opener(name: str) -> Any:
+        def open_model() -> str:
+            log.append(name)
+            now[0] += costs[name][sum(n == name for n in log) - 1] / 1e3
+            return name
+
+        return open_model
+
+    monkeypatch.setattr(timing.time, "perf_counter", lambda: now[0])
+    result = timing.load_ms({"a": opener("a"), "b": opener("b")}, repeats=3)
+    assert log == ["a", "b", "b", "a", "a", "b"]
+    assert result == pytest.approx({"a": 1.0, "b": 5.0})

@@ -43,6 +43,17 @@ def test_met_target_writes_the_precision_map_and_the_frontier(mlp: Path, data: P
     assert np.mean(np.argmax(reference, -1) == np.argmax(converted, -1)) >= 0.9
 
 
+def test_replay_of_a_search_writes_the_same_file(mlp: Path, data: Path, tmp_path: Path) -> None:
+    first, again, report = tmp_path / "first.onnx", tmp_path / "again.onnx", tmp_path / "report.json"
+    target = ["--accuracy-target", "agreement>=0.9"]
+    code, _, stderr = invoke("convert", str(mlp), "-o", str(first), "--data", str(data), *target, "--report", str(report))
+    assert code == 0, stderr
+    code, stdout, stderr = invoke("convert", str(mlp), "-o", str(again), "--data", str(data), *target, "--replay", str(report))
+    assert code == 0, stderr
+    assert again.read_bytes() == first.read_bytes()
+    assert "nothing evaluated or timed" in stderr + stdout
+
+
 def test_impossible_target_exits_3_and_says_so(mlp: Path, data: Path, tmp_path: Path) -> None:
     out = tmp_path / "out.onnx"
     code, _, stderr = invoke("convert", str(mlp), "-o", str(out), "--data", str(data), "--accuracy-target", "cosine>=1.01")
@@ -66,7 +77,8 @@ def test_unreachable_speedup_exits_3(mlp: Path, data: Path, tmp_path: Path) -> N
         (["--max-latency-ms", "0"], "max_latency_ms must be a positive number"),
         (["--accuracy-target", "cosine>=0.99", "--no-tune"], "--no-tune turns off"),
         (["--mode", "dynamic", "--min-speedup", "2"], "--min-speedup does not apply to --mode dynamic"),
-        (["--accuracy-target", "cosine>=0.99", "--target", "ort-cpu"], "do not support --target yet"),
+        (["--accuracy-target", "cosine>=0.99", "--target", "tensorrt"], "with --target tensorrt: the mixed-precision search times its candidates"),
+        (["--accuracy-target", "cosine>=0.99", "--target", "qnn"], "which does not run here"),
     ],
 )
 def test_bad_targets_are_one_line_and_exit_2(mlp: Path, data: Path, tmp_path: Path, flags: list[str], message: str) -> None:

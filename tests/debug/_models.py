@@ -26,9 +26,10 @@ def samples(name: str, n: int = 4) -> list[dict[str, np.ndarray]]:
 
 @functools.cache
 def quantized(name: str, fmt: str = "qdq") -> onnx.ModelProto:
-    """``name`` converted to static int8 without tuning (reduce_range left at its default: 7-bit
-    weights where onnxruntime's u8·s8 kernel saturates on this CPU)."""
-    return ir.to_proto(convert(float_model(name), samples(name), tune=False, format=fmt).model)
+    """``name`` converted to static int8 without tuning, with 7-bit weights: no u8·s8 product
+    saturates on any CPU, so onnxruntime's fused and unfused int8 agree up to rounding whichever
+    tensors a comparison exposes (with saturating 8-bit weights, exposing a tensor changes results)."""
+    return ir.to_proto(convert(float_model(name), samples(name), tune=False, format=fmt, reduce_range=True).model)
 
 
 def with_scale_times(model: onnx.ModelProto, initializer: str, factor: float) -> onnx.ModelProto:

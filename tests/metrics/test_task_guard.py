@@ -235,7 +235,8 @@ def recognizer() -> Iterator[tuple[onnx.ModelProto, list[Feeds], list[Feeds]]]:
 
 def test_recognizer_old_guard_lets_flipped_strings_through(recognizer: tuple[onnx.ModelProto, list[Feeds], list[Feeds]]) -> None:
     src, calib, held_out = recognizer
-    old = quantize_static(src, calib, accuracy_metric=("top1",))  # per-step top-1, the guard of before
+    # 7-bit weights everywhere (not measured per node): the plan under which int8 flips strings, which is what the guards are tested on
+    old = quantize_static(src, calib, accuracy_metric=("top1",), reduce_range=True)  # per-step top-1, the guard of before
     [guard] = old.report.accuracy_guards
     assert _kept(old) == {} and guard.meets and guard.value is not None and guard.value >= 0.98
     ref, got = _outputs(src, held_out), _outputs(old.model, held_out)
@@ -245,7 +246,7 @@ def test_recognizer_old_guard_lets_flipped_strings_through(recognizer: tuple[onn
 
 def test_recognizer_default_guard_refuses_what_int8_cannot_keep(recognizer: tuple[onnx.ModelProto, list[Feeds], list[Feeds]]) -> None:
     src, calib, held_out = recognizer
-    res = quantize_static(src, calib)
+    res = quantize_static(src, calib, reduce_range=True)  # the plan of the test above
     [guard] = res.report.accuracy_guards
     assert guard.metric == "sequence_agreement:batch_axis=1" and guard.threshold == 0.98
     assert "after a recurrent op" in guard.why

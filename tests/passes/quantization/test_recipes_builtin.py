@@ -49,7 +49,7 @@ def test_fast_is_the_plain_min_max_pipeline(separable: onnx.ModelProto) -> None:
     api = onnxq.convert(separable, CALIB, recipe="fast")
     assert [p.name for p in api.report.passes] == [s["pass"] for s in load_recipe("fast")]
     steps = [{"pass": "upgrade-opset", "target": 17}, {"pass": "cleanup"}, {"pass": "expand-hardswish"}, {"pass": "calibrate", "method": "minmax"},
-             {"pass": "annotate-quantization"}, {"pass": "insert-qdq"}]
+             {"pass": "annotate-quantization"}, {"pass": "choose-weight-range"}, {"pass": "insert-qdq"}]
     explicit, _, _ = run_steps(separable, steps, CALIB)
     assert ir.to_proto(api.model).SerializeToString() == ir.to_proto(explicit).SerializeToString()
 
