@@ -107,7 +107,7 @@ def _static(o: ConversionOptions, given: PipelineInputs) -> list[Step]:
     steps.append({"pass": "close-float-islands"})
     # Each quantized activation (SiLU, HardSwish, GELU...) in the form timed fastest on this model
     # (qlinear / table lookup / fused float); without tuning, today's form, untimed.
-    steps.append({"pass": "choose-activation-forms", "form": "measure" if o.tune else "qlinear", "threads": o.threads})
+    steps.append({"pass": "choose-activation-forms", "form": "measure" if o.tune else "qlinear", "threads": o.threads, "replay": o.replay or ""})
     if o.format == "qoperator":
         steps.append({"pass": "convert-qlinear"})
     return steps

@@ -63,7 +63,7 @@ from onnxq.runtime.session import make_session
 
 from ._activation_expr import Activation, Emitter, code_dtype, code_table, compute_ops, read_activation, to_float
 
-__all__ = ["ChooseActivationForms", "ChooseActivationFormsConfig", "FORMS", "find_activations", "apply_form"]
+__all__ = ["ChooseActivationForms", "ChooseActivationFormsConfig", "FORMS", "find_activations", "apply_form", "replayed_form"]
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +82,8 @@ class ChooseActivationFormsConfig(PassConfig):
         min_gain: a form other than qlinear is kept only when faster by at least this fraction.
         max_step_error: the float form is used for a region only when its output codes differ
             from the qlinear form's by at most this many steps on every input code.
+        replay: a conversion report (JSON) whose ``choose-activation-forms`` record gives the form
+            to apply without timing (``onnxq convert --replay``: the same bytes as that run).
     """
 
     form: str = "measure"
@@ -89,6 +91,7 @@ class ChooseActivationFormsConfig(PassConfig):
     budget_s: float = 10.0
     min_gain: float = 0.05
     max_step_error: int = 1
+    replay: str = ""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -183,6 +186,22 @@ def find_activations(model: Model) -> list[Activation]:
     return found
 
 
+def replayed_form(path: str) -> str:
+    """The form an earlier conversion's report recorded for this pass ("qlinear" when it found no activation).
+
+    Raises:
+        ConfigError: the report is unreadable or names no known form.
+    """
+    from .tune_latency import read_report  # the one reader of replay reports
+
+    report = read_report(path, "choose-activation-forms")
+    records = [p for p in report.get("passes") or [] if isinstance(p, dict) and p.get("pass") == "choose-activation-forms"]
+    form = (records[0].get("stats") or {}).get("form", "qlinear") if records else "qlinear"
+    if form not in FORMS:
+        raise ConfigError(f"choose-activation-forms: replay report '{path}' records form {form!r}; valid: {', '.join(FORMS)}")
+    return str(form)
+
+
 def _sample(model: Model, ctx: PassContext) -> dict[str, np.ndarray] | str:
     """The first calibration sample, else seeded random inputs (symbolic dimensions 1, as a batch
     dimension usually is), else why not."""
@@ -216,7 +235,9 @@ class ChooseActivationForms(Pass[ChooseActivationFormsConfig]):
         if not acts:
             return PassResult(model, False, {**stats, "form": "qlinear", "decision": "no activation regions"})
         timings: dict[str, float] = {}
-        if self.config.form != "measure":
+        if self.config.replay:
+            form, decision = replayed_form(self.config.replay), f"replayed from {self.config.replay}"
+        elif self.config.form != "measure":
             form, decision = self.config.form, "forced by the form option"
         else:
             form, decision, timings = self._measure(model, ctx)

@@ -185,3 +185,27 @@ def test_static_pipeline_runs_it_after_close_float_islands() -> None:
     assert names.index("choose-activation-forms") == names.index("close-float-islands") + 1
     untuned = build_steps(ConversionOptions(tune=False), PipelineInputs(has_data=True, has_ranges=False))
     assert next(s for s in untuned if s["pass"] == "choose-activation-forms")["form"] == "qlinear"
+
+
+def test_replay_applies_the_recorded_form_without_timing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--replay REPORT``: the form a report recorded is applied as is (timing would raise), byte-identical to forcing it."""
+    import json
+
+    import onnxq.passes.quantization.choose_activation_forms as caf
+
+    _, model, data = _quantized(SILU)
+    report = tmp_path / "report.json"
+    report.write_text(json.dumps({"passes": [{"pass": "choose-activation-forms", "stats": {"form": "lut"}}]}), encoding="utf-8")
+
+    def no_timing(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a replay must not time")
+
+    monkeypatch.setattr(caf.ChooseActivationForms, "_measure", no_timing)
+    replayed = run_pass("choose-activation-forms", ir.clone(model), PassContext(calibration_data=data), replay=str(report))
+    assert replayed.stats["form"] == "lut" and replayed.stats["decision"].startswith("replayed from")
+    assert ir.to_proto(replayed.model).SerializeToString() == ir.to_proto(_forced(model, "lut")[0]).SerializeToString()
+    report.write_text(json.dumps({"passes": [{"pass": "choose-activation-forms", "stats": {"form": "table"}}]}), encoding="utf-8")
+    with pytest.raises(ConfigError, match="records form 'table'"):
+        run_pass("choose-activation-forms", ir.clone(model), PassContext(calibration_data=data), replay=str(report))
+    steps = build_steps(ConversionOptions(replay=str(report)), PipelineInputs(has_data=True, has_ranges=False))
+    assert next(s for s in steps if s["pass"] == "choose-activation-forms")["replay"] == str(report)
