@@ -92,11 +92,13 @@ def adapt_steps(opts: ConversionOptions, profile: TargetProfile | None, steps: l
         if profile is not None and name == "choose-weight-range" and profile.saturation_probe != "onnxruntime":
             continue  # it measures onnxruntime's kernels; another runtime's 7-bit decision is annotate's
         if profile is not None and name == "tune-latency":
-            step = {**step, "runtime": profile.tune_runtime, "latency": profile.tune_latency}
+            step = {**step, "runtime": profile.tune_runtime, "latency": profile.tune_latency, "float_activations": profile.float_activations}
         if name == "insert-qdq" and opts.power_of_two_scales:
             runtime = profile.tune_runtime if profile is not None else "onnxruntime"
             out.append({"pass": "measure-fixed-point", "runtime": runtime, "threads": opts.threads, **{k: getattr(opts, k) for k in _GUARD_FIELDS}})
         out.append(step)
+        if profile is not None and name == "close-float-islands" and profile.float_activations:
+            out.append({"pass": "drop-qdq-before-float-ops", "float_ops": profile.float_activations})
     return out, notes
 
 

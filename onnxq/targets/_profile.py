@@ -86,6 +86,9 @@ class TargetProfile:
             when it is left automatic (None: the profile's ``reduce_range`` setting is final).
         expand_hardswish: write HardSwish as ``x · HardSigmoid(x)`` (onnxruntime's CPU provider has no
             HardSwish kernel; TensorRT, OpenVINO and QNN run HardSwish itself, QNN has no HardSigmoid).
+        float_activations: activations the runtime runs in float, fused into the convolution before
+            them: a Conv output only they read gets no Q/DQ pair (``drop-qdq-before-float-ops``;
+            empty: every quantized Conv keeps its output pair, as onnxruntime's QLinearConv needs).
         opset: the opset the static pipeline raises models to for this target.
         artifacts: files the validation writes beside the model, by suffix (``.ort``, ...).
         rules: what the linter checks (:class:`TargetRules`).
@@ -102,6 +105,7 @@ class TargetProfile:
     tune_latency: bool = True
     saturation_probe: str | None = None
     expand_hardswish: bool = True
+    float_activations: tuple[str, ...] = ()
     opset: int = 17
     artifacts: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()

@@ -14,6 +14,7 @@ from . import (  # noqa: F401  (imported to register the passes)
     close_float_islands,
     convert_float16,
     convert_qlinear,
+    drop_qdq_before_float_ops,
     expand_hardswish,
     insert_qdq,
     measure_fixed_point,

@@ -56,6 +56,7 @@ from onnxq.runtime.bench import bench_sessions
 
 from .annotate import build_plan
 from .close_float_islands import close_islands
+from .drop_qdq_before_float_ops import drop_pairs
 from .insert_qdq import materialize
 
 __all__ = [
@@ -110,6 +111,8 @@ class TuneLatencyConfig(AccuracyGuardConfig):
             ``onnxruntime-reference`` (exact QDQ numerics) for a target that does not.
         latency: time int8 against float; off where the target's runtime does not run here (the
             accuracy guard still runs, on ``runtime``'s numerics).
+        float_activations: the target's ``drop-qdq-before-float-ops`` readers: candidates are timed
+            without those pairs, as the pipeline ships them (empty: onnxruntime keeps every pair).
     """
 
     threads: int = 1
@@ -119,6 +122,7 @@ class TuneLatencyConfig(AccuracyGuardConfig):
     replay: str = ""
     runtime: str = "onnxruntime"
     latency: bool = True
+    float_activations: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -195,6 +199,8 @@ class LatencyTrials:
         variant = ir.clone(self.model)
         materialize(variant, plan, self.ranges)
         close_islands(variant)  # time the graph the pipeline ships (close-float-islands runs after insert-qdq)
+        if self.tcfg.float_activations:
+            drop_pairs(variant, self.tcfg.float_activations)  # ... and the target's drop-qdq-before-float-ops after it
         ir.normalize(variant)
         return make_runtime_session(variant, self.tcfg.runtime, threads=self.tcfg.threads, where=f"{self.model.source} (int8 candidate)"), plan
 
