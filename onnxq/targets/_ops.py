@@ -12,6 +12,7 @@ from __future__ import annotations
 __all__ = [
     "ORT_INT8_OPS",
     "OPENVINO_INT8_OPS",
+    "OPENVINO_FLOAT_ACTIVATIONS",
     "TENSORRT_INT8_OPS",
     "TENSORRT_UNSUPPORTED_OPS",
     "QNN_SUPPORTED_OPS",
@@ -49,6 +50,10 @@ ORT_INT8_OPS = frozenset(
 OPENVINO_INT8_OPS = frozenset(
     {"Conv", "ConvTranspose", "MatMul", "Gemm", "Add", "Mul", "AveragePool", "GlobalAveragePool", "ReduceMean", "Clip", "Relu", "LeakyRelu", "PRelu"}
 ) | LAYOUT_OPS
+
+#: OpenVINO: activations its CPU plugin runs in float, fused into the convolution before them (a Q/DQ
+#: pair between the two costs a Convert and an fp32 Subtract; see ``drop-qdq-before-float-ops``).
+OPENVINO_FLOAT_ACTIVATIONS = ("HardSwish", "HardSigmoid", "Sigmoid", "Tanh", "Swish", "Mish", "Gelu", "Elu", "Softplus")
 
 #: TensorRT: ops whose "Supported Types" include INT8 in onnx-tensorrt's ``docs/operators.md``
 #: (TensorRT 8.5, opset <= 17), plus MatMul and Add, which the TensorRT developer guide's explicit

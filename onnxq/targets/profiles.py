@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from ._ops import OPENVINO_INT8_OPS, ORT_INT8_OPS, QNN_INT8_OPS, QNN_SUPPORTED_OPS, TENSORRT_INT8_OPS, TENSORRT_UNSUPPORTED_OPS
+from ._ops import OPENVINO_FLOAT_ACTIVATIONS, OPENVINO_INT8_OPS, ORT_INT8_OPS, QNN_INT8_OPS, QNN_SUPPORTED_OPS, TENSORRT_INT8_OPS, TENSORRT_UNSUPPORTED_OPS
 from ._profile import TargetProfile, TargetRules, register_target
 
 __all__ = ["GENERIC", "ORT_CPU", "ORT_MOBILE", "OPENVINO", "TENSORRT", "QNN"]
@@ -110,7 +110,7 @@ OPENVINO = register_target(
         expand_hardswish=False,
         # measured (PP-OCRv4 det, PERF_COUNT): a Conv -> Q/DQ -> HardSwish pair costs a Convert and an
         # fp32 Subtract per tensor, 11.6 of 43.6 ms; fp32 fuses the activation into the Conv
-        float_activations=("HardSwish", "HardSigmoid", "Sigmoid", "Tanh", "Swish", "Mish", "Gelu", "Elu", "Softplus"),
+        float_activations=OPENVINO_FLOAT_ACTIVATIONS,
     )
 )
 

@@ -54,8 +54,7 @@ from onnxq.plan import QuantPlan
 from onnxq.runtime.kernels import REDUCE_RANGE_NOTE, int8_products_saturate
 from onnxq.runtime.session import make_session
 
-from .close_float_islands import close_islands
-from .insert_qdq import materialize
+from .tune_latency import shipped_candidate
 
 __all__ = ["ChooseWeightRange", "ChooseWeightRangeConfig", "saturating_nodes", "with_narrow_weights"]
 
@@ -98,15 +97,6 @@ def with_narrow_weights(plan: QuantPlan, candidates: set[str], narrow: set[str])
     """``plan`` with the weights of ``candidates`` nodes on the 8-bit grid, except those of ``narrow`` (7-bit)."""
     weights = [dataclasses.replace(w, reduce_range=w.node in narrow) if w.kind == "weight" and w.node in candidates else w for w in plan.weights]
     return dataclasses.replace(plan, weights=weights)
-
-
-def _shipped(model: Model, plan: QuantPlan, ranges: Mapping[str, Any]) -> Model:
-    """The Q/DQ model the pipeline would write for ``plan`` (on a copy)."""
-    variant = ir.clone(model)
-    materialize(variant, plan, ranges)
-    close_islands(variant)
-    ir.normalize(variant)
-    return variant
 
 
 def _is_dequantized_constant(tensor: ir.Tensor) -> bool:
@@ -190,7 +180,7 @@ def saturating_nodes(
     rounds = 0
     while rounds < cfg.max_rounds:
         rounds += 1
-        variant = _shipped(model, with_narrow_weights(plan, candidates, narrow), ranges)
+        variant = shipped_candidate(model, with_narrow_weights(plan, candidates, narrow), ranges)
         probes = _probes(variant, candidates - narrow - shown_clean)
         if not probes:
             break
@@ -283,7 +273,7 @@ class ChooseWeightRange(Pass[ChooseWeightRangeConfig]):
         for label, narrow in choices.items():
             if any(choices[earlier] == narrow for earlier in scores):
                 continue
-            variant = _shipped(model, with_narrow_weights(plan, candidates, narrow), ranges)
+            variant = shipped_candidate(model, with_narrow_weights(plan, candidates, narrow), ranges)
             session = make_session(variant, threads=1, where=f"{model.source} (weight-range candidate)")
             scores[label] = tuple(_worst_sqnr(session, samples, ref, float_outputs) for samples, ref in zip(sample_sets, references))
         return scores

@@ -29,6 +29,7 @@ from onnxq.context import PassContext
 from onnxq.ir import Model, Node
 from onnxq.pass_base import register_pass
 from onnxq.rewrite import Match, RewritePass, Rewriter, Rule
+from onnxq.targets._ops import OPENVINO_FLOAT_ACTIVATIONS
 
 __all__ = ["DropQdqBeforeFloatOps", "DropQdqBeforeFloatOpsConfig", "drop_pairs"]
 
@@ -38,11 +39,12 @@ class DropQdqBeforeFloatOpsConfig(PassConfig):
     """Options.
 
     Attributes:
-        float_ops: the readers the runtime runs in float (a pair in front of them is only conversions).
+        float_ops: the readers the runtime runs in float (a pair in front of them is only conversions;
+            default: OpenVINO's, the target this pass exists for).
         producers: the ops whose quantized output is dropped (the runtime fuses their input Q/DQ itself).
     """
 
-    float_ops: tuple[str, ...] = ("HardSwish", "HardSigmoid", "Sigmoid", "Tanh", "Swish", "Mish", "Gelu", "Elu", "Softplus")
+    float_ops: tuple[str, ...] = OPENVINO_FLOAT_ACTIVATIONS
     producers: tuple[str, ...] = ("Conv", "ConvTranspose")
 
 

@@ -61,7 +61,7 @@ from .insert_qdq import materialize
 
 __all__ = [
     "TuneLatency", "TuneLatencyConfig", "LatencyTrials", "PlanTuningPass", "TuningInputs", "NODE_CLASSES", "score_like_outputs", "read_report",
-    "check_tuner_options",
+    "check_tuner_options", "shipped_candidate",
 ]
 
 log = logging.getLogger(__name__)
@@ -167,6 +167,19 @@ def score_like_outputs(model: Model) -> set[str]:
     return found
 
 
+def shipped_candidate(model: Model, plan: QuantPlan, ranges: Mapping[str, TensorRange], float_activations: tuple[str, ...] = ()) -> Model:
+    """The Q/DQ model the static pipeline would write for ``plan``, on a copy of ``model``: what a
+    pass that measures candidate plans must run. insert-qdq, then close-float-islands, then (for a
+    target with ``float_activations``) drop-qdq-before-float-ops, as the pipeline orders them."""
+    variant = ir.clone(model)
+    materialize(variant, plan, ranges)
+    close_islands(variant)
+    if float_activations:
+        drop_pairs(variant, float_activations)
+    ir.normalize(variant)
+    return variant
+
+
 class LatencyTrials:
     """Builds sessions for candidate plans, times and evaluates them against float (shared with mixed-precision)."""
 
@@ -196,12 +209,7 @@ class LatencyTrials:
 
     def build(self, forced: dict[str, str]) -> tuple[Any, QuantPlan]:
         plan = build_plan(self.model, self.ranges, self.cfg, forced)
-        variant = ir.clone(self.model)
-        materialize(variant, plan, self.ranges)
-        close_islands(variant)  # time the graph the pipeline ships (close-float-islands runs after insert-qdq)
-        if self.tcfg.float_activations:
-            drop_pairs(variant, self.tcfg.float_activations)  # ... and the target's drop-qdq-before-float-ops after it
-        ir.normalize(variant)
+        variant = shipped_candidate(self.model, plan, self.ranges, self.tcfg.float_activations)
         return make_runtime_session(variant, self.tcfg.runtime, threads=self.tcfg.threads, where=f"{self.model.source} (int8 candidate)"), plan
 
     def time(self, a: Any, b: Any) -> tuple[float, float]:

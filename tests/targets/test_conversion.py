@@ -20,13 +20,6 @@ _PASSES = '[[passes]]\npass = "cleanup"\n\n[[passes]]\npass = "calibrate"\n\n[[p
 
 
 @pytest.fixture()
-def cnn(tmp_path: Path) -> Path:
-    path = tmp_path / "cnn.onnx"
-    onnx.save(build("cnn"), str(path))
-    return path
-
-
-@pytest.fixture()
 def lstm(tmp_path: Path) -> Path:
     path = tmp_path / "lstm.onnx"
     onnx.save(build("lstm"), str(path))

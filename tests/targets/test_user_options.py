@@ -20,13 +20,6 @@ from tests.helpers import cosine, invoke, random_feeds
 from tests.targets._util import converted, summarize
 
 
-@pytest.fixture()
-def cnn(tmp_path: Path) -> Path:
-    path = tmp_path / "cnn.onnx"
-    onnx.save(build("cnn"), str(path))
-    return path
-
-
 def _convert(model: Path, out: Path, *args: str) -> tuple[int, str, str]:
     return invoke("convert", str(model), "-o", str(out), "--data", "synthetic:2", "--dim", "N=1", "--no-tune", *args)
 

@@ -22,6 +22,7 @@ from onnxq import ir
 from onnxq.api import convert
 from onnxq.context import PassContext
 from onnxq.passes.quantization.annotate import build_plan
+from onnxq.passes.quantization.tune_latency import shipped_candidate
 from onnxq.runtime.kernels import int8_products_saturate
 from tests.helpers import invoke
 from tests.passes.quantization._pass_util import annotate, load, measured_ranges, run_pass, samples
@@ -113,7 +114,7 @@ def test_found_nodes_saturate_at_8_bits_and_not_at_7(mlp: onnx.ModelProto) -> No
     assert found.saturating, "per-channel MLP weights reach the int16 pair-sum bound on this CPU"
     assert not found.saturating & found.clean
     for narrow, expect_error in ((set(), True), (set(found.saturating), False)):
-        shipped = cwr._shipped(model, cwr.with_narrow_weights(ctx.plan, candidates, narrow), ctx.ranges)
+        shipped = shipped_candidate(model, cwr.with_narrow_weights(ctx.plan, candidates, narrow), ctx.ranges)
         probes = cwr._probes(shipped, found.saturating)
         errors = cwr._code_errors(shipped, sorted({p[1] for p in probes.values()}), calib[:4])
         worst = max(errors[p[1]] for p in probes.values())
