@@ -27,7 +27,7 @@ from ..ir import Model
 from ..pipeline import pipeline_from_data
 from ._loading import check_output, load_model, raise_ir_floor
 from .options import ConversionOptions
-from .pipelines import PipelineInputs, build_steps, calibration_steps
+from .pipelines import PipelineInputs, calibration_steps, mode_steps, with_pass_options
 from .report import ConversionReport, model_digest
 from .targets import adapt_steps, check_result, conversion_target, write_artifacts
 
@@ -149,9 +149,10 @@ def convert(
     samples = open_conversion_data(data, source_model, samples=opts.samples, dims=dims, image_preprocess=image_preprocess)
     if opts.mode != "static" and isinstance(samples, DataSource):
         _read_all(samples)
-    steps = build_steps(opts, PipelineInputs(has_data=samples is not None, has_ranges=ranges is not None))
     profile = conversion_target(opts)
-    steps, target_notes = adapt_steps(opts, profile, steps)
+    # the target adapts the mode's steps first, so the user's pass options apply to (and win over) its steps too
+    steps, target_notes = adapt_steps(opts, profile, mode_steps(opts, PipelineInputs(has_data=samples is not None, has_ranges=ranges is not None)))
+    steps = with_pass_options(steps, opts.pass_options)
     work = raise_ir_floor(ir.clone(source_model))  # passes edit in place; the caller's model stays untouched
     steps, notes = _with_opset_fallback(steps, work)
     notes += target_notes

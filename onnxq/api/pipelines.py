@@ -26,7 +26,7 @@ from ..plan import AccuracyGuardConfig, QuantizationConfig
 from .options import ConversionOptions
 from .recipes import load_recipe
 
-__all__ = ["PipelineInputs", "MODE_PIPELINES", "build_steps", "calibration_steps", "STATIC_OPSET", "WIDE_ACTIVATION_OPSET"]
+__all__ = ["PipelineInputs", "MODE_PIPELINES", "build_steps", "mode_steps", "with_pass_options", "calibration_steps", "STATIC_OPSET", "WIDE_ACTIVATION_OPSET"]
 
 #: Opset the static pipeline raises models to: cleanup's fusions (HardSwish: 14), per-channel Q/DQ
 #: (13) and LayerNormalization (17) need it.
@@ -185,16 +185,25 @@ MODE_PIPELINES: dict[str, PipelineBuilder] = {
 
 
 def build_steps(options: ConversionOptions, given: PipelineInputs) -> list[Step]:
-    """The pipeline a conversion runs: the recipe's steps, or the mode's default, plus ``pass_options``.
+    """The pipeline a conversion without a target runs: :func:`mode_steps` plus ``pass_options``.
 
     Raises:
         ConfigError: ``pass_options`` names a pass the pipeline does not run.
     """
-    steps = load_recipe(options.recipe) if options.recipe is not None else MODE_PIPELINES[options.mode](options, given)
-    return _with_pass_options(steps, options.pass_options)
+    return with_pass_options(mode_steps(options, given), options.pass_options)
 
 
-def _with_pass_options(steps: list[Step], extra: Mapping[str, Mapping[str, Any]]) -> list[Step]:
+def mode_steps(options: ConversionOptions, given: PipelineInputs) -> list[Step]:
+    """The recipe's steps, or the mode's default (a target adapts them before the pass options apply)."""
+    return load_recipe(options.recipe) if options.recipe is not None else MODE_PIPELINES[options.mode](options, given)
+
+
+def with_pass_options(steps: list[Step], extra: Mapping[str, Mapping[str, Any]]) -> list[Step]:
+    """``steps`` with the user's per-pass options applied last (they win over what any builder set).
+
+    Raises:
+        ConfigError: ``extra`` names a pass ``steps`` does not run.
+    """
     names = [s["pass"] for s in steps]
     unknown = sorted(set(extra) - set(names))
     if unknown:

@@ -112,3 +112,13 @@ def test_the_tuner_times_openvino_candidates_without_the_pairs() -> None:
     generic, _ = adapt_steps(cpu, get_target("ort-cpu"), build_steps(cpu, PipelineInputs(has_data=True, has_ranges=False)))
     assert "drop-qdq-before-float-ops" not in [s["pass"] for s in generic]
     assert next(s for s in generic if s["pass"] == "tune-latency")["float_activations"] == ()
+
+
+@needs_openvino
+def test_pass_options_reach_the_steps_the_target_adds() -> None:
+    """The user's pass options apply after the target adapted the pipeline: they may name a pass only the
+    target adds (here: only the Sigmoid pair dropped), and they win over what the target set."""
+    result = convert(CONV_HARDSWISH, FEEDS, target="openvino", tune=False, pass_options={"drop-qdq-before-float-ops": {"float_ops": ["Sigmoid"]}})
+    record = next(p for p in result.report.passes if p.name == "drop-qdq-before-float-ops")
+    assert record.stats["dropped"] == 1
+    assert sorted(op for ops in _readers_of_conv_outputs(result.model).values() for op in ops) == ["QuantizeLinear", "Sigmoid"]
